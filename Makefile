@@ -1,0 +1,40 @@
+# The commands the README names. `make run` and `make test` set up everything on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The quickstart: SQLite and a filesystem broker under var/, the demo project, then the web server,
+# one Celery worker on both queues and Celery beat together. Ctrl-C stops all three.
+run: export DEBUG ?= true
+run: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py demo_setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho --procfile Procfile start
+
+# SQLite unless DATABASE_URL is set; the filesystem broker unless CELERY_BROKER_URL is set.
+test: export SECRET_KEY ?= insecure-key-for-tests-only
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Every benchmark in bench/ on its quick setting; each prints one JSON object on its last line.
+bench: $(STAMP)
+	@for script in bench/*.py; do [ -e "$$script" ] || continue; echo "== $$script"; \
+		$(BIN)/python "$$script" --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import include, path
+
+admin.site.site_header = "RLHF Studio administration"
+admin.site.site_title = "RLHF Studio"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("frontend.urls")),
+]

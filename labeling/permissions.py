@@ -1,0 +1,62 @@
+"""Who may do what. Every view, API class and admin hook asks here, nowhere else.
+
+Two roles: raters (members of the "raters" group) label the projects they belong to; staff administer
+everything (the admin, imports, exports, training). A rater never sees another rater's work.
+"""
+
+from collections.abc import Callable
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+
+from labeling.models import Judgement, Project
+
+RATERS_GROUP = "raters"
+
+
+def is_staff(user) -> bool:
+    return bool(user.is_authenticated and user.is_active and user.is_staff)
+
+
+def is_rater(user) -> bool:
+    """Staff may label too; everyone else needs to be in the raters group."""
+    if not (user.is_authenticated and user.is_active):
+        return False
+    return user.is_staff or user.groups.filter(name=RATERS_GROUP).exists()
+
+
+def projects_visible_to(user) -> QuerySet[Project]:
+    if is_staff(user):
+        return Project.objects.all()
+    if is_rater(user):
+        return Project.objects.filter(members=user)
+    return Project.objects.none()
+
+
+def can_label(user, project: Project) -> bool:
+    return is_staff(user) or (is_rater(user) and project.members.filter(pk=user.pk).exists())
+
+
+def judgements_visible_to(user) -> QuerySet[Judgement]:
+    """Staff see every judgement; a rater sees their own and nobody else's."""
+    if is_staff(user):
+        return Judgement.objects.all()
+    if is_rater(user):
+        return Judgement.objects.filter(rater=user)
+    return Judgement.objects.none()
+
+
+def rater_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Log in first; then only raters (and staff) get through, others get 403."""
+
+    @wraps(view)
+    @login_required
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not is_rater(request.user):
+            raise PermissionDenied("This page is for raters.")
+        return view(request, *args, **kwargs)
+
+    return wrapper

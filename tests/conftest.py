@@ -1,0 +1,38 @@
+import pytest
+
+from tests.factories import PASSWORD, ProjectFactory, UserFactory, task_create
+
+
+@pytest.fixture
+def password() -> str:
+    return PASSWORD
+
+
+@pytest.fixture
+def rater(db):
+    return UserFactory(username="rater", rater=True)
+
+
+@pytest.fixture
+def other_rater(db):
+    return UserFactory(username="other", rater=True)
+
+
+@pytest.fixture
+def staff(db):
+    return UserFactory(username="boss", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def project(db, rater):
+    return ProjectFactory(members=[rater], overlap=2)
+
+
+@pytest.fixture
+def make_task(project):
+    """Build a task: ``make_task(k=4)``; options go to the service (``gold_ranking``, ``required_judgements``)."""
+
+    def make(k: int = 2, *, in_project=None, **options):
+        return task_create(project=in_project or project, k=k, **options)
+
+    return make

@@ -1,0 +1,40 @@
+"""Celery tasks through a real worker process: the broker from the settings (Redis in CI, the filesystem
+broker by default) and the test database (PostgreSQL in CI)."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_celery_results.models import TaskResult
+
+from labeling.models import Assignment
+from labeling.tasks import assignment_expire_stale_task
+from tests.worker import celery_worker
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_process_expires_abandoned_leases_in_the_database(make_task, rater, tmp_path):
+    now = timezone.now()
+    abandoned = Assignment.objects.create(
+        task=make_task(), rater=rater, leased_at=now - timedelta(hours=1), expires_at=now - timedelta(minutes=1)
+    )
+    held = Assignment.objects.create(task=make_task(), rater=rater, leased_at=now, expires_at=now + timedelta(hours=1))
+    with celery_worker(tmp_path) as worker:
+        result = assignment_expire_stale_task.apply_async(queue=worker.queue)
+        assert worker.result(result) == 1
+
+    abandoned.refresh_from_db()
+    held.refresh_from_db()
+    assert (abandoned.state, held.state) == (Assignment.State.EXPIRED, Assignment.State.LEASED)
+    # The worker recorded the outcome in the database through django-celery-results.
+    stored = TaskResult.objects.get(task_id=result.id)
+    assert (stored.status, stored.task_name) == ("SUCCESS", "labeling.tasks.assignment_expire_stale_task")
+
+
+def test_the_lease_expiry_schedule_is_in_the_database_for_beat(db):
+    from django_celery_beat.models import PeriodicTask
+
+    schedule = PeriodicTask.objects.get(name="Return abandoned leases")
+    assert schedule.task == assignment_expire_stale_task.name
+    assert (schedule.interval.every, schedule.interval.period, schedule.enabled) == (60, "seconds", True)

@@ -1,0 +1,95 @@
+"""Settings come from the environment, each with a quickstart default. Each case runs in a fresh
+process, since settings are read once at start-up."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DUMP = """
+import json
+import django
+django.setup()
+from django.conf import settings
+db = settings.DATABASES["default"]
+print(json.dumps({
+    "debug": settings.DEBUG,
+    "engine": db["ENGINE"], "name": str(db["NAME"]), "host": db.get("HOST"), "port": db.get("PORT"),
+    "broker": settings.CELERY_BROKER_URL,
+    "broker_options": settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+    "queues": [queue.name for queue in settings.CELERY_TASK_QUEUES],
+    "default_queue": settings.CELERY_TASK_DEFAULT_QUEUE,
+    "result_backend": settings.CELERY_RESULT_BACKEND,
+    "beat_scheduler": settings.CELERY_BEAT_SCHEDULER,
+    "allowed_hosts": settings.ALLOWED_HOSTS,
+    "csrf_trusted_origins": settings.CSRF_TRUSTED_ORIGINS,
+}))
+"""
+
+CONFIG_VARIABLES = (
+    "DEBUG", "SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "CELERY_BROKER_DIR", "VAR_DIR",
+    "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS",
+)  # fmt: skip
+
+
+def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {key: value for key, value in os.environ.items() if key not in CONFIG_VARIABLES}
+    clean.update({"DJANGO_SETTINGS_MODULE": "config.settings", "VAR_DIR": str(tmp_path / "var"), **env})
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120)
+
+
+def settings_with(tmp_path: Path, **env: str) -> dict:
+    completed = run(["-c", DUMP], tmp_path, **env)
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_without_debug_the_app_refuses_to_start_without_a_secret_key(tmp_path):
+    completed = run(["manage.py", "check"], tmp_path)
+    assert completed.returncode != 0
+    assert "SECRET_KEY is not set" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_debug_is_off_unless_set(tmp_path):
+    assert settings_with(tmp_path, SECRET_KEY="s")["debug"] is False
+    assert settings_with(tmp_path, DEBUG="true")["debug"] is True
+
+
+def test_the_quickstart_defaults_need_no_server(tmp_path):
+    found = settings_with(tmp_path, SECRET_KEY="s")
+    assert found["engine"] == "django.db.backends.sqlite3"
+    assert found["name"] == str(tmp_path / "var" / "db.sqlite3")
+    assert found["broker"].startswith("filesystem://")
+    broker_dir = tmp_path / "var" / "broker"
+    assert found["broker_options"]["data_folder_in"] == found["broker_options"]["data_folder_out"]
+    for folder in ("queue", "control", "processed"):
+        assert (broker_dir / folder).is_dir(), f"{folder} was not created at start-up"
+    assert found["result_backend"] == "django-db"
+    assert found["beat_scheduler"] == "django_celery_beat.schedulers:DatabaseScheduler"
+    assert found["queues"] == ["default", "training"] and found["default_queue"] == "default"
+
+
+def test_postgres_and_redis_come_from_the_environment(tmp_path):
+    found = settings_with(
+        tmp_path,
+        SECRET_KEY="s",
+        DATABASE_URL="postgres://studio:pw@db.internal:5433/studio",
+        CELERY_BROKER_URL="redis://cache.internal:6379/2",
+        ALLOWED_HOSTS="studio.example.org,localhost",
+        CSRF_TRUSTED_ORIGINS="https://studio.example.org",
+    )
+    assert (found["engine"], found["name"], found["host"], found["port"]) == (
+        "django.db.backends.postgresql",
+        "studio",
+        "db.internal",
+        5433,
+    )
+    assert found["broker"] == "redis://cache.internal:6379/2"
+    assert found["broker_options"]["visibility_timeout"] >= 3600
+    assert not (tmp_path / "var" / "broker").exists()
+    assert found["allowed_hosts"] == ["studio.example.org", "localhost"]
+    assert found["csrf_trusted_origins"] == ["https://studio.example.org"]
