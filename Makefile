@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint bench clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install browser run test lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +15,15 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The browser tests drive Debian's Chromium (set CHROMIUM_PATH to use another Chromium or Chrome).
+browser:
+	@if [ -z "$$CHROMIUM_PATH" ] && ! command -v chromium >/dev/null 2>&1; then \
+		echo "Installing Debian's chromium for the browser tests"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+		|| { $(SUDO) apt-get update -q >/dev/null && \
+		     $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	fi
 
 # The quickstart: SQLite and a filesystem broker under var/, the demo project, then the web server,
 # one Celery worker on both queues and Celery beat together. Ctrl-C stops all three.
@@ -24,7 +35,7 @@ run: $(STAMP)
 
 # SQLite unless DATABASE_URL is set; the filesystem broker unless CELERY_BROKER_URL is set.
 test: export SECRET_KEY ?= insecure-key-for-tests-only
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -6,5 +6,6 @@ admin.site.site_title = "RLHF Studio"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include("labeling.urls")),
     path("", include("frontend.urls")),
 ]

@@ -8,5 +8,7 @@ urlpatterns = [
     path("", views.project_list, name="projects"),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", views.LogoutView.as_view(), name="logout"),
+    path("p/<slug:slug>/", views.workbench, name="workbench"),
+    path("p/<slug:slug>/demonstrate/", views.demonstrate, name="demonstrate"),
     path("healthz", views.health, name="health"),
 ]

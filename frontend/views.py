@@ -2,11 +2,13 @@
 
 from django.contrib.auth import views as auth_views
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from labeling import permissions, selectors
+from labeling.models import Flag, Project
+from labeling.rendering import markdown_to_safe_html
 
 
 class LoginView(auth_views.LoginView):
@@ -25,6 +27,41 @@ def project_list(request: HttpRequest) -> HttpResponse:
         request,
         "frontend/projects.html",
         {"projects": projects, "is_staff": permissions.is_staff(request.user)},
+    )
+
+
+def _project_or_404(request: HttpRequest, slug: str) -> Project:
+    project = permissions.projects_visible_to(request.user).filter(slug=slug).first()
+    if project is None:
+        raise Http404("No such project is open to you.")
+    return project
+
+
+@permissions.rater_required
+def workbench(request: HttpRequest, slug: str) -> HttpResponse:
+    """Compare, rank, rate and flag: the page loads tasks from the API one after another."""
+    project = _project_or_404(request, slug)
+    return render(
+        request,
+        "frontend/workbench.html",
+        {
+            "project": project,
+            "guidelines_html": markdown_to_safe_html(project.guidelines),
+            "flags": [[flag.value, flag.label] for flag in Flag],
+        },
+    )
+
+
+@permissions.rater_required
+def demonstrate(request: HttpRequest, slug: str) -> HttpResponse:
+    """Write ideal replies to the project's prompts."""
+    project = _project_or_404(request, slug)
+    if not project.demonstrate_enabled:
+        raise Http404("This project does not collect demonstrations.")
+    return render(
+        request,
+        "frontend/demonstrate.html",
+        {"project": project, "guidelines_html": markdown_to_safe_html(project.guidelines)},
     )
 
 

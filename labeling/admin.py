@@ -20,6 +20,7 @@ from labeling.models import (
     Project,
     Prompt,
     Response,
+    TaskProblemReport,
     TaskResponse,
     TrainingRun,
     User,
@@ -154,7 +155,7 @@ class ComparisonTaskAdmin(admin.ModelAdmin):
 
 @admin.register(Assignment)
 class AssignmentAdmin(ReadOnlyAdmin):
-    list_display = ["id", "task", "rater", "state", "leased_at", "expires_at"]
+    list_display = ["id", "task", "rater", "state", "leased_at", "expires_at", "skip_reason"]
     list_filter = ["state", "task__project"]
     search_fields = ["rater__username", "skip_reason"]
     list_select_related = ["task", "rater"]
@@ -162,11 +163,32 @@ class AssignmentAdmin(ReadOnlyAdmin):
 
 @admin.register(Judgement)
 class JudgementAdmin(ReadOnlyAdmin):
-    list_display = ["id", "task", "rater", "source", "origin", "ranking", "seconds_spent", "created_at"]
+    list_display = ["id", "task", "rater", "source", "origin", "ranking", "all_bad", "seconds_spent", "created_at"]
     list_filter = ["source", "origin", "task__project", "task__is_gold"]
     search_fields = ["rater__username", "origin", "rationale", "client_submission_id"]
     list_select_related = ["task", "rater"]
     date_hierarchy = "created_at"
+
+
+@admin.register(TaskProblemReport)
+class TaskProblemReportAdmin(admin.ModelAdmin):
+    """Raters' reports of broken tasks; an admin reads them and marks them resolved."""
+
+    list_display = ["id", "task", "rater", "message", "resolved", "created_at"]
+    list_filter = ["resolved", "task__project"]
+    search_fields = ["message", "rater__username"]
+    list_select_related = ["task", "rater"]
+    fields = ["task", "rater", "message", "resolved", "created_at"]
+    readonly_fields = ["task", "rater", "message", "created_at"]
+    actions = ["mark_resolved"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Mark the selected reports resolved")
+    def mark_resolved(self, request: HttpRequest, queryset: QuerySet[TaskProblemReport]) -> None:
+        updated = queryset.update(resolved=True)
+        self.message_user(request, f"{updated} report(s) marked resolved.")
 
 
 @admin.register(Demonstration)

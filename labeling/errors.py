@@ -23,3 +23,36 @@ class PermissionDenied(ApplicationError):
 
 class Conflict(ApplicationError):
     status_code = 409
+
+
+def _first_message(data) -> str:
+    """The first human-readable message inside DRF's nested error data, with its field name."""
+    if isinstance(data, dict):
+        for field, value in data.items():
+            inner = _first_message(value)
+            if field in ("detail", "non_field_errors", "__all__"):
+                return inner
+            return f"{field}: {inner}"
+    if isinstance(data, list) and data:
+        return _first_message(data[0])
+    return str(data)
+
+
+def api_exception_handler(exc, context):
+    """Every API error as ``{"message": ..., "extra": ...}`` with the right status code."""
+    from django.core.exceptions import ValidationError as DjangoValidationError
+    from rest_framework import exceptions
+    from rest_framework.response import Response
+    from rest_framework.views import exception_handler
+
+    if isinstance(exc, ApplicationError):
+        return Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
+    if isinstance(exc, DjangoValidationError):
+        fields = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+        exc = exceptions.ValidationError(fields)
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    extra = {"fields": response.data} if isinstance(exc, exceptions.ValidationError) else {}
+    response.data = {"message": _first_message(response.data), "extra": extra}
+    return response

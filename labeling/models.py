@@ -189,14 +189,18 @@ class ComparisonTask(models.Model):
                 violation_error_message="A gold task needs its expected ranking, and only a gold task has one.",
             ),
         ]
-        indexes = [models.Index(fields=["project", "status"], name="task_project_status")]
+        indexes = [models.Index(fields=["project", "status", "is_gold", "id"], name="task_pick")]
 
     def __str__(self) -> str:
         return f"Task {self.pk} of {self.project}"
 
     def response_ids(self) -> list[int]:
-        """The task's responses in their stored order."""
-        return list(self.slots.order_by("position").values_list("response_id", flat=True))
+        """The task's responses in their stored order (read once per instance: a task's responses never
+        change after it is created)."""
+        cached = getattr(self, "_response_ids", None)
+        if cached is None:
+            cached = self._response_ids = list(self.slots.order_by("position").values_list("response_id", flat=True))
+        return list(cached)
 
     def clean(self) -> None:
         if self.prompt_id and self.project_id and self.prompt.project_id != self.project_id:
@@ -254,6 +258,9 @@ class Assignment(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.LEASED)
     leased_at = models.DateTimeField()
     expires_at = models.DateTimeField()
+    shown_order = models.JSONField(
+        default=list, blank=True, help_text="The task's response ids in the order this rater is shown them."
+    )
     skip_reason = models.TextField(blank=True)
 
     class Meta:
@@ -324,6 +331,7 @@ class Judgement(models.Model):
         blank=True, help_text="Groups of response ids, best first; a group holds tied responses."
     )
     margin = models.FloatField(null=True, blank=True, help_text="How much better the winner is (0 or more).")
+    all_bad = models.BooleanField(default=False, help_text="The rater found every response unacceptable.")
     likert = models.JSONField(default=dict, blank=True, help_text="Response id to a score from 1 to 7.")
     flags = models.JSONField(default=dict, blank=True, help_text="Response id to a list of flags.")
     rationale = models.TextField(blank=True)
@@ -412,6 +420,23 @@ class Judgement(models.Model):
             raise ValidationError(errors)
 
 
+class TaskProblemReport(models.Model):
+    """A rater's note that something is wrong with a task (broken text, wrong language, unsafe to judge)."""
+
+    task = models.ForeignKey(ComparisonTask, on_delete=models.CASCADE, related_name="problem_reports")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="problem_reports")
+    message = models.TextField()
+    resolved = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.CheckConstraint(condition=~Q(message=""), name="problem_report_message_not_empty")]
+
+    def __str__(self) -> str:
+        return f"Problem with task {self.task_id} reported by {self.rater}"
+
+
 class Demonstration(models.Model):
     """An ideal reply to a prompt, written by a rater or imported: supervised fine-tuning data."""
 
@@ -425,11 +450,19 @@ class Demonstration(models.Model):
     )
     origin = models.CharField(max_length=200, blank=True, help_text="For an imported demonstration: its dataset.")
     text = models.TextField()
+    client_submission_id = models.CharField(
+        max_length=64, blank=True, help_text="Chosen by the client once per submission, so a retry is stored once."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
+            models.UniqueConstraint(
+                fields=["author", "client_submission_id"],
+                condition=Q(author__isnull=False) & ~Q(client_submission_id=""),
+                name="demonstration_submission_once_per_author",
+            ),
             models.CheckConstraint(condition=~Q(text=""), name="demonstration_text_not_empty"),
             models.CheckConstraint(
                 condition=Q(author__isnull=False) | ~Q(origin=""),

@@ -11,6 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from rest_framework.permissions import BasePermission
 
 from labeling.models import Judgement, Project
 
@@ -22,10 +23,15 @@ def is_staff(user) -> bool:
 
 
 def is_rater(user) -> bool:
-    """Staff may label too; everyone else needs to be in the raters group."""
+    """Staff may label too; everyone else needs to be in the raters group (asked once per user object,
+    that is once per request)."""
     if not (user.is_authenticated and user.is_active):
         return False
-    return user.is_staff or user.groups.filter(name=RATERS_GROUP).exists()
+    if user.is_staff:
+        return True
+    if not hasattr(user, "_in_raters_group"):
+        user._in_raters_group = user.groups.filter(name=RATERS_GROUP).exists()
+    return user._in_raters_group
 
 
 def projects_visible_to(user) -> QuerySet[Project]:
@@ -60,3 +66,21 @@ def rater_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+class IsRater(BasePermission):
+    """API access for raters (and staff)."""
+
+    message = "This is for raters."
+
+    def has_permission(self, request, view) -> bool:
+        return is_rater(request.user)
+
+
+class IsStaff(BasePermission):
+    """API access for staff only: imports, exports, snapshots, training."""
+
+    message = "This is for administrators."
+
+    def has_permission(self, request, view) -> bool:
+        return is_staff(request.user)

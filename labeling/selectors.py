@@ -1,9 +1,12 @@
 """Reads that are more than one ``.get()``: what a rater has left to do, what the admin lists."""
 
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
+from datetime import datetime
+
+from django.db import connection
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from labeling.models import Assignment, ComparisonTask, Judgement, Project, Prompt
+from labeling.models import Assignment, ComparisonTask, Demonstration, Judgement, Project, Prompt
 from labeling.permissions import projects_visible_to
 
 
@@ -42,4 +45,99 @@ def project_list_with_counts() -> QuerySet[Project]:
         task_count=_count_per_project(ComparisonTask.objects.all(), "project"),
         open_task_count=_count_per_project(ComparisonTask.objects.filter(status=ComparisonTask.Status.OPEN), "project"),
         judgement_count=_count_per_project(Judgement.objects.all(), "task__project"),
+    )
+
+
+def _judgement_count() -> Coalesce:
+    rows = Judgement.objects.filter(task=OuterRef("pk")).order_by().values("task").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(rows, output_field=IntegerField()), Value(0))
+
+
+def _live_lease_count(now: datetime) -> Coalesce:
+    rows = (
+        Assignment.objects.filter(task=OuterRef("pk"), state=Assignment.State.LEASED, expires_at__gt=now)
+        .order_by()
+        .values("task")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(rows, output_field=IntegerField()), Value(0))
+
+
+def tasks_with_free_slots(*, project: Project, rater, now: datetime) -> QuerySet[ComparisonTask]:
+    """Open tasks of the project that the rater has never held or judged and whose judgements plus live
+    leases are still fewer than the judgements it needs."""
+    return (
+        ComparisonTask.objects.filter(project=project, status=ComparisonTask.Status.OPEN)
+        .exclude(Exists(Assignment.objects.filter(task=OuterRef("pk"), rater=rater)))
+        .exclude(Exists(Judgement.objects.filter(task=OuterRef("pk"), rater=rater)))
+        .alias(slots_taken=_judgement_count() + _live_lease_count(now))
+        .filter(slots_taken__lt=F("required_judgements"))
+    )
+
+
+def task_id_with_free_slot(
+    *, project: Project, rater, gold: bool, now: datetime, passed_over: list[int] = (), lock: bool = False
+) -> tuple[int, int] | None:
+    """``(id, required_judgements)`` of the first task (by id) that ``tasks_with_free_slots`` would list,
+    with ``is_gold`` as asked.
+
+    Written in SQL because it runs on every "next task" and the ORM takes longer to compile it than the
+    database takes to run it. With ``lock`` (PostgreSQL) the row is locked FOR UPDATE, and rows other raters
+    hold locked are skipped rather than waited for.
+    """
+    task, assignment, judgement = (model._meta.db_table for model in (ComparisonTask, Assignment, Judgement))
+    passed = ""
+    if passed_over:
+        passed = f"AND t.id NOT IN ({', '.join(['%s'] * len(passed_over))})"
+    locking = "FOR UPDATE OF t SKIP LOCKED" if lock and connection.features.has_select_for_update_skip_locked else ""
+    sql = f"""
+        SELECT t.id, t.required_judgements FROM {task} t
+        WHERE t.project_id = %s AND t.status = %s AND t.is_gold = %s {passed}
+          AND NOT EXISTS (SELECT 1 FROM {assignment} a WHERE a.task_id = t.id AND a.rater_id = %s)
+          AND NOT EXISTS (SELECT 1 FROM {judgement} j WHERE j.task_id = t.id AND j.rater_id = %s)
+          AND (SELECT COUNT(*) FROM {judgement} j WHERE j.task_id = t.id)
+            + (SELECT COUNT(*) FROM {assignment} a
+               WHERE a.task_id = t.id AND a.state = %s AND a.expires_at > %s) < t.required_judgements
+        ORDER BY t.id
+        LIMIT 1
+        {locking}
+    """  # noqa: S608 (table names come from the models, values are parameters)
+    params = [project.pk, ComparisonTask.Status.OPEN, gold, *passed_over, rater.pk, rater.pk]
+    params += [Assignment.State.LEASED, now]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def task_slots_taken(*, task_id: int, now: datetime) -> int:
+    """Judgements plus live leases on the task, counted now (one statement, so one snapshot)."""
+    assignment, judgement = Assignment._meta.db_table, Judgement._meta.db_table
+    sql = f"""
+        SELECT (SELECT COUNT(*) FROM {judgement} WHERE task_id = %s)
+             + (SELECT COUNT(*) FROM {assignment} WHERE task_id = %s AND state = %s AND expires_at > %s)
+    """  # noqa: S608 (table names come from the models, values are parameters)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [task_id, task_id, Assignment.State.LEASED, now])
+        return cursor.fetchone()[0]
+
+
+def prompt_next_for_demonstration(*, project: Project, author, exclude: list[int] = ()) -> Prompt | None:
+    """A prompt of the project the author has not written a demonstration for (nor passed over, ``exclude``),
+    fewest demonstrations first."""
+    demonstrations = (
+        Demonstration.objects.filter(prompt=OuterRef("pk"))
+        .order_by()
+        .values("prompt")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return (
+        Prompt.objects.filter(project=project)
+        .exclude(pk__in=list(exclude))
+        .exclude(Exists(Demonstration.objects.filter(prompt=OuterRef("pk"), author=author)))
+        .annotate(demonstration_count=Coalesce(Subquery(demonstrations, output_field=IntegerField()), Value(0)))
+        .order_by("demonstration_count", "id")
+        .first()
     )

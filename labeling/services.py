@@ -1,18 +1,21 @@
 """Every write the product makes. Each service takes keyword arguments, validates with ``full_clean()``,
 runs in one transaction, and raises :class:`ApplicationError` for anything it refuses."""
 
-from collections.abc import Sequence
+import random
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import wraps
 from pathlib import Path
 
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import IntegrityError, OperationalError, connection, models, transaction
 from django.utils import timezone
 
-from labeling import validation
-from labeling.errors import ApplicationError
+from labeling import selectors, validation
+from labeling.errors import ApplicationError, Conflict, NotFound
 from labeling.importers import oasst_ranked_groups, plain_prompts
 from labeling.models import (
     Assignment,
@@ -23,16 +26,22 @@ from labeling.models import (
     Project,
     Prompt,
     Response,
+    TaskProblemReport,
     TaskResponse,
     User,
 )
 from labeling.permissions import RATERS_GROUP
 
 
-def _validate(instance: models.Model) -> None:
-    """``full_clean()``; a refusal becomes an ApplicationError naming the fields."""
+def _validate(instance: models.Model, *, constraints: bool = True, exclude: Sequence[str] = ()) -> None:
+    """``full_clean()``; a refusal becomes an ApplicationError naming the fields.
+
+    ``constraints=False`` leaves the database constraints to the database (a query each saved), for hot
+    paths that hold the locks which make uniqueness hold anyway; ``exclude`` skips fields already known to be
+    valid (a foreign key to a row just read, for instance).
+    """
     try:
-        instance.full_clean()
+        instance.full_clean(exclude=exclude, validate_unique=constraints, validate_constraints=constraints)
     except ValidationError as error:
         fields = error.message_dict if hasattr(error, "error_dict") else {"__all__": error.messages}
         first_field, messages = next(iter(fields.items()))
@@ -302,3 +311,271 @@ def demo_project_ensure(*, data_dir: Path, members: Sequence[User], gold_every: 
             )
             counts["prompts"] += 1
     return DemoLoadResult(project=project, created=True, **counts)
+
+
+# --- Assignment and submission -------------------------------------------------------------------------------
+#
+# A task has ``required_judgements`` slots. A slot is taken by a judgement or by a live lease (an assignment in
+# state "leased" whose ``expires_at`` is still ahead). Every write that changes who holds a slot of a task
+# first locks the task row (PostgreSQL: SELECT ... FOR UPDATE, SKIP LOCKED when picking; SQLite: the whole
+# transaction holds the database's write lock, taken at BEGIN IMMEDIATE), then counts the slots again in a
+# fresh statement, so two raters can never take the same slot.
+
+SQLITE_LOCK_ATTEMPTS = 40
+BUSY_RETRIES = 20
+
+
+def _retry_when_sqlite_is_locked(service: Callable) -> Callable:
+    """Run the whole transaction again when SQLite reports "database is locked" (the busy timeout ran out
+    under heavy write load), so that a rater never sees that error."""
+
+    @wraps(service)
+    def wrapper(*args, **kwargs):
+        for attempt in range(SQLITE_LOCK_ATTEMPTS):
+            try:
+                return service(*args, **kwargs)
+            except OperationalError as error:
+                retryable = connection.vendor == "sqlite" and "locked" in str(error) and not connection.in_atomic_block
+                if not retryable or attempt == SQLITE_LOCK_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0, min(0.005 * 2**attempt, 0.25)))
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def _lease_first_free_slot(*, project: Project, rater: User, gold: bool, now: datetime) -> Assignment | None:
+    passed_over: list[int] = []
+    while True:
+        candidate = selectors.task_id_with_free_slot(
+            project=project, rater=rater, gold=gold, now=now, passed_over=passed_over, lock=True
+        )
+        if candidate is None:
+            return None
+        task_id, required = candidate
+        # A fresh statement: it sees leases committed after the candidate query took its snapshot.
+        if selectors.task_slots_taken(task_id=task_id, now=now) >= required:
+            passed_over.append(task_id)
+            continue
+        shown_order = list(TaskResponse.objects.filter(task_id=task_id).values_list("response_id", flat=True))
+        random.shuffle(shown_order)
+        return Assignment.objects.create(
+            task_id=task_id,
+            rater=rater,
+            leased_at=now,
+            expires_at=now + project.lease_timeout,
+            shown_order=shown_order,
+        )
+
+
+@_retry_when_sqlite_is_locked
+def task_next_for_rater(*, project: Project, rater: User, now: datetime | None = None) -> Assignment | None:
+    """The rater's live lease in this project, or a new lease on a task they have not seen that still has a
+    free slot (gold tasks mixed in at the project's gold rate). None when nothing is left for them."""
+    for attempt in range(BUSY_RETRIES):
+        moment = now or timezone.now()
+        with transaction.atomic():
+            current = (
+                Assignment.objects.filter(
+                    rater=rater,
+                    task__project=project,
+                    task__status=ComparisonTask.Status.OPEN,
+                    state=Assignment.State.LEASED,
+                    expires_at__gt=moment,
+                )
+                .order_by("leased_at")
+                .first()
+            )
+            if current is not None:
+                return current
+            want_gold = random.random() < project.gold_rate
+            for gold in (want_gold, not want_gold):
+                assignment = _lease_first_free_slot(project=project, rater=rater, gold=gold, now=moment)
+                if assignment is not None:
+                    return assignment
+        # Nothing free for us right now. If that is only because other raters hold row locks on the tasks
+        # that are left (SKIP LOCKED passed over them), their transactions end within milliseconds: retry.
+        if not selectors.tasks_with_free_slots(project=project, rater=rater, now=moment).exists():
+            return None
+        time.sleep(0.002 * (attempt + 1))
+    return None
+
+
+def _ranking_from_likert(likert: dict, response_ids: list[int]) -> list[list[int]]:
+    """For rate-only projects: responses grouped by score, best first; every response must be scored."""
+    missing = [response_id for response_id in response_ids if str(response_id) not in likert]
+    if missing:
+        raise ApplicationError("Score every response from 1 to 7.", {"fields": {"likert": ["Score every response."]}})
+    scores = {response_id: likert[str(response_id)] for response_id in response_ids}
+    if not all(isinstance(score, int) for score in scores.values()):
+        raise ApplicationError("Likert scores must be whole numbers from 1 to 7.", {"fields": {"likert": []}})
+    return [
+        [response_id for response_id in response_ids if scores[response_id] == score]
+        for score in sorted(set(scores.values()), reverse=True)
+    ]
+
+
+def _held_assignment(*, task: ComparisonTask, rater: User, now: datetime) -> Assignment:
+    """The rater's assignment on a (locked) task, if they may still submit or skip it."""
+    assignment = Assignment.objects.filter(task=task, rater=rater).first()
+    if assignment is None:
+        raise Conflict("You do not hold this task. Ask for your next task.")
+    if assignment.state == Assignment.State.SUBMITTED:
+        raise Conflict("You have already judged this task.")
+    if assignment.state == Assignment.State.SKIPPED:
+        raise Conflict("You skipped this task.")
+    if task.status != ComparisonTask.Status.OPEN:
+        raise Conflict("This task is closed.")
+    # A lease that ran out still counts if nobody else took the slot meanwhile.
+    lease_ran_out = assignment.expires_at <= now or assignment.state == Assignment.State.EXPIRED
+    if lease_ran_out and selectors.task_slots_taken(task_id=task.pk, now=now) >= task.required_judgements:
+        raise Conflict("Your time on this task ran out and another rater took it. Ask for your next task.")
+    return assignment
+
+
+@_retry_when_sqlite_is_locked
+def judgement_submit(
+    *,
+    rater: User,
+    task_id: int,
+    client_submission_id: str,
+    ranking: list[list[int]] | None = None,
+    margin: float | None = None,
+    all_bad: bool = False,
+    likert: dict | None = None,
+    flags: dict | None = None,
+    rationale: str = "",
+    now: datetime | None = None,
+) -> tuple[Judgement, bool]:
+    """Store a rater's judgement on a task they hold; ``(judgement, created)``.
+
+    Idempotent: a retried submission with the same ``client_submission_id`` returns the stored judgement and
+    stores nothing. The time spent is measured on the server, from the lease to now.
+    """
+    if not client_submission_id or len(client_submission_id) > 64:
+        raise ApplicationError("A submission needs a client_submission_id of 1 to 64 characters.")
+
+    def stored() -> Judgement | None:
+        judgement = Judgement.objects.filter(rater=rater, client_submission_id=client_submission_id).first()
+        if judgement is not None and judgement.task_id != task_id:
+            raise Conflict("This client_submission_id was already used for another task.")
+        return judgement
+
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            task = (
+                ComparisonTask.objects.select_for_update(of=("self",))
+                .select_related("project")
+                .filter(pk=task_id)
+                .first()
+            )
+            if task is None:
+                raise NotFound(f"There is no task {task_id}.")
+            # A retry of this very submission (perhaps concurrent: it committed while we waited for the lock).
+            if (judgement := stored()) is not None:
+                return judgement, False
+            assignment = _held_assignment(task=task, rater=rater, now=now)
+            if assignment.shown_order:
+                task._response_ids = sorted(assignment.shown_order)  # the lease drew the order from them
+            project = task.project
+            likert = likert or {}
+            if ranking is None and project.rate_enabled and not (project.compare_enabled or project.rank_enabled):
+                ranking = _ranking_from_likert(likert, assignment.shown_order or task.response_ids())
+            judgement = Judgement(
+                task=task,
+                rater=rater,
+                source=Judgement.Source.HUMAN,
+                ranking=ranking,
+                margin=margin,
+                all_bad=all_bad,
+                likert=likert,
+                flags=flags or {},
+                rationale=rationale,
+                seconds_spent=max((now - assignment.leased_at).total_seconds(), 0.0),
+                shown_order=assignment.shown_order,
+                client_submission_id=client_submission_id,
+            )
+            _validate(judgement, constraints=False, exclude=["task", "rater"])
+            judgement.save()
+            assignment.state = Assignment.State.SUBMITTED
+            assignment.save(update_fields=["state"])
+            task_status_refresh(task=task)
+            return judgement, True
+    except IntegrityError as error:
+        if (judgement := stored()) is not None:
+            return judgement, False
+        raise ApplicationError(f"The judgement was refused: {error}") from error
+
+
+@_retry_when_sqlite_is_locked
+def assignment_skip(*, rater: User, task_id: int, reason: str, now: datetime | None = None) -> Assignment:
+    """The rater passes on a task they hold, saying why; the slot returns to the pool for others."""
+    reason = reason.strip()
+    if not reason:
+        raise ApplicationError("Say why you skip this task.", {"fields": {"reason": ["This field is required."]}})
+    now = now or timezone.now()
+    with transaction.atomic():
+        task = ComparisonTask.objects.select_for_update().filter(pk=task_id).first()
+        if task is None:
+            raise NotFound(f"There is no task {task_id}.")
+        assignment = Assignment.objects.filter(task=task, rater=rater).first()
+        if assignment is not None and assignment.state == Assignment.State.SKIPPED:
+            return assignment
+        if assignment is None or assignment.state == Assignment.State.SUBMITTED:
+            raise Conflict("You do not hold this task.")
+        assignment.state = Assignment.State.SKIPPED
+        assignment.skip_reason = reason[:2000]
+        assignment.save(update_fields=["state", "skip_reason"])
+        return assignment
+
+
+@_retry_when_sqlite_is_locked
+def task_problem_report(*, rater: User, task_id: int, message: str) -> TaskProblemReport:
+    """Store a rater's report of a problem with a task and pass the task on, so they are not asked to
+    judge something broken."""
+    message = message.strip()
+    if not message:
+        raise ApplicationError("Describe the problem.", {"fields": {"message": ["This field is required."]}})
+    with transaction.atomic():
+        task = ComparisonTask.objects.filter(pk=task_id).first()
+        if task is None:
+            raise NotFound(f"There is no task {task_id}.")
+        report = TaskProblemReport.objects.create(task=task, rater=rater, message=message[:5000])
+        held = Assignment.objects.filter(
+            task=task, rater=rater, state__in=[Assignment.State.LEASED, Assignment.State.EXPIRED]
+        )
+        held.update(state=Assignment.State.SKIPPED, skip_reason=f"Reported a problem: {message[:1900]}")
+        return report
+
+
+@_retry_when_sqlite_is_locked
+def demonstration_submit(
+    *, author: User, prompt: Prompt, text: str, client_submission_id: str
+) -> tuple[Demonstration, bool]:
+    """Store a rater's ideal reply to a prompt; a retried submission returns the stored one."""
+    if not client_submission_id or len(client_submission_id) > 64:
+        raise ApplicationError("A submission needs a client_submission_id of 1 to 64 characters.")
+    if not text.strip():
+        raise ApplicationError("Write a reply before submitting.", {"fields": {"text": ["This field is required."]}})
+
+    def stored() -> Demonstration | None:
+        return Demonstration.objects.filter(author=author, client_submission_id=client_submission_id).first()
+
+    if (existing := stored()) is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            # Serialise submissions on this prompt, then look again: a double-clicked submit waits here.
+            Prompt.objects.select_for_update().filter(pk=prompt.pk).first()
+            if (existing := stored()) is not None:
+                return existing, False
+            demonstration = Demonstration(
+                prompt=prompt, author=author, text=text, client_submission_id=client_submission_id
+            )
+            _save_validated(demonstration)
+            return demonstration, True
+    except IntegrityError:
+        if (existing := stored()) is not None:
+            return existing, False
+        raise

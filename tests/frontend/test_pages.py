@@ -82,3 +82,26 @@ def test_logout_ends_the_session(client, rater, password):
 def test_the_health_check_answers_when_the_database_does(client):
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_the_workbench_opens_for_members_only(client, rater, project, password):
+    client.login(username="rater", password=password)
+    assert client.get(f"/p/{project.slug}/").status_code == 200
+    assert client.get(f"/p/{ProjectFactory().slug}/").status_code == 404
+
+
+def test_the_workbench_shows_the_guidelines_sanitised(client, rater, project, password):
+    project.guidelines = "# Rules\n\nBe **kind**. <script>alert(1)</script>"
+    project.save()
+    client.login(username="rater", password=password)
+    page = client.get(f"/p/{project.slug}/").content.decode()
+    assert "<h1>Rules</h1>" in page and "<strong>kind</strong>" in page
+    assert "<script>alert(1)" not in page
+
+
+def test_the_demonstration_page_needs_the_project_to_collect_them(client, rater, project, password):
+    client.login(username="rater", password=password)
+    assert client.get(f"/p/{project.slug}/demonstrate/").status_code == 404
+    project.demonstrate_enabled = True
+    project.save()
+    assert client.get(f"/p/{project.slug}/demonstrate/").status_code == 200

@@ -8,7 +8,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from labeling import services
-from labeling.models import Assignment, DatasetSnapshot, Judgement, ModelVersion, Project, TrainingRun
+from labeling.models import (
+    Assignment,
+    DatasetSnapshot,
+    Judgement,
+    ModelVersion,
+    Project,
+    TaskProblemReport,
+    TrainingRun,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -28,6 +36,7 @@ def populated(project, rater, make_task):
     task = make_task(k=3)
     services.judgement_create(task=task, rater=rater, ranking=[task.response_ids()], client_submission_id="j")
     services.demonstration_create(prompt=task.prompt, author=rater, text="An ideal reply.")
+    TaskProblemReport.objects.create(task=task, rater=rater, message="The second answer is cut off.")
     now = timezone.now()
     Assignment.objects.create(task=task, rater=rater, leased_at=now, expires_at=now + timedelta(minutes=10))
     snapshot = DatasetSnapshot.objects.create(project=project, kind="ranking", path="r.jsonl", sha256="0" * 64)
@@ -87,3 +96,14 @@ def test_a_project_with_k_of_ten_is_refused_by_the_admin_form(admin_client, rate
     assert response.status_code == 200
     assert "must lie between 2 and 9" in response.content.decode()
     assert not Project.objects.filter(slug="too-wide").exists()
+
+
+def test_staff_mark_problem_reports_resolved(admin_client, populated):
+    report = TaskProblemReport.objects.get()
+    response = admin_client.post(
+        reverse("admin:labeling_taskproblemreport_changelist"),
+        {"action": "mark_resolved", "_selected_action": [report.pk]},
+    )
+    assert response.status_code == 302
+    report.refresh_from_db()
+    assert report.resolved

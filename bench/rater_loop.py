@@ -1,0 +1,345 @@
+"""Raters in a loop against the real app: throughput, latency and integrity of next-task and submit.
+
+Starts the app on PostgreSQL under gunicorn (a fresh database, dropped afterwards), then R simulated raters
+(threads on loopback, each with its own logged-in session) repeat "next task" then "submit" over the same
+HTTP calls the rater page makes, until a fixed number of submissions is stored. Prints submissions per
+second, p50/p95/p99 latency of each call, and integrity checks (stored = sent, no task over its overlap,
+no rater twice on a task). The last line is one JSON object.
+
+    python bench/rater_loop.py            # R = 1, 8 and 32
+    python bench/rater_loop.py --quick    # R = 8 on fewer submissions, under two minutes
+"""
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PASSWORD = "bench-password-not-secret"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="R = 8 only, on fewer submissions")
+    parser.add_argument("--raters", default="1,8,32", help="comma-separated R values (default 1,8,32)")
+    parser.add_argument("--submissions", type=int, default=3000, help="submissions per R (default 3000)")
+    parser.add_argument("--overlap", type=int, default=2, help="judgements wanted per task (default 2)")
+    parser.add_argument("--k", type=int, default=4, help="responses per task (default 4)")
+    parser.add_argument("--workers", type=int, default=0, help="gunicorn workers (default: 2 per core)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (default 4)")
+    parser.add_argument(
+        "--server-url",
+        default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+        help="a PostgreSQL URL with rights to create databases",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.raters, args.submissions = "8", 1000
+    args.raters = [int(value) for value in args.raters.split(",")]
+    args.workers = args.workers or 2 * (os.cpu_count() or 1)
+    return args
+
+
+# --- the database ------------------------------------------------------------------------------------------
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def admin_sql(server_url: str, statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server_url.replace("postgres://", "postgresql://", 1), autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def seed(rounds: list[int], submissions: int, overlap: int, k: int) -> dict[int, dict]:
+    """One project per R with enough tasks for the run, R raters in it; everything in bulk."""
+    from django.contrib.auth.hashers import make_password
+    from django.contrib.auth.models import Group
+    from django.db import transaction
+
+    from labeling.models import ComparisonTask, Project, Prompt, Response, TaskResponse, User
+
+    raters_group = Group.objects.get(name="raters")
+    password_hash = make_password(PASSWORD)
+    plan = {}
+    with transaction.atomic():
+        for r in rounds:
+            project = Project.objects.create(
+                name=f"Bench R={r}", slug=f"bench-r{r}", overlap=overlap, responses_per_task=k, rate_enabled=False
+            )
+            users = User.objects.bulk_create(
+                User(username=f"bench-r{r}-rater{i}", password=password_hash) for i in range(r)
+            )
+            raters_group.user_set.add(*users)
+            project.members.add(*users)
+            task_count = submissions // overlap + 8 * r
+            prompts = Prompt.objects.bulk_create(
+                Prompt(project=project, messages=[{"role": "user", "content": f"Question {i}: why is the sky blue?"}])
+                for i in range(task_count)
+            )
+            responses = Response.objects.bulk_create(
+                Response(prompt=prompt, text=f"Answer {j} to question {prompt.pk}. **Rayleigh** scattering.")
+                for prompt in prompts
+                for j in range(k)
+            )
+            tasks = ComparisonTask.objects.bulk_create(
+                ComparisonTask(project=project, prompt=prompt, required_judgements=overlap) for prompt in prompts
+            )
+            TaskResponse.objects.bulk_create(
+                TaskResponse(task=task, response=responses[index * k + j], position=j)
+                for index, task in enumerate(tasks)
+                for j in range(k)
+            )
+            plan[r] = {"slug": project.slug, "usernames": [user.username for user in users], "tasks": task_count}
+    return plan
+
+
+def integrity(slug: str, sent: list[tuple[int, str]]) -> dict:
+    """What the database holds against what the raters were told was stored."""
+    from django.db.models import Count, F
+
+    from labeling.models import ComparisonTask, Judgement
+
+    judgements = Judgement.objects.filter(task__project__slug=slug)
+    stored_ids = set(judgements.values_list("client_submission_id", flat=True))
+    sent_ids = [client_id for _, client_id in sent]
+    over = (
+        ComparisonTask.objects.filter(project__slug=slug)
+        .annotate(n=Count("judgements"))
+        .filter(n__gt=F("required_judgements"))
+        .count()
+    )
+    twice = judgements.values("task", "rater").annotate(n=Count("id")).filter(n__gt=1).count()
+    result = {
+        "stored": judgements.count(),
+        "sent": len(sent_ids),
+        "stored_equals_sent": judgements.count() == len(sent_ids) == len(set(sent_ids)) and stored_ids == set(sent_ids),
+        "tasks_over_overlap": over,
+        "rater_twice_on_a_task": twice,
+    }
+    result["ok"] = result["stored_equals_sent"] and over == 0 and twice == 0
+    return result
+
+
+# --- the server --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(env: dict, port: int, workers: int, threads: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(workers), "--worker-class", "gthread", "--threads", str(threads),
+         "--keep-alive", "30", "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
+                return server
+        except OSError:
+            pass
+        if server.poll() is not None:
+            raise SystemExit(f"gunicorn exited with {server.returncode}")
+        time.sleep(0.2)
+    server.terminate()
+    raise SystemExit("gunicorn did not answer within 60 s")
+
+
+# --- a simulated rater -------------------------------------------------------------------------------------
+
+
+class Rater:
+    """One browser session: log in, then next task / submit over a kept-alive connection."""
+
+    def __init__(self, port: int, username: str) -> None:
+        self.port = port
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.cookies: dict[str, str] = {}
+        self.login(username)
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        headers = {**(headers or {}), "Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        for attempt in range(2):
+            try:
+                self.connection.request(method, path, body=body, headers=headers)
+                response = self.connection.getresponse()
+                data = response.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The server closed an idle kept-alive connection: open a new one and send again.
+                self.connection.close()
+                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                if attempt:
+                    raise
+        for header, value in response.getheaders():
+            if header.lower() == "set-cookie":
+                name, _, rest = value.partition("=")
+                self.cookies[name] = rest.split(";", 1)[0]
+        return response.status, data
+
+    def login(self, username: str) -> None:
+        status, page = self.request("GET", "/login/")
+        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1).decode()
+        body = f"csrfmiddlewaretoken={token}&username={username}&password={PASSWORD}".encode()
+        status, _ = self.request(
+            "POST",
+            "/login/",
+            body,
+            {"Content-Type": "application/x-www-form-urlencoded", "Referer": "http://127.0.0.1/"},
+        )
+        if status != 302:
+            raise SystemExit(f"login of {username} failed with {status}")
+
+    def post_json(self, path: str, payload: dict | None) -> tuple[int, bytes, float]:
+        body = json.dumps(payload).encode() if payload is not None else b""
+        headers = {"Content-Type": "application/json", "X-CSRFToken": self.cookies["csrftoken"]}
+        started = time.perf_counter()
+        status, data = self.request("POST", path, body, headers)
+        return status, data, (time.perf_counter() - started) * 1000
+
+
+def run_round(port: int, slug: str, usernames: list[str], target: int) -> dict:
+    raters = [Rater(port, username) for username in usernames]
+    lock = threading.Lock()
+    state = {"claimed": 0}
+    next_ms: list[float] = []
+    submit_ms: list[float] = []
+    sent: list[tuple[int, str]] = []
+    errors: list[str] = []
+
+    def work(rater: Rater) -> None:
+        rng = random.Random(hash(rater))
+        while True:
+            with lock:
+                if state["claimed"] >= target:
+                    return
+                state["claimed"] += 1
+            status, data, ms = rater.post_json(f"/api/v1/projects/{slug}/tasks/next", None)
+            next_ms.append(ms)
+            if status == 204:
+                return
+            if status != 200:
+                errors.append(f"next: {status} {data[:200]!r}")
+                return
+            task = json.loads(data)
+            ids = [response["id"] for response in task["responses"]]
+            rng.shuffle(ids)
+            client_id = uuid.uuid4().hex
+            payload = {"client_submission_id": client_id, "ranking": [[i] for i in ids]}
+            status, data, ms = rater.post_json(f"/api/v1/tasks/{task['task_id']}/judgements", payload)
+            submit_ms.append(ms)
+            if status != 201:
+                errors.append(f"submit: {status} {data[:200]!r}")
+                return
+            with lock:
+                sent.append((task["task_id"], client_id))
+
+    threads = [threading.Thread(target=work, args=(rater,)) for rater in raters]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+
+    def percentiles(values: list[float]) -> dict:
+        if len(values) < 2:
+            return {"p50": None, "p95": None, "p99": None}
+        cuts = statistics.quantiles(values, n=100, method="inclusive")
+        return {"p50": round(cuts[49], 2), "p95": round(cuts[94], 2), "p99": round(cuts[98], 2)}
+
+    nexts, submits = percentiles(next_ms), percentiles(submit_ms)
+    checks = integrity(slug, sent)
+    return {
+        "raters": len(raters),
+        "submissions": len(sent),
+        "seconds": round(elapsed, 2),
+        "submissions_per_s": round(len(sent) / elapsed, 1),
+        "next_p50_ms": nexts["p50"],
+        "next_p95_ms": nexts["p95"],
+        "next_p99_ms": nexts["p99"],
+        "submit_p50_ms": submits["p50"],
+        "submit_p95_ms": submits["p95"],
+        "submit_p99_ms": submits["p99"],
+        "errors": errors[:5],
+        "integrity": checks,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    database = f"rlhf_bench_{os.getpid()}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": with_database(args.server_url, database),
+        "SECRET_KEY": "bench-only-secret-key",
+        "DEBUG": "false",
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    os.environ.update(env)
+    admin_sql(args.server_url, f'CREATE DATABASE "{database}"')
+    server = None
+    try:
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+        import django
+
+        django.setup()
+        plan = seed(args.raters, args.submissions, args.overlap, args.k)
+        port = free_port()
+        server = start_server(env, port, args.workers, args.threads)
+        print(f"gunicorn {args.workers}x{args.threads} threads on PostgreSQL; K={args.k}, overlap {args.overlap}")
+        results = {}
+        for r in args.raters:
+            result = run_round(port, plan[r]["slug"], plan[r]["usernames"], args.submissions)
+            results[f"R{r}"] = result
+            print(
+                f"R={r:>2}: {result['submissions']} submissions in {result['seconds']} s = "
+                f"{result['submissions_per_s']}/s; next p50/p95/p99 {result['next_p50_ms']}/"
+                f"{result['next_p95_ms']}/{result['next_p99_ms']} ms; submit p50/p95/p99 "
+                f"{result['submit_p50_ms']}/{result['submit_p95_ms']}/{result['submit_p99_ms']} ms; "
+                f"integrity {'ok' if result['integrity']['ok'] else 'BROKEN'} {result['integrity']}"
+                + (f"; errors {result['errors']}" if result["errors"] else "")
+            )
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        from django.db import connections
+
+        connections.close_all()
+        admin_sql(args.server_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    results["integrity_ok"] = all(
+        value["integrity"]["ok"] and not value["errors"] for key, value in results.items() if key.startswith("R")
+    )
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""The rater endpoints the task page calls: next task, submit, skip, report, demonstrations."""
+
+import threading
+import uuid
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from labeling import services
+from labeling.models import Assignment, Demonstration, Judgement, Prompt, TaskProblemReport
+from tests.factories import PASSWORD, ProjectFactory, PromptFactory, ResponseFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def api(rater):
+    client = APIClient()
+    client.force_authenticate(rater)
+    return client
+
+
+def next_task(api, project):
+    response = api.post(f"/api/v1/projects/{project.slug}/tasks/next", format="json")
+    assert response.status_code in (200, 204), response.content
+    return response.json() if response.status_code == 200 else None
+
+
+def submit(api, task, **body):
+    body.setdefault("client_submission_id", uuid.uuid4().hex)
+    return api.post(f"/api/v1/tasks/{task['task_id']}/judgements", body, format="json")
+
+
+def test_the_next_task_lists_responses_in_the_raters_order_as_safe_html(api, project, make_task):
+    task = make_task(k=3)
+    payload = next_task(api, project)
+    assignment = Assignment.objects.get()
+    assert payload["task_id"] == task.pk
+    assert payload["kind"] == "rank" and payload["rate"] is False
+    assert [response["id"] for response in payload["responses"]] == assignment.shown_order
+    assert [response["label"] for response in payload["responses"]] == ["1", "2", "3"]
+    assert payload["conversation"][0]["html"].startswith("<p>Question number")
+    assert "gold" not in str(payload)
+
+
+def test_a_pair_is_a_compare_task_labelled_a_and_b(api, project, make_task):
+    make_task(k=2)
+    payload = next_task(api, project)
+    assert payload["kind"] == "compare"
+    assert [response["label"] for response in payload["responses"]] == ["A", "B"]
+
+
+def test_a_submitted_judgement_is_stored_with_its_margin_likert_and_flags(api, project, make_task, rater):
+    make_task(k=2)
+    task = next_task(api, project)
+    a, b = (response["id"] for response in task["responses"])
+    response = submit(
+        api,
+        task,
+        ranking=[[b], [a]],
+        margin=2,
+        likert={str(a): 2, str(b): 6},
+        flags={str(a): ["hallucination"]},
+        rationale="A invents a date.",
+    )
+    assert response.status_code == 201, response.content
+    stored = Judgement.objects.get()
+    assert (stored.rater, stored.ranking, stored.margin) == (rater, [[b], [a]], 2.0)
+    assert stored.likert == {str(a): 2, str(b): 6}
+    assert stored.flags == {str(a): ["hallucination"]}
+    assert stored.shown_order == [a, b]
+    assert stored.rationale == "A invents a date."
+    assert Assignment.objects.get().state == "submitted"
+
+
+def test_a_retried_submit_returns_the_stored_judgement_and_stores_nothing_more(api, project, make_task):
+    make_task(k=2)
+    task = next_task(api, project)
+    ids = [[response["id"]] for response in task["responses"]]
+    first = submit(api, task, ranking=ids, client_submission_id="same-click")
+    again = submit(api, task, ranking=ids, client_submission_id="same-click")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["judgement_id"] == again.json()["judgement_id"]
+    assert Judgement.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_posts_of_one_submission_store_one_judgement(rater, make_task, project):
+    make_task(k=2)
+    lease = services.task_next_for_rater(project=project, rater=rater)
+    ranking = [[response_id] for response_id in lease.shown_order]
+    barrier = threading.Barrier(4)
+    statuses = []
+
+    def post():
+        client = APIClient()
+        client.force_authenticate(rater)
+        barrier.wait()
+        try:
+            response = client.post(
+                f"/api/v1/tasks/{lease.task_id}/judgements",
+                {"client_submission_id": "double-click", "ranking": ranking},
+                format="json",
+            )
+            statuses.append(response.status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 200, 200, 201]
+    assert Judgement.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"ranking": "bad"}, 400, "ranking"),
+        ({"ranking": [[-1], [-2]]}, 400, "not part of this task"),
+        ({"likert": {"X": 8}}, 400, "likert"),
+        ({"flags": {"X": ["boring"]}}, 400, "flags"),
+        ({"margin": -1}, 400, "margin"),
+        ({"client_submission_id": ""}, 400, "client_submission_id"),
+    ],
+)
+def test_bad_submissions_get_a_400_naming_the_problem(api, project, make_task, body, status, message):
+    make_task(k=2)
+    task = next_task(api, project)
+    a, b = (response["id"] for response in task["responses"])
+    payload = {"ranking": [[a], [b]], **body}
+    if "likert" in body:
+        payload["likert"] = {str(a): 8}
+    if "flags" in body:
+        payload["flags"] = {str(a): ["boring"]}
+    response = submit(api, task, **payload)
+    assert response.status_code == status
+    error = response.json()
+    assert set(error) == {"message", "extra"}
+    assert message in error["message"]
+    assert not Judgement.objects.exists()
+
+
+def test_a_rater_can_not_submit_on_a_task_they_do_not_hold(api, project, make_task, other_rater):
+    make_task(k=2)
+    project.members.add(other_rater)
+    held = services.task_next_for_rater(project=project, rater=other_rater)
+    response = api.post(
+        f"/api/v1/tasks/{held.task_id}/judgements",
+        {"client_submission_id": "x", "ranking": [[i] for i in held.shown_order]},
+        format="json",
+    )
+    assert response.status_code == 409
+    assert response.json()["message"] == "You do not hold this task. Ask for your next task."
+
+
+def test_a_rater_sees_no_project_they_are_not_a_member_of(api, make_task):
+    outsider_project = ProjectFactory()
+    assert api.post(f"/api/v1/projects/{outsider_project.slug}/tasks/next").status_code == 404
+    foreign_task = make_task(k=2, in_project=outsider_project)
+    response = api.post(
+        f"/api/v1/tasks/{foreign_task.pk}/judgements", {"client_submission_id": "x", "ranking": []}, format="json"
+    )
+    assert response.status_code == 404
+
+
+def test_anonymous_visitors_and_non_raters_are_refused(project):
+    anonymous = APIClient()
+    assert anonymous.post(f"/api/v1/projects/{project.slug}/tasks/next").status_code == 403
+    visitor = UserFactory(username="visitor")
+    project.members.add(visitor)
+    client = APIClient()
+    client.force_authenticate(visitor)
+    response = client.post(f"/api/v1/projects/{project.slug}/tasks/next")
+    assert response.status_code == 403
+    assert response.json() == {"message": "This is for raters.", "extra": {}}
+
+
+def test_a_browser_session_must_send_the_csrf_token(project, rater, make_task):
+    make_task(k=2)
+    client = APIClient(enforce_csrf_checks=True)
+    assert client.login(username="rater", password=PASSWORD)
+    assert client.post(f"/api/v1/projects/{project.slug}/tasks/next").status_code == 403
+    client.get(f"/p/{project.slug}/")  # the page sets the CSRF cookie the script sends back
+    token = client.cookies["csrftoken"].value
+    response = client.post(f"/api/v1/projects/{project.slug}/tasks/next", HTTP_X_CSRFTOKEN=token)
+    assert response.status_code == 200
+
+
+def test_nothing_left_is_a_204(api, project):
+    assert next_task(api, project) is None
+
+
+def test_skip_and_report_are_stored(api, project, make_task):
+    make_task(k=2)
+    make_task(k=2)
+    first = next_task(api, project)
+    assert api.post(f"/api/v1/tasks/{first['task_id']}/skip", {"reason": ""}, format="json").status_code == 400
+    response = api.post(f"/api/v1/tasks/{first['task_id']}/skip", {"reason": "Not my language."}, format="json")
+    assert response.status_code == 200
+    second = next_task(api, project)
+    assert second["task_id"] != first["task_id"]
+    response = api.post(f"/api/v1/tasks/{second['task_id']}/problems", {"message": "Empty response."}, format="json")
+    assert response.status_code == 201
+    assert Assignment.objects.get(task_id=first["task_id"]).skip_reason == "Not my language."
+    assert TaskProblemReport.objects.get().message == "Empty response."
+    assert next_task(api, project) is None
+
+
+def test_a_rate_only_project_ranks_by_the_likert_scores(api, rater):
+    project = ProjectFactory(members=[rater], compare_enabled=False, rank_enabled=False, rate_enabled=True)
+    prompt = PromptFactory(project=project)
+    services.comparison_task_create(
+        project=project, prompt=prompt, responses=ResponseFactory.create_batch(3, prompt=prompt)
+    )
+    task = next_task(api, project)
+    assert task["kind"] == "rate"
+    a, b, c = (response["id"] for response in task["responses"])
+    assert submit(api, task, likert={str(a): 3}).status_code == 400
+    response = submit(api, task, likert={str(a): 3, str(b): 7, str(c): 3})
+    assert response.status_code == 201
+    assert Judgement.objects.get().ranking == [[b], [a, c]]
+
+
+def test_demonstrations_are_written_once_per_submission_and_prompt(api, project, rater):
+    project.demonstrate_enabled = True
+    project.save()
+    first, second = PromptFactory.create_batch(2, project=project)
+    response = api.get(f"/api/v1/projects/{project.slug}/demonstrations/next")
+    assert response.json()["prompt_id"] == first.pk
+    assert api.get(f"/api/v1/projects/{project.slug}/demonstrations/next?exclude={first.pk}").json()["prompt_id"] == (
+        second.pk
+    )
+    body = {"text": "The ideal reply.", "client_submission_id": "d-1"}
+    assert api.post(f"/api/v1/prompts/{first.pk}/demonstrations", body, format="json").status_code == 201
+    assert api.post(f"/api/v1/prompts/{first.pk}/demonstrations", body, format="json").status_code == 200
+    assert Demonstration.objects.get().author == rater
+    assert api.get(f"/api/v1/projects/{project.slug}/demonstrations/next").json()["prompt_id"] == second.pk
+    blank = {"text": "   ", "client_submission_id": "d-2"}
+    assert api.post(f"/api/v1/prompts/{second.pk}/demonstrations", blank, format="json").status_code == 400
+
+
+def test_demonstrations_stay_inside_the_raters_projects(api):
+    foreign = Prompt.objects.create(project=ProjectFactory(), messages=[{"role": "user", "content": "Hi"}])
+    body = {"text": "Hello!", "client_submission_id": "d"}
+    assert api.post(f"/api/v1/prompts/{foreign.pk}/demonstrations", body, format="json").status_code == 404

@@ -1,0 +1,191 @@
+"""Handing out tasks: leases, overlap, gold tasks, and exact integrity under concurrent raters."""
+
+import random
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from labeling import services
+from labeling.errors import ApplicationError, Conflict
+from labeling.models import Assignment, ComparisonTask, Judgement
+from tests.factories import ProjectFactory, UserFactory, task_create
+
+pytestmark = pytest.mark.django_db
+
+
+def judge(assignment, rater, **options):
+    ranking = [[response_id] for response_id in assignment.shown_order]
+    return services.judgement_submit(
+        rater=rater,
+        task_id=assignment.task_id,
+        client_submission_id=f"{rater.pk}-{assignment.task_id}",
+        ranking=ranking,
+        **options,
+    )
+
+
+def test_a_rater_gets_the_same_lease_back_until_they_finish_it(project, rater, make_task):
+    first, second = make_task(k=2), make_task(k=3)
+    lease = services.task_next_for_rater(project=project, rater=rater)
+    assert lease.task == first
+    assert services.task_next_for_rater(project=project, rater=rater).pk == lease.pk
+    judge(lease, rater)
+    assert services.task_next_for_rater(project=project, rater=rater).task == second
+
+
+def test_a_task_is_handed_to_as_many_raters_as_its_overlap_and_never_twice_to_one(project, make_task):
+    task = make_task(k=2, required_judgements=2)
+    raters = UserFactory.create_batch(3, rater=True)
+    project.members.add(*raters)
+    first = services.task_next_for_rater(project=project, rater=raters[0])
+    second = services.task_next_for_rater(project=project, rater=raters[1])
+    assert first.task == second.task == task
+    assert services.task_next_for_rater(project=project, rater=raters[2]) is None
+    judge(first, raters[0])
+    assert services.task_next_for_rater(project=project, rater=raters[0]) is None
+
+
+def test_an_abandoned_lease_returns_the_task_to_the_pool(project, make_task):
+    task = make_task(k=2, required_judgements=1)
+    slow, quick = UserFactory.create_batch(2, rater=True)
+    now = timezone.now()
+    abandoned = services.task_next_for_rater(project=project, rater=slow, now=now)
+    assert services.task_next_for_rater(project=project, rater=quick, now=now) is None
+
+    later = now + project.lease_timeout + timedelta(seconds=1)
+    taken = services.task_next_for_rater(project=project, rater=quick, now=later)
+    assert taken.task == task
+    with pytest.raises(Conflict, match="ran out and another rater took it"):
+        judge(abandoned, slow, now=later)
+    judge(taken, quick, now=later)
+    assert list(task.judgements.values_list("rater", flat=True)) == [quick.pk]
+
+
+def test_a_late_submit_counts_when_nobody_took_the_slot(project, rater, make_task):
+    make_task(k=2, required_judgements=1)
+    now = timezone.now()
+    lease = services.task_next_for_rater(project=project, rater=rater, now=now)
+    judgement, created = judge(lease, rater, now=now + timedelta(hours=3))
+    assert created and judgement.seconds_spent == pytest.approx(3 * 3600)
+
+
+def test_time_spent_is_measured_on_the_server_from_lease_to_submit(project, rater, make_task):
+    make_task(k=2)
+    now = timezone.now()
+    lease = services.task_next_for_rater(project=project, rater=rater, now=now)
+    judgement, _ = judge(lease, rater, now=now + timedelta(seconds=42.5))
+    assert judgement.seconds_spent == pytest.approx(42.5)
+
+
+def test_the_response_order_is_shuffled_per_rater_and_kept_with_the_judgement(project, make_task):
+    tasks = [make_task(k=4, required_judgements=2) for _ in range(30)]
+    first, second = UserFactory.create_batch(2, rater=True)
+    orders = {first: [], second: []}
+    for rater in (first, second):
+        while (lease := services.task_next_for_rater(project=project, rater=rater)) is not None:
+            assert sorted(lease.shown_order) == sorted(lease.task.response_ids())
+            orders[rater].append(lease.shown_order)
+            judgement, _ = judge(lease, rater)
+            assert judgement.shown_order == lease.shown_order
+    assert len(orders[first]) == len(orders[second]) == len(tasks)
+    stored_order = [task.response_ids() for task in tasks]
+    assert orders[first] != stored_order and orders[first] != orders[second]
+
+
+@pytest.mark.parametrize("gold_rate, expected_gold", [(1.0, True), (0.0, False)])
+def test_gold_tasks_are_mixed_in_at_the_projects_rate(project, rater, gold_rate, expected_gold):
+    project.gold_rate = gold_rate
+    project.save()
+    plain = task_create(project=project, k=2)
+    gold = task_create(project=project, k=2, gold_ranking=None)
+    gold_ids = gold.response_ids()
+    ComparisonTask.objects.filter(pk=gold.pk).update(is_gold=True, gold_ranking=[[gold_ids[0]], [gold_ids[1]]])
+    lease = services.task_next_for_rater(project=project, rater=rater)
+    assert lease.task_id == (gold.pk if expected_gold else plain.pk)
+    # With only the other kind left, the rater still gets work.
+    judge(lease, rater)
+    assert services.task_next_for_rater(project=project, rater=rater).task_id == (
+        plain.pk if expected_gold else gold.pk
+    )
+
+
+def test_a_rater_only_gets_tasks_of_the_project_asked_for(rater, make_task):
+    other = ProjectFactory(members=[rater])
+    task_create(project=other, k=2)
+    project_task = make_task(k=2)
+    assert services.task_next_for_rater(project=project_task.project, rater=rater).task == project_task
+
+
+def test_skipping_needs_a_reason_and_frees_the_slot_for_someone_else(project, make_task):
+    make_task(k=2, required_judgements=1)
+    skipper, other = UserFactory.create_batch(2, rater=True)
+    lease = services.task_next_for_rater(project=project, rater=skipper)
+    with pytest.raises(ApplicationError, match="Say why"):
+        services.assignment_skip(rater=skipper, task_id=lease.task_id, reason="  ")
+    services.assignment_skip(rater=skipper, task_id=lease.task_id, reason="I cannot judge medical advice.")
+    lease.refresh_from_db()
+    assert (lease.state, lease.skip_reason) == ("skipped", "I cannot judge medical advice.")
+    assert services.task_next_for_rater(project=project, rater=skipper) is None
+    assert services.task_next_for_rater(project=project, rater=other).task_id == lease.task_id
+
+
+def test_reporting_a_problem_is_stored_and_moves_the_rater_on(project, rater, make_task):
+    task = make_task(k=2)
+    lease = services.task_next_for_rater(project=project, rater=rater)
+    report = services.task_problem_report(rater=rater, task_id=lease.task_id, message="Response B is cut off.")
+    assert (report.task, report.rater, report.message, report.resolved) == (
+        task,
+        rater,
+        "Response B is cut off.",
+        False,
+    )
+    lease.refresh_from_db()
+    assert lease.state == "skipped" and "cut off" in lease.skip_reason
+
+
+def run_raters(project, raters, judgements_made: Counter, errors: list) -> None:
+    """Each rater in its own thread: next task, submit, until nothing is left."""
+
+    def work(rater):
+        try:
+            while (lease := services.task_next_for_rater(project=project, rater=rater)) is not None:
+                judge(lease, rater)
+                judgements_made[rater.pk] += 1
+        except Exception as error:  # noqa: BLE001 (reported to the test below)
+            errors.append(repr(error))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(rater,)) for rater in raters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert not any(thread.is_alive() for thread in threads), "a rater thread did not finish"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sixteen_concurrent_raters_fill_every_task_exactly_to_its_overlap():
+    random.seed(7)
+    raters = [UserFactory(rater=True) for _ in range(16)]
+    project = ProjectFactory(members=raters, overlap=2)
+    tasks = [task_create(project=project, k=random.randint(2, 4)) for _ in range(200)]
+
+    judgements_made: Counter = Counter()
+    errors: list = []
+    run_raters(project, raters, judgements_made, errors)
+
+    assert errors == []
+    assert sum(judgements_made.values()) == Judgement.objects.count() == 400
+    per_task = Counter(Judgement.objects.values_list("task_id", flat=True))
+    assert set(per_task) == {task.pk for task in tasks}
+    assert set(per_task.values()) == {2}
+    pairs = list(Judgement.objects.values_list("task_id", "rater_id"))
+    assert len(set(pairs)) == len(pairs), "a rater judged a task twice"
+    assert not ComparisonTask.objects.filter(status="open").exists()
+    assert Assignment.objects.filter(state="leased").count() == 0
+    assert Assignment.objects.filter(state="submitted").count() == 400
