@@ -39,8 +39,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--submissions", type=int, default=3000, help="submissions per R (default 3000)")
     parser.add_argument("--overlap", type=int, default=2, help="judgements wanted per task (default 2)")
     parser.add_argument("--k", type=int, default=4, help="responses per task (default 4)")
-    parser.add_argument("--workers", type=int, default=0, help="gunicorn workers (default: 2 per core)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (default 4)")
+    parser.add_argument("--workers", type=int, default=0, help="gunicorn workers (default: one per core)")
+    parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker (default 2)")
     parser.add_argument(
         "--server-url",
         default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
@@ -50,7 +50,7 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         args.raters, args.submissions = "8", 1000
     args.raters = [int(value) for value in args.raters.split(",")]
-    args.workers = args.workers or 2 * (os.cpu_count() or 1)
+    args.workers = args.workers or (os.cpu_count() or 1)
     return args
 
 
@@ -90,7 +90,7 @@ def seed(rounds: list[int], submissions: int, overlap: int, k: int) -> dict[int,
             )
             raters_group.user_set.add(*users)
             project.members.add(*users)
-            task_count = submissions // overlap + 8 * r
+            task_count = submissions // min(overlap, r) + 8 * r
             prompts = Prompt.objects.bulk_create(
                 Prompt(project=project, messages=[{"role": "user", "content": f"Question {i}: why is the sky blue?"}])
                 for i in range(task_count)

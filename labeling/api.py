@@ -10,7 +10,6 @@ from rest_framework.views import APIView
 from labeling import permissions, selectors, services
 from labeling.errors import NotFound
 from labeling.models import Assignment, ComparisonTask, Flag, Project, Prompt
-from labeling.models import Response as ModelResponse
 from labeling.rendering import markdown_to_safe_html
 
 LABELS = "ABCDEFGHI"
@@ -47,22 +46,21 @@ def task_kind(project: Project, k: int) -> str:
 def task_payload(assignment: Assignment, project: Project) -> dict:
     """What the task page needs: the conversation and the responses in this rater's order, as safe HTML
     (and as text, for the word diff)."""
-    messages = Prompt.objects.filter(tasks=assignment.task_id).values_list("messages", flat=True).get()
-    texts = dict(ModelResponse.objects.filter(slots__task=assignment.task_id).values_list("id", "text"))
-    order = assignment.shown_order or sorted(texts)
+    content = selectors.task_content(task_id=assignment.task_id)
+    order = assignment.shown_order or sorted(content.texts)
     kind = task_kind(project, len(order))
     return {
         "task_id": assignment.task_id,
         "kind": kind,
         "rate": project.rate_enabled,
         "expires_at": assignment.expires_at.isoformat(),
-        "conversation": conversation_payload(messages),
+        "conversation": conversation_payload(content.messages),
         "responses": [
             {
                 "id": response_id,
                 "label": LABELS[position] if kind == "compare" else str(position + 1),
-                "html": markdown_to_safe_html(texts[response_id]),
-                "text": texts[response_id],
+                "html": markdown_to_safe_html(content.texts[response_id]),
+                "text": content.texts[response_id],
             }
             for position, response_id in enumerate(order)
         ],
@@ -107,7 +105,7 @@ class JudgementSubmitApi(APIView):
         rationale = serializers.CharField(required=False, allow_blank=True, default="", max_length=10000)
 
     def post(self, request: Request, task_id: int) -> Response:
-        _task_for_rater(request, task_id)
+        # The service accepts only a task this rater holds, which they could only lease in their projects.
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         judgement, created = services.judgement_submit(rater=request.user, task_id=task_id, **data.validated_data)
@@ -131,7 +129,7 @@ class TaskSkipApi(APIView):
         reason = serializers.CharField(max_length=2000)
 
     def post(self, request: Request, task_id: int) -> Response:
-        _task_for_rater(request, task_id)
+        # The service accepts only a task this rater holds, which they could only lease in their projects.
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         assignment = services.assignment_skip(rater=request.user, task_id=task_id, **data.validated_data)

@@ -276,7 +276,10 @@ class Assignment(models.Model):
                 condition=Q(expires_at__gt=models.F("leased_at")), name="assignment_expires_after_lease"
             ),
         ]
-        indexes = [models.Index(fields=["state", "expires_at"], name="assignment_state_expiry")]
+        indexes = [
+            models.Index(fields=["state", "expires_at"], name="assignment_state_expiry"),
+            models.Index(fields=["rater", "task"], name="assignment_rater_task"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.rater} on {self.task} ({self.state})"

@@ -1,12 +1,13 @@
 """Reads that are more than one ``.get()``: what a rater has left to do, what the admin lists."""
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from labeling.models import Assignment, ComparisonTask, Demonstration, Judgement, Project, Prompt
+from labeling.models import Assignment, ComparisonTask, Demonstration, Judgement, Project, Prompt, TaskResponse
 from labeling.permissions import projects_visible_to
 
 
@@ -77,10 +78,17 @@ def tasks_with_free_slots(*, project: Project, rater, now: datetime) -> QuerySet
 
 
 def task_id_with_free_slot(
-    *, project: Project, rater, gold: bool, now: datetime, passed_over: list[int] = (), lock: bool = False
+    *,
+    project: Project,
+    rater,
+    gold: bool,
+    now: datetime,
+    passed_over: list[int] = (),
+    after_id: int = 0,
+    lock: bool = False,
 ) -> tuple[int, int] | None:
-    """``(id, required_judgements)`` of the first task (by id) that ``tasks_with_free_slots`` would list,
-    with ``is_gold`` as asked.
+    """``(id, required_judgements)`` of the first task (by id, above ``after_id``) that
+    ``tasks_with_free_slots`` would list, with ``is_gold`` as asked.
 
     Written in SQL because it runs on every "next task" and the ORM takes longer to compile it than the
     database takes to run it. With ``lock`` (PostgreSQL) the row is locked FOR UPDATE, and rows other raters
@@ -93,7 +101,7 @@ def task_id_with_free_slot(
     locking = "FOR UPDATE OF t SKIP LOCKED" if lock and connection.features.has_select_for_update_skip_locked else ""
     sql = f"""
         SELECT t.id, t.required_judgements FROM {task} t
-        WHERE t.project_id = %s AND t.status = %s AND t.is_gold = %s {passed}
+        WHERE t.project_id = %s AND t.status = %s AND t.is_gold = %s AND t.id > %s {passed}
           AND NOT EXISTS (SELECT 1 FROM {assignment} a WHERE a.task_id = t.id AND a.rater_id = %s)
           AND NOT EXISTS (SELECT 1 FROM {judgement} j WHERE j.task_id = t.id AND j.rater_id = %s)
           AND (SELECT COUNT(*) FROM {judgement} j WHERE j.task_id = t.id)
@@ -103,12 +111,27 @@ def task_id_with_free_slot(
         LIMIT 1
         {locking}
     """  # noqa: S608 (table names come from the models, values are parameters)
-    params = [project.pk, ComparisonTask.Status.OPEN, gold, *passed_over, rater.pk, rater.pk]
+    params = [project.pk, ComparisonTask.Status.OPEN, gold, after_id, *passed_over, rater.pk, rater.pk]
     params += [Assignment.State.LEASED, now]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     return (row[0], row[1]) if row else None
+
+
+def rater_last_task_id(*, project: Project, rater, gold: bool) -> int:
+    """The highest task id (gold or not, as asked) the rater ever held in the project; 0 if none.
+
+    Raters take tasks in id order, so the tasks below this id are mostly ones they already did: the search
+    for their next task starts above it and looks below only when nothing is left above.
+    """
+    last = (
+        Assignment.objects.filter(rater=rater, task__project=project, task__is_gold=gold)
+        .order_by("-task_id")
+        .values_list("task_id", flat=True)
+        .first()
+    )
+    return last or 0
 
 
 def task_slots_taken(*, task_id: int, now: datetime) -> int:
@@ -141,3 +164,19 @@ def prompt_next_for_demonstration(*, project: Project, author, exclude: list[int
         .order_by("demonstration_count", "id")
         .first()
     )
+
+
+@dataclass(frozen=True)
+class TaskContent:
+    messages: list[dict]
+    texts: dict[int, str]  # response id -> text, in the task's stored order
+
+
+def task_content(*, task_id: int) -> TaskContent:
+    """The prompt and the response texts of a task, in one query."""
+    rows = list(
+        TaskResponse.objects.filter(task_id=task_id)
+        .order_by("position")
+        .values_list("response_id", "response__text", "task__prompt__messages")
+    )
+    return TaskContent(messages=rows[0][2] if rows else [], texts={row[0]: row[1] for row in rows})

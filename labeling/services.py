@@ -12,6 +12,7 @@ from pathlib import Path
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, OperationalError, connection, models, transaction
+from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
 from labeling import selectors, validation
@@ -128,10 +129,15 @@ def comparison_task_create(
 
 
 def task_status_refresh(*, task: ComparisonTask) -> ComparisonTask:
-    """An open task with all the judgements it needs becomes complete."""
-    if task.status == ComparisonTask.Status.OPEN and task.judgements.count() >= task.required_judgements:
+    """An open task with all the judgements it needs becomes complete (one conditional UPDATE)."""
+    judgements = (
+        Judgement.objects.filter(task=OuterRef("pk")).order_by().values("task").annotate(n=Count("pk")).values("n")
+    )
+    completed = ComparisonTask.objects.filter(
+        pk=task.pk, status=ComparisonTask.Status.OPEN, required_judgements__lte=Subquery(judgements)
+    ).update(status=ComparisonTask.Status.COMPLETE, updated_at=timezone.now())
+    if completed:
         task.status = ComparisonTask.Status.COMPLETE
-        task.save(update_fields=["status", "updated_at"])
     return task
 
 
@@ -346,10 +352,14 @@ def _retry_when_sqlite_is_locked(service: Callable) -> Callable:
 
 def _lease_first_free_slot(*, project: Project, rater: User, gold: bool, now: datetime) -> Assignment | None:
     passed_over: list[int] = []
+    after_id = selectors.rater_last_task_id(project=project, rater=rater, gold=gold)
     while True:
         candidate = selectors.task_id_with_free_slot(
-            project=project, rater=rater, gold=gold, now=now, passed_over=passed_over, lock=True
+            project=project, rater=rater, gold=gold, now=now, passed_over=passed_over, after_id=after_id, lock=True
         )
+        if candidate is None and after_id:
+            after_id = 0  # nothing above the rater's last task: look at the ones they passed over
+            continue
         if candidate is None:
             return None
         task_id, required = candidate
@@ -415,13 +425,23 @@ def _ranking_from_likert(likert: dict, response_ids: list[int]) -> list[list[int
     ]
 
 
-def _held_assignment(*, task: ComparisonTask, rater: User, now: datetime) -> Assignment:
-    """The rater's assignment on a (locked) task, if they may still submit or skip it."""
-    assignment = Assignment.objects.filter(task=task, rater=rater).first()
+def _held_assignment(*, task_id: int, rater: User) -> Assignment:
+    """The rater's assignment on a task, with the task and its project, locking both rows: every change to
+    who holds a slot of this task waits here. 404 when the rater holds no such task."""
+    assignment = (
+        Assignment.objects.select_related("task__project")
+        .select_for_update(of=("self", "task"))
+        .filter(task_id=task_id, rater=rater)
+        .first()
+    )
     if assignment is None:
-        raise Conflict("You do not hold this task. Ask for your next task.")
-    if assignment.state == Assignment.State.SUBMITTED:
-        raise Conflict("You have already judged this task.")
+        raise NotFound(f"You hold no task {task_id}. Ask for your next task.")
+    return assignment
+
+
+def _check_still_held(*, assignment: Assignment, now: datetime) -> None:
+    """Refuse a submission on a task the rater passed on, that closed, or whose slot went to someone else."""
+    task = assignment.task
     if assignment.state == Assignment.State.SKIPPED:
         raise Conflict("You skipped this task.")
     if task.status != ComparisonTask.Status.OPEN:
@@ -430,7 +450,6 @@ def _held_assignment(*, task: ComparisonTask, rater: User, now: datetime) -> Ass
     lease_ran_out = assignment.expires_at <= now or assignment.state == Assignment.State.EXPIRED
     if lease_ran_out and selectors.task_slots_taken(task_id=task.pk, now=now) >= task.required_judgements:
         raise Conflict("Your time on this task ran out and another rater took it. Ask for your next task.")
-    return assignment
 
 
 @_retry_when_sqlite_is_locked
@@ -464,18 +483,15 @@ def judgement_submit(
     now = now or timezone.now()
     try:
         with transaction.atomic():
-            task = (
-                ComparisonTask.objects.select_for_update(of=("self",))
-                .select_related("project")
-                .filter(pk=task_id)
-                .first()
-            )
-            if task is None:
-                raise NotFound(f"There is no task {task_id}.")
-            # A retry of this very submission (perhaps concurrent: it committed while we waited for the lock).
-            if (judgement := stored()) is not None:
-                return judgement, False
-            assignment = _held_assignment(task=task, rater=rater, now=now)
+            assignment = _held_assignment(task_id=task_id, rater=rater)
+            if assignment.state == Assignment.State.SUBMITTED:
+                # Most likely a retry of this very submission (perhaps concurrent: it committed while this
+                # one waited for the lock).
+                if (judgement := stored()) is not None:
+                    return judgement, False
+                raise Conflict("You have already judged this task.")
+            _check_still_held(assignment=assignment, now=now)
+            task = assignment.task
             if assignment.shown_order:
                 task._response_ids = sorted(assignment.shown_order)  # the lease drew the order from them
             project = task.project
@@ -505,25 +521,23 @@ def judgement_submit(
     except IntegrityError as error:
         if (judgement := stored()) is not None:
             return judgement, False
+        if Judgement.objects.filter(task_id=task_id, rater=rater).exists():
+            raise Conflict("You have already judged this task.") from error
         raise ApplicationError(f"The judgement was refused: {error}") from error
 
 
 @_retry_when_sqlite_is_locked
-def assignment_skip(*, rater: User, task_id: int, reason: str, now: datetime | None = None) -> Assignment:
+def assignment_skip(*, rater: User, task_id: int, reason: str) -> Assignment:
     """The rater passes on a task they hold, saying why; the slot returns to the pool for others."""
     reason = reason.strip()
     if not reason:
         raise ApplicationError("Say why you skip this task.", {"fields": {"reason": ["This field is required."]}})
-    now = now or timezone.now()
     with transaction.atomic():
-        task = ComparisonTask.objects.select_for_update().filter(pk=task_id).first()
-        if task is None:
-            raise NotFound(f"There is no task {task_id}.")
-        assignment = Assignment.objects.filter(task=task, rater=rater).first()
-        if assignment is not None and assignment.state == Assignment.State.SKIPPED:
+        assignment = _held_assignment(task_id=task_id, rater=rater)
+        if assignment.state == Assignment.State.SKIPPED:
             return assignment
-        if assignment is None or assignment.state == Assignment.State.SUBMITTED:
-            raise Conflict("You do not hold this task.")
+        if assignment.state == Assignment.State.SUBMITTED:
+            raise Conflict("You have already judged this task.")
         assignment.state = Assignment.State.SKIPPED
         assignment.skip_reason = reason[:2000]
         assignment.save(update_fields=["state", "skip_reason"])

@@ -153,8 +153,8 @@ def test_a_rater_can_not_submit_on_a_task_they_do_not_hold(api, project, make_ta
         {"client_submission_id": "x", "ranking": [[i] for i in held.shown_order]},
         format="json",
     )
-    assert response.status_code == 409
-    assert response.json()["message"] == "You do not hold this task. Ask for your next task."
+    assert response.status_code == 404
+    assert response.json()["message"] == f"You hold no task {held.task_id}. Ask for your next task."
 
 
 def test_a_rater_sees_no_project_they_are_not_a_member_of(api, make_task):
