@@ -4,12 +4,19 @@ Labels are evidence: judgements, snapshots, training runs and model versions are
 written only by the services that own them.
 """
 
-from django.contrib import admin
+import tempfile
+
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import path, reverse
+from django.utils.html import format_html
 
-from labeling import selectors
+from labeling import exporters, importers, selectors, services
+from labeling.errors import ApplicationError
 from labeling.models import (
     Assignment,
     ComparisonTask,
@@ -43,6 +50,38 @@ class UserAdmin(BaseUserAdmin):
     list_filter = ["is_staff", "is_active", "groups"]
 
 
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="JSONL, CSV or Parquet.")
+    format = forms.ChoiceField(choices=[(value, value) for value in ["auto", *importers.FILE_FORMATS]])
+    kind = forms.ChoiceField(
+        choices=[(value, value) for value in ["auto", *importers.KINDS]], help_text="The records' layout."
+    )
+    origin = forms.CharField(required=False, help_text="Where the judgements came from (default: the file name).")
+
+
+class ExportForm(forms.Form):
+    kind = forms.ChoiceField(choices=[(value, value) for value in exporters.EXPORT_KINDS])
+    format = forms.ChoiceField(choices=[(value, value) for value in exporters.FILE_FORMATS])
+    conversational = forms.BooleanField(required=False, help_text="Prompts and replies as lists of messages.")
+    since = forms.DateTimeField(required=False)
+    until = forms.DateTimeField(required=False)
+    raters = forms.CharField(required=False, help_text="Usernames, separated by commas (empty: everyone).")
+    source = forms.ChoiceField(choices=[("", "human and ai"), ("human", "human"), ("ai", "ai")], required=False)
+    gold = forms.ChoiceField(choices=[("include", "include"), ("exclude", "exclude"), ("only", "only")])
+    snapshot = forms.BooleanField(required=False, help_text="Freeze it as a dataset snapshot instead of downloading.")
+
+    def selection(self, project: Project) -> selectors.ExportFilter:
+        data = self.cleaned_data
+        return selectors.ExportFilter(
+            project_id=project.pk,
+            since=data["since"],
+            until=data["until"],
+            raters=tuple(name.strip() for name in data["raters"].split(",") if name.strip()),
+            source=data["source"] or None,
+            gold=data["gold"],
+        )
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     list_display = [
@@ -71,8 +110,103 @@ class ProjectAdmin(admin.ModelAdmin):
         ("Members", {"fields": ["members"]}),
     ]
 
+    actions = ["import_data", "export_data"]
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
         return selectors.project_list_with_counts()
+
+    def get_urls(self):
+        own = [
+            path(
+                "<int:project_id>/import/", self.admin_site.admin_view(self.import_view), name="labeling_project_import"
+            ),
+            path(
+                "<int:project_id>/export/", self.admin_site.admin_view(self.export_view), name="labeling_project_export"
+            ),
+        ]
+        return own + super().get_urls()
+
+    def _one_project(self, request: HttpRequest, queryset: QuerySet[Project], what: str) -> Project | None:
+        if queryset.count() != 1:
+            self.message_user(request, f"Choose exactly one project to {what}.", messages.WARNING)
+            return None
+        return queryset.first()
+
+    @admin.action(description="Import data (prompts, responses, preference data) into the project")
+    def import_data(self, request: HttpRequest, queryset: QuerySet[Project]):
+        if project := self._one_project(request, queryset, "import into"):
+            return HttpResponseRedirect(reverse("admin:labeling_project_import", args=[project.pk]))
+        return None
+
+    @admin.action(description="Export data (or freeze a snapshot) from the project")
+    def export_data(self, request: HttpRequest, queryset: QuerySet[Project]):
+        if project := self._one_project(request, queryset, "export from"):
+            return HttpResponseRedirect(reverse("admin:labeling_project_export", args=[project.pk]))
+        return None
+
+    def _page(self, request: HttpRequest, project: Project, form, title: str, button: str) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": project,
+            "title": f"{title}: {project.name}",
+            "form": form,
+            "button": button,
+        }
+        return render(request, "admin/labeling/project/data_form.html", context)
+
+    def import_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
+        project = get_object_or_404(Project, pk=project_id)
+        form = ImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                result = services.dataset_import_file(
+                    project=project,
+                    source=upload.file,
+                    name=upload.name,
+                    file_format=form.cleaned_data["format"],
+                    kind=form.cleaned_data["kind"],
+                    origin=form.cleaned_data["origin"],
+                )
+            except ApplicationError as error:
+                form.add_error("file", f"{error.message} Nothing was imported.")
+            else:
+                created = ", ".join(f"{count} {what}" for what, count in result.created.items()) or "nothing"
+                skipped = ", ".join(f"{count} {what}" for what, count in result.skipped.items()) or "nothing"
+                self.message_user(
+                    request,
+                    f"Imported {result.records} {result.kind} records: created {created}; skipped {skipped}.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:labeling_project_change", args=[project.pk]))
+        return self._page(request, project, form, "Import data", "Import")
+
+    def export_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
+        project = get_object_or_404(Project, pk=project_id)
+        form = ExportForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            if data["snapshot"]:
+                snapshot = services.dataset_snapshot_create(
+                    project=project,
+                    kind=data["kind"],
+                    file_format=data["format"],
+                    selection=form.selection(project),
+                    conversational=data["conversational"],
+                    created_by=request.user,
+                )
+                self.message_user(
+                    request, f"Snapshot {snapshot.pk} frozen: {snapshot.row_count} rows.", messages.SUCCESS
+                )
+                return HttpResponseRedirect(reverse("admin:labeling_datasetsnapshot_change", args=[snapshot.pk]))
+            spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115 (FileResponse closes it)
+            exporters.write_export(
+                data["kind"], data["format"], form.selection(project), spool, conversational=data["conversational"]
+            )
+            spool.seek(0)
+            return FileResponse(spool, as_attachment=True, filename=f"{project.slug}-{data['kind']}.{data['format']}")
+        return self._page(request, project, form, "Export data", "Export")
 
     @admin.display(ordering="prompt_count", description="prompts")
     def prompt_count(self, project: Project) -> int:
@@ -202,9 +336,45 @@ class DemonstrationAdmin(admin.ModelAdmin):
 
 @admin.register(DatasetSnapshot)
 class DatasetSnapshotAdmin(ReadOnlyAdmin):
-    list_display = ["id", "project", "kind", "file_format", "row_count", "sha256", "created_by", "created_at"]
+    """Frozen exports. Immutable: listed, shown and downloaded, never edited."""
+
+    list_display = [
+        "id",
+        "project",
+        "kind",
+        "file_format",
+        "row_count",
+        "sha256",
+        "created_by",
+        "created_at",
+        "download",
+    ]
     list_filter = ["project", "kind", "file_format"]
     search_fields = ["sha256", "path"]
+    readonly_fields = ["download"]
+
+    def get_urls(self):
+        own = [
+            path(
+                "<int:snapshot_id>/download/",
+                self.admin_site.admin_view(self.download_view),
+                name="labeling_datasetsnapshot_download",
+            )
+        ]
+        return own + super().get_urls()
+
+    @admin.display(description="file")
+    def download(self, snapshot: DatasetSnapshot) -> str:
+        url = reverse("admin:labeling_datasetsnapshot_download", args=[snapshot.pk])
+        return format_html('<a href="{}">download</a>', url)
+
+    def download_view(self, request: HttpRequest, snapshot_id: int) -> HttpResponse:
+        snapshot = get_object_or_404(DatasetSnapshot, pk=snapshot_id)
+        file_path = services.snapshot_path(snapshot)
+        if not file_path.is_file():
+            self.message_user(request, f"The file of snapshot {snapshot.pk} is missing.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:labeling_datasetsnapshot_changelist"))
+        return FileResponse(open(file_path, "rb"), as_attachment=True, filename=file_path.name)  # noqa: SIM115
 
 
 @admin.register(TrainingRun)

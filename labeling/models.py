@@ -5,6 +5,8 @@ Rules that a single row can check are database constraints; rules that need rela
 ``clean()``. Services call ``full_clean()`` before every write, so both hold for every write path.
 """
 
+import hashlib
+import json
 from datetime import timedelta
 
 from django.conf import settings
@@ -95,11 +97,15 @@ class Prompt(models.Model):
     messages = models.JSONField(blank=True, help_text='[{"role": "user", "content": "..."}, ...]')
     source = models.CharField(max_length=200, blank=True, help_text="Where the prompt came from.")
     external_id = models.CharField(max_length=200, blank=True, help_text="Its id in the source; unique per project.")
+    content_hash = models.CharField(
+        max_length=64, blank=True, editable=False, help_text="sha256 of the conversation, to find duplicates."
+    )
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+        indexes = [models.Index(fields=["project", "content_hash"], name="prompt_project_content")]
         constraints = [
             models.UniqueConstraint(
                 fields=["project", "external_id"],
@@ -112,6 +118,12 @@ class Prompt(models.Model):
     def __str__(self) -> str:
         text = self.text
         return text if len(text) <= 80 else text[:77] + "..."
+
+    @staticmethod
+    def hash_messages(messages: list[dict]) -> str:
+        """The same conversation always gives the same hash, whatever the key order of its messages."""
+        canonical = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     @property
     def text(self) -> str:

@@ -180,3 +180,79 @@ def task_content(*, task_id: int) -> TaskContent:
         .values_list("response_id", "response__text", "task__prompt__messages")
     )
     return TaskContent(messages=rows[0][2] if rows else [], texts={row[0]: row[1] for row in rows})
+
+
+def task_contents(*, task_ids: list[int]) -> dict[int, TaskContent]:
+    """The prompt and response texts of many tasks, in one query."""
+    rows = (
+        TaskResponse.objects.filter(task_id__in=task_ids)
+        .order_by("task_id", "position")
+        .values_list("task_id", "response_id", "response__text", "task__prompt__messages")
+    )
+    contents: dict[int, TaskContent] = {}
+    for task_id, response_id, text, messages in rows:
+        content = contents.get(task_id)
+        if content is None:
+            content = contents[task_id] = TaskContent(messages=messages, texts={})
+        content.texts[response_id] = text
+    return contents
+
+
+@dataclass(frozen=True)
+class ExportFilter:
+    """Which judgements (or demonstrations) an export takes. ``gold``: "include", "exclude" or "only"."""
+
+    project_id: int
+    since: datetime | None = None
+    until: datetime | None = None
+    raters: tuple[str, ...] = ()
+    source: str | None = None
+    gold: str = "include"
+
+    def as_dict(self) -> dict:
+        return {
+            "project_id": self.project_id,
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "raters": list(self.raters),
+            "source": self.source,
+            "gold": self.gold,
+        }
+
+
+def _within(rows: QuerySet, selection: ExportFilter, person: str) -> QuerySet:
+    """The rows made in the filter's time range by the filter's people (``person``: the field naming them)."""
+    if selection.since:
+        rows = rows.filter(created_at__gte=selection.since)
+    if selection.until:
+        rows = rows.filter(created_at__lt=selection.until)
+    if selection.raters:
+        rows = rows.filter(**{f"{person}__username__in": selection.raters})
+    return rows
+
+
+JUDGEMENT_EXPORT_FIELDS = (
+    "id", "task_id", "rater__username", "source", "origin", "ranking", "margin", "all_bad", "likert", "flags",
+    "probability", "created_at",
+)  # fmt: skip
+
+
+def judgements_for_export(*, selection: ExportFilter) -> QuerySet:
+    """The selected judgements as value tuples (``JUDGEMENT_EXPORT_FIELDS``), ordered by task so that an
+    exporter reading them with a server-side cursor needs each task's text once."""
+    judgements = _within(Judgement.objects.filter(task__project_id=selection.project_id), selection, "rater")
+    if selection.source:
+        judgements = judgements.filter(source=selection.source)
+    if selection.gold == "exclude":
+        judgements = judgements.filter(task__is_gold=False)
+    elif selection.gold == "only":
+        judgements = judgements.filter(task__is_gold=True)
+    return judgements.order_by("task_id", "id").values_list(*JUDGEMENT_EXPORT_FIELDS)
+
+
+def demonstrations_for_export(*, selection: ExportFilter) -> QuerySet:
+    """The selected demonstrations as ``(id, prompt messages, text, author, origin, created_at)``."""
+    demonstrations = _within(Demonstration.objects.filter(prompt__project_id=selection.project_id), selection, "author")
+    return demonstrations.order_by("id").values_list(
+        "id", "prompt__messages", "text", "author__username", "origin", "created_at"
+    )

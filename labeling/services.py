@@ -1,26 +1,31 @@
 """Every write the product makes. Each service takes keyword arguments, validates with ``full_clean()``,
 runs in one transaction, and raises :class:`ApplicationError` for anything it refuses."""
 
+import hashlib
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, OperationalError, connection, models, transaction
 from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
+from config.version import code_version
 from labeling import selectors, validation
 from labeling.errors import ApplicationError, Conflict, NotFound
 from labeling.importers import oasst_ranked_groups, plain_prompts
 from labeling.models import (
     Assignment,
     ComparisonTask,
+    DatasetSnapshot,
     Demonstration,
     Judgement,
     ModelVersion,
@@ -61,6 +66,17 @@ def project_create(*, name: str, slug: str, members: Sequence[User] = (), **opti
     project = Project(name=name, slug=slug, **options)
     _save_validated(project)
     project.members.set(members)
+    return project
+
+
+@transaction.atomic
+def project_update(*, project: Project, members: Sequence[User] | None = None, **fields) -> Project:
+    """Change a project's settings (any Project fields) and, if given, its members."""
+    for name, value in fields.items():
+        setattr(project, name, value)
+    _save_validated(project)
+    if members is not None:
+        project.members.set(members)
     return project
 
 
@@ -130,13 +146,7 @@ def comparison_task_create(
 
 def task_status_refresh(*, task: ComparisonTask) -> ComparisonTask:
     """An open task with all the judgements it needs becomes complete (one conditional UPDATE)."""
-    judgements = (
-        Judgement.objects.filter(task=OuterRef("pk")).order_by().values("task").annotate(n=Count("pk")).values("n")
-    )
-    completed = ComparisonTask.objects.filter(
-        pk=task.pk, status=ComparisonTask.Status.OPEN, required_judgements__lte=Subquery(judgements)
-    ).update(status=ComparisonTask.Status.COMPLETE, updated_at=timezone.now())
-    if completed:
+    if _tasks_complete([task.pk]):
         task.status = ComparisonTask.Status.COMPLETE
     return task
 
@@ -593,3 +603,407 @@ def demonstration_submit(
         if (existing := stored()) is not None:
             return existing, False
         raise
+
+
+# --- Imports -------------------------------------------------------------------------------------------------
+
+IMPORT_BATCH = 2000
+
+
+@dataclass
+class ImportResult:
+    kind: str
+    records: int
+    created: dict[str, int]
+    skipped: dict[str, int]
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "records": self.records, "created": self.created, "skipped": self.skipped}
+
+
+def _chunks(values: Sequence, size: int = IMPORT_BATCH):
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class _Progress:
+    """Reports (stage, done, total) to an optional callback, e.g. a progress bar."""
+
+    def __init__(self, callback: Callable[[str, int, int], None] | None) -> None:
+        self.callback = callback
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.callback is not None:
+            self.callback(stage, done, total)
+
+
+def _import_prompts(project: Project, items: list, created: Counter, skipped: Counter, progress) -> list[int]:
+    """The prompt id of every item: an existing prompt with the same external id or conversation, or a new one."""
+    hashes = [Prompt.hash_messages(item.prompt.messages) for item in items]
+    external_ids = sorted({item.prompt.external_id for item in items if item.prompt.external_id})
+    by_external: dict[str, int] = {}
+    for chunk in _chunks(external_ids):
+        by_external.update(
+            Prompt.objects.filter(project=project, external_id__in=chunk).values_list("external_id", "id")
+        )
+    by_hash: dict[str, int] = {}
+    for chunk in _chunks(sorted(set(hashes))):
+        for content_hash, prompt_id in Prompt.objects.filter(project=project, content_hash__in=chunk).values_list(
+            "content_hash", "id"
+        ):
+            by_hash.setdefault(content_hash, prompt_id)
+
+    keys: list[str] = []
+    new: dict[str, Prompt] = {}
+    for item, content_hash in zip(items, hashes, strict=True):
+        external_id = item.prompt.external_id
+        existing = by_external.get(external_id) if external_id else None
+        if existing is None:
+            existing = by_hash.get(content_hash)
+        key = f"x:{external_id}" if external_id else f"h:{content_hash}"
+        keys.append(key)
+        if existing is not None:
+            new.setdefault(key, existing)
+            continue
+        if key in new:
+            continue
+        new[key] = Prompt(
+            project=project,
+            messages=item.prompt.messages,
+            source="import",
+            external_id=external_id,
+            content_hash=content_hash,
+            metadata=item.prompt.metadata,
+        )
+    to_create = [prompt for prompt in new.values() if isinstance(prompt, Prompt)]
+    for done, chunk in enumerate(_chunks(to_create), start=1):
+        Prompt.objects.bulk_create(chunk)
+        progress("prompts", min(done * IMPORT_BATCH, len(to_create)), len(to_create))
+    ids = {key: value.pk if isinstance(value, Prompt) else value for key, value in new.items()}
+    created["prompts"] += len(to_create)
+    skipped["prompts"] += len(items) - len(to_create)
+    return [ids[key] for key in keys]
+
+
+def _existing_for_prompts(model, prompt_ids: set[int], fields: tuple[str, ...]) -> list[tuple]:
+    rows: list[tuple] = []
+    for chunk in _chunks(sorted(prompt_ids)):
+        rows.extend(model.objects.filter(prompt_id__in=chunk).values_list(*fields))
+    return rows
+
+
+@transaction.atomic
+def dataset_import(
+    *,
+    project: Project,
+    items: list,
+    kind: str,
+    origin: str,
+    response_origin: str = "imported",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ImportResult:
+    """Write parsed import items (``importers.ItemIn``) to the project, all or nothing.
+
+    Duplicates are skipped and counted: a prompt with the same external id (or, without one, the same
+    conversation), a response with the same text on the same prompt, a task over the same responses, a
+    judgement with the same key from the same origin, a demonstration with the same text. Importing a file
+    twice therefore changes nothing the second time. ``origin`` names where judgements and demonstrations
+    without a rater came from.
+    """
+    report = _Progress(progress)
+    created: Counter = Counter()
+    skipped: Counter = Counter()
+    prompt_ids = _import_prompts(project, items, created, skipped, report)
+
+    # Responses, keyed by (prompt id, text).
+    response_ids: dict[tuple[int, str], int] = {}
+    with_responses = [(item, pid) for item, pid in zip(items, prompt_ids, strict=True) if item.responses]
+    for prompt_id, text, response_id in _existing_for_prompts(
+        Response, {pid for _, pid in with_responses}, ("prompt_id", "text", "id")
+    ):
+        response_ids.setdefault((prompt_id, text), response_id)
+    new_responses: dict[tuple[int, str], Response] = {}
+    for item, prompt_id in with_responses:
+        texts = [response.text for response in item.responses]
+        if len(set(texts)) != len(texts):
+            raise ApplicationError(
+                f"Line {item.line}, field 'responses': two responses have the same text.",
+                {"line": item.line, "field": "responses"},
+            )
+        for response in item.responses:
+            key = (prompt_id, response.text)
+            if key in response_ids or key in new_responses:
+                skipped["responses"] += 1
+                continue
+            new_responses[key] = Response(
+                prompt_id=prompt_id, text=response.text, origin=response.origin or response_origin
+            )
+    for done, chunk in enumerate(_chunks(list(new_responses.values())), start=1):
+        Response.objects.bulk_create(chunk)
+        report("responses", min(done * IMPORT_BATCH, len(new_responses)), len(new_responses))
+    response_ids.update({key: response.pk for key, response in new_responses.items()})
+    created["responses"] += len(new_responses)
+
+    # Tasks, keyed by (prompt id, the set of its responses).
+    task_ids: dict[tuple[int, frozenset], int] = {}
+    existing_slots: dict[int, list[int]] = {}
+    prompt_of_task: dict[int, int] = {}
+    for chunk in _chunks(sorted({pid for _, pid in with_responses})):
+        for task_id, prompt_id, response_id in TaskResponse.objects.filter(task__prompt_id__in=chunk).values_list(
+            "task_id", "task__prompt_id", "response_id"
+        ):
+            existing_slots.setdefault(task_id, []).append(response_id)
+            prompt_of_task[task_id] = prompt_id
+    for task_id, slots in existing_slots.items():
+        task_ids.setdefault((prompt_of_task[task_id], frozenset(slots)), task_id)
+    item_tasks: list[tuple[object, int, list[int]]] = []
+    new_tasks: dict[tuple[int, frozenset], tuple[ComparisonTask, list[int]]] = {}
+    for item, prompt_id in with_responses:
+        ordered = [response_ids[(prompt_id, response.text)] for response in item.responses]
+        key = (prompt_id, frozenset(ordered))
+        item_tasks.append((item, key, ordered))
+        if key in task_ids or key in new_tasks:
+            skipped["tasks"] += 1
+            continue
+        new_tasks[key] = (
+            ComparisonTask(project=project, prompt_id=prompt_id, required_judgements=project.overlap),
+            ordered,
+        )
+    tasks = [task for task, _ in new_tasks.values()]
+    for done, chunk in enumerate(_chunks(tasks), start=1):
+        ComparisonTask.objects.bulk_create(chunk)
+        report("tasks", min(done * IMPORT_BATCH, len(tasks)), len(tasks))
+    slots = [
+        TaskResponse(task_id=task.pk, response_id=response_id, position=position)
+        for task, ordered in new_tasks.values()
+        for position, response_id in enumerate(ordered)
+    ]
+    for chunk in _chunks(slots, 5000):
+        TaskResponse.objects.bulk_create(chunk)
+    task_ids.update({key: task.pk for key, (task, _) in new_tasks.items()})
+    created["tasks"] += len(tasks)
+
+    # Judgements: the ranking's positions become the task's response ids.
+    raters = {
+        user.username: user
+        for chunk in _chunks(sorted({j.rater for item, _, _ in item_tasks for j in item.judgements if j.rater}))
+        for user in User.objects.filter(username__in=chunk)
+    }
+    candidates: list[Judgement] = []
+    for item, key, ordered in item_tasks:
+        for judgement in item.judgements:
+            try:
+                validation.validate_flags(
+                    {str(position): names for position, names in judgement.flags.items()},
+                    range(len(ordered)),
+                    Judgement.Flag.values,
+                )
+            except ValidationError as error:
+                raise ApplicationError(
+                    f"Line {item.line}, field 'flags': {error.messages[0]}", {"line": item.line, "field": "flags"}
+                ) from None
+            rater = raters.get(judgement.rater)
+            judgement_origin = judgement.origin or origin
+            if judgement.rater and rater is None:
+                judgement_origin = judgement.rater  # a rater of another system: keep their name as the origin
+            if judgement.source == Judgement.Source.AI:
+                rater = None
+            candidates.append(
+                Judgement(
+                    task_id=task_ids[key],
+                    rater=rater,
+                    source=judgement.source,
+                    origin="" if rater else judgement_origin,
+                    ranking=[[ordered[position] for position in tier] for tier in judgement.ranking],
+                    margin=judgement.margin,
+                    likert={str(ordered[position]): score for position, score in judgement.likert.items()},
+                    flags={str(ordered[position]): names for position, names in judgement.flags.items()},
+                    client_submission_id=judgement.key[:64],
+                    probability=judgement.probability,
+                )
+            )
+    seen: set[tuple] = set()
+    for chunk in _chunks(sorted({j.client_submission_id for j in candidates})):
+        for rater_id, judgement_origin, key, task_id in Judgement.objects.filter(
+            client_submission_id__in=chunk
+        ).values_list("rater_id", "origin", "client_submission_id", "task_id"):
+            seen.add(("rater", rater_id, key) if rater_id else ("origin", judgement_origin, key))
+            if rater_id:
+                seen.add(("task", rater_id, task_id))
+    new_judgements = []
+    for judgement in candidates:
+        identity = (
+            ("rater", judgement.rater_id, judgement.client_submission_id)
+            if judgement.rater_id
+            else ("origin", judgement.origin, judgement.client_submission_id)
+        )
+        duplicate = identity in seen or (judgement.rater_id and ("task", judgement.rater_id, judgement.task_id) in seen)
+        if duplicate:
+            skipped["judgements"] += 1
+            continue
+        seen.add(identity)
+        if judgement.rater_id:
+            seen.add(("task", judgement.rater_id, judgement.task_id))
+        new_judgements.append(judgement)
+    for done, chunk in enumerate(_chunks(new_judgements), start=1):
+        Judgement.objects.bulk_create(chunk)
+        report("judgements", min(done * IMPORT_BATCH, len(new_judgements)), len(new_judgements))
+    created["judgements"] += len(new_judgements)
+    touched = sorted({judgement.task_id for judgement in new_judgements})
+    for chunk in _chunks(touched):
+        _tasks_complete(chunk)
+
+    # Demonstrations, keyed by (prompt id, text).
+    demonstrations: set[tuple[int, str]] = set(
+        _existing_for_prompts(
+            Demonstration,
+            {pid for item, pid in zip(items, prompt_ids, strict=True) if item.demonstration},
+            ("prompt_id", "text"),
+        )
+    )
+    new_demonstrations = []
+    for item, prompt_id in zip(items, prompt_ids, strict=True):
+        if item.demonstration is None:
+            continue
+        if not item.demonstration.strip():
+            raise ApplicationError(
+                f"Line {item.line}, field 'completion': the reply is empty.", {"line": item.line, "field": "completion"}
+            )
+        if (prompt_id, item.demonstration) in demonstrations:
+            skipped["demonstrations"] += 1
+            continue
+        demonstrations.add((prompt_id, item.demonstration))
+        new_demonstrations.append(Demonstration(prompt_id=prompt_id, text=item.demonstration, origin=origin))
+    for chunk in _chunks(new_demonstrations):
+        Demonstration.objects.bulk_create(chunk)
+    created["demonstrations"] += len(new_demonstrations)
+    return ImportResult(
+        kind=kind,
+        records=len({item.line for item in items}),
+        created={what: count for what, count in created.items() if count},
+        skipped={what: count for what, count in skipped.items() if count},
+    )
+
+
+def _tasks_complete(task_ids: Sequence[int]) -> int:
+    """Open tasks among ``task_ids`` that have all the judgements they need become complete."""
+    judgements = (
+        Judgement.objects.filter(task=OuterRef("pk")).order_by().values("task").annotate(n=Count("pk")).values("n")
+    )
+    return ComparisonTask.objects.filter(
+        pk__in=task_ids, status=ComparisonTask.Status.OPEN, required_judgements__lte=Subquery(judgements)
+    ).update(status=ComparisonTask.Status.COMPLETE, updated_at=timezone.now())
+
+
+# --- Snapshots -----------------------------------------------------------------------------------------------
+
+
+class _HashingWriter:
+    """A binary stream that hashes what passes through it."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.stream.write(data)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def tell(self) -> int:
+        return self.size
+
+    @property
+    def closed(self) -> bool:
+        return self.stream.closed
+
+
+def dataset_snapshot_create(
+    *,
+    project: Project,
+    kind: str,
+    file_format: str = "jsonl",
+    selection: selectors.ExportFilter | None = None,
+    conversational: bool = False,
+    created_by: User | None = None,
+) -> DatasetSnapshot:
+    """Freeze an export: write the file under the artefacts folder (read-only), then record its sha256, row
+    counts, filter and code version. Should recording fail, the file is removed again."""
+    from labeling import exporters
+
+    selection = selection or selectors.ExportFilter(project_id=project.pk)
+    if selection.project_id != project.pk:
+        raise ApplicationError("The export filter names another project.")
+    folder = Path(settings.ARTEFACTS_DIR) / "snapshots" / project.slug
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%S%f")
+    final = folder / f"{stamp}-{kind}.{file_format}"
+    partial = final.with_suffix(final.suffix + ".partial")
+    try:
+        with open(partial, "wb") as raw:
+            stream = _HashingWriter(raw)
+            stats = exporters.write_export(kind, file_format, selection, stream, conversational=conversational)
+        partial.chmod(0o444)
+        partial.rename(final)
+        with transaction.atomic():
+            return DatasetSnapshot.objects.create(
+                project=project,
+                kind=kind,
+                file_format=file_format,
+                filters={**selection.as_dict(), "conversational": conversational},
+                path=str(final.relative_to(settings.ARTEFACTS_DIR)),
+                sha256=stream.digest.hexdigest(),
+                row_count=stats.rows,
+                counts=stats.as_dict(),
+                code_version=code_version(),
+                created_by=created_by,
+            )
+    except BaseException:
+        for leftover in (partial, final):
+            leftover.unlink(missing_ok=True)
+        raise
+
+
+def snapshot_path(snapshot: DatasetSnapshot) -> Path:
+    return Path(settings.ARTEFACTS_DIR) / snapshot.path
+
+
+def dataset_import_file(
+    *,
+    project: Project,
+    source,
+    name: str,
+    file_format: str = "auto",
+    kind: str = "auto",
+    origin: str = "",
+    response_origin: str = "imported",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ImportResult:
+    """Read, check and import a whole file (JSONL, CSV or Parquet) in one transaction: a bad record stops
+    the import before anything is written, with an error that names its line and field."""
+    from labeling import importers
+
+    file_format = importers.file_format_for(name, file_format)
+    records = importers.read_records(source, file_format)
+    if progress is not None:
+        records = _counting(records, progress)
+    kind, items = importers.parse_records(records, kind)
+    return dataset_import(
+        project=project,
+        items=items,
+        kind=kind,
+        origin=origin or Path(name).name,
+        response_origin=response_origin,
+        progress=progress,
+    )
+
+
+def _counting(records, progress: Callable[[str, int, int], None]):
+    for count, record in enumerate(records, start=1):
+        if count % 1000 == 0:
+            progress("reading", count, 0)
+        yield record

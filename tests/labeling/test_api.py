@@ -169,7 +169,9 @@ def test_a_rater_sees_no_project_they_are_not_a_member_of(api, make_task):
 
 def test_anonymous_visitors_and_non_raters_are_refused(project):
     anonymous = APIClient()
-    assert anonymous.post(f"/api/v1/projects/{project.slug}/tasks/next").status_code == 403
+    response = anonymous.post(f"/api/v1/projects/{project.slug}/tasks/next")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
     visitor = UserFactory(username="visitor")
     project.members.add(visitor)
     client = APIClient()

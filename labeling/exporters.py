@@ -1,0 +1,271 @@
+"""Data going out, in formats trainers read as they are:
+
+- ``preference``: TRL's ``{"prompt", "chosen", "rejected"[, "margin"]}``; a K-wise ranking gives every
+  ordered pair of responses in different groups (ties give none).
+- ``ranking``: one record per judgement, for listwise reward training: ``{"prompt", "responses",
+  "ranking": [[index, ...], ...], "likert", "flags", "rater", "origin", "source", "probability", "margin",
+  "all_bad", "task_id", "response_ids", "judgement_id", "created_at"}``; ``ranking`` groups positions in
+  ``responses``, best first; ``likert`` and ``flags`` hold one entry per response.
+- ``sft``: demonstrations as ``{"prompt", "completion"}`` (or ``{"messages"}`` when conversational).
+- ``hh``: Anthropic HH-RLHF transcripts ``{"chosen", "rejected"}``.
+
+``conversational`` writes prompts and replies as lists of ``{role, content}`` messages instead of text.
+Records are read with a server-side cursor and written as they come, so memory stays flat.
+"""
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import IO
+
+from labeling import selectors
+from labeling.errors import ApplicationError
+
+EXPORT_KINDS = ("preference", "ranking", "sft", "hh")
+FILE_FORMATS = ("jsonl", "parquet")
+BLOCK = 5000
+ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+@dataclass
+class ExportStats:
+    rows: int = 0
+    judgements: int = 0
+    demonstrations: int = 0
+    by_source: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "rows": self.rows,
+            "judgements": self.judgements,
+            "demonstrations": self.demonstrations,
+            "by_source": self.by_source,
+        }
+
+
+def prompt_value(messages: list[dict], conversational: bool):
+    """The prompt as messages, or as text: a single user turn is its content; a longer conversation is
+    written turn by turn ("User: ...", "Assistant: ...")."""
+    if conversational:
+        return messages
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return "\n\n".join(f"{ROLE_NAMES.get(turn['role'], turn['role'])}: {turn['content']}" for turn in messages)
+
+
+def reply_value(text: str, conversational: bool):
+    return [{"role": "assistant", "content": text}] if conversational else text
+
+
+def hh_transcript(messages: list[dict], reply: str) -> str:
+    """The HH-RLHF form: "\\n\\nHuman: ...\\n\\nAssistant: ..." ending with the reply (system turns left out)."""
+    turns = [
+        f"\n\n{'Human' if turn['role'] == 'user' else 'Assistant'}: {turn['content']}"
+        for turn in messages
+        if turn["role"] != "system"
+    ]
+    return "".join(turns) + f"\n\nAssistant: {reply}"
+
+
+def _judgement_blocks(selection: selectors.ExportFilter) -> Iterator[tuple[list[tuple], dict]]:
+    """Blocks of judgement rows with the text of their tasks; each task's text is read once."""
+    rows = selectors.judgements_for_export(selection=selection).iterator(chunk_size=BLOCK)
+    contents: dict[int, selectors.TaskContent] = {}
+    while block := list(islice(rows, BLOCK)):
+        task_ids = {row[1] for row in block}
+        missing = [task_id for task_id in task_ids if task_id not in contents]
+        if missing:
+            contents.update(selectors.task_contents(task_ids=missing))
+        yield block, contents
+        lowest = min(task_ids)  # rows come ordered by task: earlier tasks will not be seen again
+        for task_id in [task_id for task_id in contents if task_id < lowest]:
+            del contents[task_id]
+
+
+def _pairs(ranking: list[list[int]]) -> Iterator[tuple[int, int]]:
+    for upper, group in enumerate(ranking):
+        for lower_group in ranking[upper + 1 :]:
+            for winner in group:
+                for loser in lower_group:
+                    yield winner, loser
+
+
+def preference_records(selection, stats: ExportStats, *, conversational: bool = False, hh: bool = False):
+    """Pairs. When any selected judgement has a margin, every pair carries one: an unknown margin is written
+    as 0, which TRL's reward loss treats exactly like no margin (a column with gaps would stop TRL)."""
+    with_margins = not hh and selectors.judgements_for_export(selection=selection).filter(margin__isnull=False).exists()
+    for block, contents in _judgement_blocks(selection):
+        for _id, task_id, _rater, source, _origin, ranking, margin, *_ in block:
+            content = contents[task_id]
+            stats.judgements += 1
+            stats.by_source[source] = stats.by_source.get(source, 0) + 1
+            for winner, loser in _pairs(ranking):
+                chosen, rejected = content.texts[winner], content.texts[loser]
+                if hh:
+                    record = {
+                        "chosen": hh_transcript(content.messages, chosen),
+                        "rejected": hh_transcript(content.messages, rejected),
+                    }
+                else:
+                    record = {
+                        "prompt": prompt_value(content.messages, conversational),
+                        "chosen": reply_value(chosen, conversational),
+                        "rejected": reply_value(rejected, conversational),
+                    }
+                    if with_margins:
+                        record["margin"] = margin if margin is not None else 0.0
+                stats.rows += 1
+                yield record
+
+
+def ranking_records(selection, stats: ExportStats, *, conversational: bool = False):
+    for block, contents in _judgement_blocks(selection):
+        for (
+            judgement_id,
+            task_id,
+            rater,
+            source,
+            origin,
+            ranking,
+            margin,
+            all_bad,
+            likert,
+            flags,
+            probability,
+            created,
+        ) in block:
+            content = contents[task_id]
+            response_ids = list(content.texts)
+            position = {response_id: index for index, response_id in enumerate(response_ids)}
+            stats.judgements += 1
+            stats.by_source[source] = stats.by_source.get(source, 0) + 1
+            stats.rows += 1
+            yield {
+                "prompt": prompt_value(content.messages, conversational),
+                "responses": list(content.texts.values()),
+                "ranking": [[position[response_id] for response_id in group] for group in ranking],
+                "likert": [likert.get(str(response_id)) for response_id in response_ids],
+                "flags": [flags.get(str(response_id), []) for response_id in response_ids],
+                "rater": rater,
+                "origin": origin,
+                "source": source,
+                "probability": probability,
+                "margin": margin,
+                "all_bad": all_bad,
+                "task_id": task_id,
+                "response_ids": response_ids,
+                "judgement_id": judgement_id,
+                "created_at": created.isoformat(),
+            }
+
+
+def sft_records(selection, stats: ExportStats, *, conversational: bool = False):
+    for _id, messages, text, _author, _origin, _created in selectors.demonstrations_for_export(
+        selection=selection
+    ).iterator(chunk_size=BLOCK):
+        stats.demonstrations += 1
+        stats.rows += 1
+        if conversational:
+            yield {"messages": [*messages, {"role": "assistant", "content": text}]}
+        else:
+            yield {"prompt": prompt_value(messages, False), "completion": text}
+
+
+def export_records(kind: str, selection: selectors.ExportFilter, stats: ExportStats, *, conversational: bool = False):
+    if kind == "preference":
+        return preference_records(selection, stats, conversational=conversational)
+    if kind == "hh":
+        return preference_records(selection, stats, hh=True)
+    if kind == "ranking":
+        return ranking_records(selection, stats, conversational=conversational)
+    if kind == "sft":
+        return sft_records(selection, stats, conversational=conversational)
+    raise ApplicationError(f"Unknown export kind '{kind}'; use one of {', '.join(EXPORT_KINDS)}.")
+
+
+# --- writers -----------------------------------------------------------------------------------------------
+
+
+def jsonl_chunks(records: Iterable[dict], lines_per_chunk: int = 1000) -> Iterator[bytes]:
+    """JSON lines, a thousand at a time: what a streaming HTTP response sends."""
+    buffer: list[str] = []
+    for record in records:
+        buffer.append(json.dumps(record, ensure_ascii=False))
+        if len(buffer) == lines_per_chunk:
+            yield ("\n".join(buffer) + "\n").encode()
+            buffer = []
+    if buffer:
+        yield ("\n".join(buffer) + "\n").encode()
+
+
+def write_jsonl(records: Iterable[dict], stream: IO[bytes]) -> None:
+    for chunk in jsonl_chunks(records):
+        stream.write(chunk)
+
+
+def parquet_schema(kind: str, conversational: bool):
+    import pyarrow as pa
+
+    messages = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    prompt = messages if conversational else pa.string()
+    reply = messages if conversational else pa.string()
+    if kind == "preference":
+        return pa.schema([("prompt", prompt), ("chosen", reply), ("rejected", reply), ("margin", pa.float64())])
+    if kind == "hh":
+        return pa.schema([("chosen", pa.string()), ("rejected", pa.string())])
+    if kind == "sft":
+        if conversational:
+            return pa.schema([("messages", messages)])
+        return pa.schema([("prompt", pa.string()), ("completion", pa.string())])
+    return pa.schema(
+        [
+            ("prompt", prompt),
+            ("responses", pa.list_(pa.string())),
+            ("ranking", pa.list_(pa.list_(pa.int64()))),
+            ("likert", pa.list_(pa.int64())),
+            ("flags", pa.list_(pa.list_(pa.string()))),
+            ("rater", pa.string()),
+            ("origin", pa.string()),
+            ("source", pa.string()),
+            ("probability", pa.float64()),
+            ("margin", pa.float64()),
+            ("all_bad", pa.bool_()),
+            ("task_id", pa.int64()),
+            ("response_ids", pa.list_(pa.int64())),
+            ("judgement_id", pa.int64()),
+            ("created_at", pa.string()),
+        ]
+    )
+
+
+def write_parquet(records: Iterable[dict], stream: IO[bytes], *, kind: str, conversational: bool = False) -> None:
+    """Parquet in row groups of ``BLOCK`` records, written as they come."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = parquet_schema(kind, conversational)
+    records = iter(records)
+    with pq.ParquetWriter(stream, schema, compression="zstd") as writer:
+        while block := list(islice(records, BLOCK)):
+            writer.write_table(pa.Table.from_pylist(block, schema=schema))
+
+
+def write_export(
+    kind: str,
+    file_format: str,
+    selection: selectors.ExportFilter,
+    stream: IO[bytes],
+    *,
+    conversational: bool = False,
+) -> ExportStats:
+    """Write one export to ``stream``; returns what it counted."""
+    if file_format not in FILE_FORMATS:
+        raise ApplicationError(f"Unknown file format '{file_format}'; use one of {', '.join(FILE_FORMATS)}.")
+    stats = ExportStats()
+    records = export_records(kind, selection, stats, conversational=conversational)
+    if file_format == "jsonl":
+        write_jsonl(records, stream)
+    else:
+        write_parquet(records, stream, kind=kind, conversational=conversational)
+    return stats

@@ -1,0 +1,64 @@
+"""``manage.py import_data FILE --project SLUG``: prompts, responses and preference data from a file."""
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from labeling import importers, services
+from labeling.errors import ApplicationError
+from labeling.models import Project
+
+
+class Command(BaseCommand):
+    help = (
+        "Import a JSONL, CSV or Parquet file into a project: prompts, prompts with responses (tasks), TRL "
+        "preference pairs, HH-RLHF transcripts, OpenAssistant trees, rankings or demonstrations. "
+        "All or nothing; duplicates are skipped."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("file", type=Path)
+        parser.add_argument("--project", required=True, help="the project's slug")
+        parser.add_argument("--format", default="auto", choices=["auto", *importers.FILE_FORMATS])
+        parser.add_argument("--kind", default="auto", choices=["auto", *importers.KINDS], help="the records' layout")
+        parser.add_argument("--origin", default="", help="where the judgements came from (default: the file name)")
+        parser.add_argument("--response-origin", default="imported", help="who wrote responses that do not say")
+
+    def handle(self, *args, file: Path, project: str, format: str, kind: str, origin: str, **options) -> None:
+        target = Project.objects.filter(slug=project).first()
+        if target is None:
+            raise CommandError(f"There is no project '{project}'.")
+        if not file.is_file():
+            raise CommandError(f"There is no file {file}.")
+        bars: dict[str, tqdm] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar = bars.get(stage)
+            if bar is None:
+                bar = bars[stage] = tqdm(desc=stage, total=total or None, unit=" rows", leave=False)
+            bar.update(done - bar.n)
+
+        try:
+            with open(file, "rb") as source:
+                result = services.dataset_import_file(
+                    project=target,
+                    source=source,
+                    name=file.name,
+                    file_format=format,
+                    kind=kind,
+                    origin=origin,
+                    response_origin=options["response_origin"],
+                    progress=progress,
+                )
+        except ApplicationError as error:
+            raise CommandError(f"{file.name}: {error.message} Nothing was imported.") from None
+        finally:
+            for bar in bars.values():
+                bar.close()
+        created = ", ".join(f"{count} {what}" for what, count in result.created.items()) or "nothing"
+        skipped = ", ".join(f"{count} {what}" for what, count in result.skipped.items()) or "nothing"
+        self.stdout.write(
+            f"Imported {result.records} {result.kind} records into '{target.slug}': created {created}; "
+            f"skipped as duplicates {skipped}."
+        )
