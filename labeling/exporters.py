@@ -13,11 +13,12 @@
 Records are read with a server-side cursor and written as they come, so memory stays flat.
 """
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import IO
+
+import orjson
 
 from labeling import selectors
 from labeling.errors import ApplicationError
@@ -68,12 +69,13 @@ def hh_transcript(messages: list[dict], reply: str) -> str:
     return "".join(turns) + f"\n\nAssistant: {reply}"
 
 
-def _judgement_blocks(selection: selectors.ExportFilter) -> Iterator[tuple[list[tuple], dict]]:
-    """Blocks of judgement rows with the text of their tasks; each task's text is read once."""
-    rows = selectors.judgements_for_export(selection=selection).iterator(chunk_size=BLOCK)
+def _judgement_blocks(selection: selectors.ExportFilter, fields: tuple[str, ...]) -> Iterator[tuple[list[tuple], dict]]:
+    """Blocks of judgement rows (``fields``, the first being ``task_id``) with the text of their tasks; each
+    task's text is read once."""
+    rows = selectors.judgements_for_export(selection=selection, fields=fields).iterator(chunk_size=BLOCK)
     contents: dict[int, selectors.TaskContent] = {}
     while block := list(islice(rows, BLOCK)):
-        task_ids = {row[1] for row in block}
+        task_ids = {row[0] for row in block}
         missing = [task_id for task_id in task_ids if task_id not in contents]
         if missing:
             contents.update(selectors.task_contents(task_ids=missing))
@@ -91,12 +93,16 @@ def _pairs(ranking: list[list[int]]) -> Iterator[tuple[int, int]]:
                     yield winner, loser
 
 
+PAIR_FIELDS = ("task_id", "source", "ranking_text", "margin")
+
+
 def preference_records(selection, stats: ExportStats, *, conversational: bool = False, hh: bool = False):
     """Pairs. When any selected judgement has a margin, every pair carries one: an unknown margin is written
     as 0, which TRL's reward loss treats exactly like no margin (a column with gaps would stop TRL)."""
     with_margins = not hh and selectors.judgements_for_export(selection=selection).filter(margin__isnull=False).exists()
-    for block, contents in _judgement_blocks(selection):
-        for _id, task_id, _rater, source, _origin, ranking, margin, *_ in block:
+    for block, contents in _judgement_blocks(selection, PAIR_FIELDS):
+        for task_id, source, ranking, margin in block:
+            ranking = orjson.loads(ranking)
             content = contents[task_id]
             stats.judgements += 1
             stats.by_source[source] = stats.by_source.get(source, 0) + 1
@@ -119,25 +125,36 @@ def preference_records(selection, stats: ExportStats, *, conversational: bool = 
                 yield record
 
 
+RANKING_FIELDS = (
+    "task_id", "id", "rater__username", "source", "origin", "ranking_text", "margin", "all_bad", "likert_text",
+    "flags_text", "probability", "created_at",
+)  # fmt: skip
+
+
+def _json_object(text: str) -> dict:
+    return {} if text == "{}" else orjson.loads(text)  # most judgements carry no scores or flags
+
+
 def ranking_records(selection, stats: ExportStats, *, conversational: bool = False):
-    for block, contents in _judgement_blocks(selection):
-        for (
-            judgement_id,
-            task_id,
-            rater,
-            source,
-            origin,
-            ranking,
-            margin,
-            all_bad,
-            likert,
-            flags,
-            probability,
-            created,
-        ) in block:
+    for block, contents in _judgement_blocks(selection, RANKING_FIELDS):
+        for row in block:
+            (
+                task_id,
+                judgement_id,
+                rater,
+                source,
+                origin,
+                ranking,
+                margin,
+                all_bad,
+                likert,
+                flags,
+                probability,
+                created,
+            ) = row
             content = contents[task_id]
-            response_ids = list(content.texts)
-            position = {response_id: index for index, response_id in enumerate(response_ids)}
+            position, keys = content.position, content.keys
+            ranking, likert, flags = orjson.loads(ranking), _json_object(likert), _json_object(flags)
             stats.judgements += 1
             stats.by_source[source] = stats.by_source.get(source, 0) + 1
             stats.rows += 1
@@ -145,8 +162,8 @@ def ranking_records(selection, stats: ExportStats, *, conversational: bool = Fal
                 "prompt": prompt_value(content.messages, conversational),
                 "responses": list(content.texts.values()),
                 "ranking": [[position[response_id] for response_id in group] for group in ranking],
-                "likert": [likert.get(str(response_id)) for response_id in response_ids],
-                "flags": [flags.get(str(response_id), []) for response_id in response_ids],
+                "likert": [likert.get(key) for key in keys] if likert else [None] * len(keys),
+                "flags": [flags.get(key, []) for key in keys] if flags else [[] for _ in keys],
                 "rater": rater,
                 "origin": origin,
                 "source": source,
@@ -154,7 +171,7 @@ def ranking_records(selection, stats: ExportStats, *, conversational: bool = Fal
                 "margin": margin,
                 "all_bad": all_bad,
                 "task_id": task_id,
-                "response_ids": response_ids,
+                "response_ids": content.response_ids,
                 "judgement_id": judgement_id,
                 "created_at": created.isoformat(),
             }
@@ -188,15 +205,15 @@ def export_records(kind: str, selection: selectors.ExportFilter, stats: ExportSt
 
 
 def jsonl_chunks(records: Iterable[dict], lines_per_chunk: int = 1000) -> Iterator[bytes]:
-    """JSON lines, a thousand at a time: what a streaming HTTP response sends."""
-    buffer: list[str] = []
+    """JSON lines (UTF-8, encoded by orjson), a thousand at a time: what a streaming HTTP response sends."""
+    buffer: list[bytes] = []
     for record in records:
-        buffer.append(json.dumps(record, ensure_ascii=False))
+        buffer.append(orjson.dumps(record))
         if len(buffer) == lines_per_chunk:
-            yield ("\n".join(buffer) + "\n").encode()
+            yield b"\n".join(buffer) + b"\n"
             buffer = []
     if buffer:
-        yield ("\n".join(buffer) + "\n").encode()
+        yield b"\n".join(buffer) + b"\n"
 
 
 def write_jsonl(records: Iterable[dict], stream: IO[bytes]) -> None:

@@ -233,7 +233,8 @@ class ComparisonTask(models.Model):
 class TaskResponse(models.Model):
     """A response's place in a task."""
 
-    task = models.ForeignKey(ComparisonTask, on_delete=models.CASCADE, related_name="slots")
+    # db_index=False: the unique (task, response) index already serves lookups by task.
+    task = models.ForeignKey(ComparisonTask, on_delete=models.CASCADE, related_name="slots", db_index=False)
     response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="slots")
     position = models.PositiveSmallIntegerField()
 
@@ -265,7 +266,8 @@ class Assignment(models.Model):
 
     State = AssignmentState
 
-    task = models.ForeignKey(ComparisonTask, on_delete=models.CASCADE, related_name="assignments")
+    # db_index=False: the unique (task, rater) index already serves lookups by task.
+    task = models.ForeignKey(ComparisonTask, on_delete=models.CASCADE, related_name="assignments", db_index=False)
     rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
     state = models.CharField(max_length=16, choices=State.choices, default=State.LEASED)
     leased_at = models.DateTimeField()
@@ -326,7 +328,8 @@ class Judgement(models.Model):
     Source = JudgementSource
     Flag = Flag
 
-    task = models.ForeignKey(ComparisonTask, on_delete=models.PROTECT, related_name="judgements")
+    # db_index=False: the (task, source) index already serves lookups by task.
+    task = models.ForeignKey(ComparisonTask, on_delete=models.PROTECT, related_name="judgements", db_index=False)
     rater = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.PROTECT,

@@ -2,10 +2,12 @@
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
+import orjson
 from django.db import connection
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, TextField, Value
+from django.db.models.functions import Cast, Coalesce
 
 from labeling.models import Assignment, ComparisonTask, Demonstration, Judgement, Project, Prompt, TaskResponse
 from labeling.permissions import projects_visible_to
@@ -171,6 +173,19 @@ class TaskContent:
     messages: list[dict]
     texts: dict[int, str]  # response id -> text, in the task's stored order
 
+    @cached_property
+    def response_ids(self) -> list[int]:
+        return list(self.texts)
+
+    @cached_property
+    def keys(self) -> list[str]:
+        """The response ids as the keys of ``likert`` and ``flags``."""
+        return [str(response_id) for response_id in self.texts]
+
+    @cached_property
+    def position(self) -> dict[int, int]:
+        return {response_id: index for index, response_id in enumerate(self.texts)}
+
 
 def task_content(*, task_id: int) -> TaskContent:
     """The prompt and the response texts of a task, in one query."""
@@ -187,13 +202,14 @@ def task_contents(*, task_ids: list[int]) -> dict[int, TaskContent]:
     rows = (
         TaskResponse.objects.filter(task_id__in=task_ids)
         .order_by("task_id", "position")
-        .values_list("task_id", "response_id", "response__text", "task__prompt__messages")
+        .annotate(messages_text=Cast("task__prompt__messages", TextField()))
+        .values_list("task_id", "response_id", "response__text", "messages_text")
     )
     contents: dict[int, TaskContent] = {}
     for task_id, response_id, text, messages in rows:
         content = contents.get(task_id)
         if content is None:
-            content = contents[task_id] = TaskContent(messages=messages, texts={})
+            content = contents[task_id] = TaskContent(messages=orjson.loads(messages), texts={})
         content.texts[response_id] = text
     return contents
 
@@ -231,15 +247,9 @@ def _within(rows: QuerySet, selection: ExportFilter, person: str) -> QuerySet:
     return rows
 
 
-JUDGEMENT_EXPORT_FIELDS = (
-    "id", "task_id", "rater__username", "source", "origin", "ranking", "margin", "all_bad", "likert", "flags",
-    "probability", "created_at",
-)  # fmt: skip
-
-
-def judgements_for_export(*, selection: ExportFilter) -> QuerySet:
-    """The selected judgements as value tuples (``JUDGEMENT_EXPORT_FIELDS``), ordered by task so that an
-    exporter reading them with a server-side cursor needs each task's text once."""
+def judgements_for_export(*, selection: ExportFilter, fields: tuple[str, ...] = ("id",)) -> QuerySet:
+    """The selected judgements as tuples of ``fields``, ordered by task so that an exporter reading them
+    with a server-side cursor needs each task's text once."""
     judgements = _within(Judgement.objects.filter(task__project_id=selection.project_id), selection, "rater")
     if selection.source:
         judgements = judgements.filter(source=selection.source)
@@ -247,7 +257,14 @@ def judgements_for_export(*, selection: ExportFilter) -> QuerySet:
         judgements = judgements.filter(task__is_gold=False)
     elif selection.gold == "only":
         judgements = judgements.filter(task__is_gold=True)
-    return judgements.order_by("task_id", "id").values_list(*JUDGEMENT_EXPORT_FIELDS)
+    # The JSON columns as text: exporters decode them with orjson (and skip the empty ones), several times
+    # faster than the ORM's json.loads on a million rows.
+    judgements = judgements.annotate(
+        ranking_text=Cast("ranking", TextField()),
+        likert_text=Cast("likert", TextField()),
+        flags_text=Cast("flags", TextField()),
+    )
+    return judgements.order_by("task_id", "id").values_list(*fields)
 
 
 def demonstrations_for_export(*, selection: ExportFilter) -> QuerySet:

@@ -637,6 +637,51 @@ class _Progress:
             self.callback(stage, done, total)
 
 
+def _insert(model: type[models.Model], rows: list[dict]) -> list[int]:
+    """Insert many new rows, given as ``{field attname: value}`` (other fields take their defaults); returns
+    their primary keys in order.
+
+    On PostgreSQL the ids come from the table's sequence and the rows go in with COPY, without building a
+    model instance per row: several times faster for imports of hundreds of thousands of rows. Elsewhere this
+    is ``bulk_create``. Rows must be valid already: this writes them as they are.
+    """
+    if not rows:
+        return []
+    if connection.vendor != "postgresql":
+        objects = model.objects.bulk_create([model(**row) for row in rows], batch_size=IMPORT_BATCH)
+        return [obj.pk for obj in objects]
+    from psycopg.types.json import Jsonb
+
+    now = timezone.now()
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    defaults = {}
+    for field in fields:
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            defaults[field.attname] = now
+        else:
+            defaults[field.attname] = field.get_default()  # "" for text fields that are not nullable
+    json_fields = {field.attname for field in fields if isinstance(field, models.JSONField)}
+    table = model._meta.db_table
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [table, model._meta.pk.column, len(rows)],
+        )
+        ids = [pk for (pk,) in cursor.fetchall()]
+        columns = ", ".join(quote(name) for name in [model._meta.pk.column, *(field.column for field in fields)])
+        with cursor.cursor.copy(f"COPY {quote(table)} ({columns}) FROM STDIN") as copy:
+            for pk, row in zip(ids, rows, strict=True):
+                values = [pk]
+                for field in fields:
+                    value = row.get(field.attname, defaults[field.attname])
+                    if value is not None and field.attname in json_fields:
+                        value = Jsonb(value)
+                    values.append(value)
+                copy.write_row(values)
+    return ids
+
+
 def _import_prompts(project: Project, items: list, created: Counter, skipped: Counter, progress) -> list[int]:
     """The prompt id of every item: an existing prompt with the same external id or conversation, or a new one."""
     hashes = [Prompt.hash_messages(item.prompt.messages) for item in items]
@@ -654,35 +699,33 @@ def _import_prompts(project: Project, items: list, created: Counter, skipped: Co
             by_hash.setdefault(content_hash, prompt_id)
 
     keys: list[str] = []
-    new: dict[str, Prompt] = {}
+    known: dict[str, int] = {}
+    new: dict[str, dict] = {}
     for item, content_hash in zip(items, hashes, strict=True):
         external_id = item.prompt.external_id
+        key = f"x:{external_id}" if external_id else f"h:{content_hash}"
+        keys.append(key)
+        if key in known or key in new:
+            continue
         existing = by_external.get(external_id) if external_id else None
         if existing is None:
             existing = by_hash.get(content_hash)
-        key = f"x:{external_id}" if external_id else f"h:{content_hash}"
-        keys.append(key)
         if existing is not None:
-            new.setdefault(key, existing)
+            known[key] = existing
             continue
-        if key in new:
-            continue
-        new[key] = Prompt(
-            project=project,
-            messages=item.prompt.messages,
-            source="import",
-            external_id=external_id,
-            content_hash=content_hash,
-            metadata=item.prompt.metadata,
-        )
-    to_create = [prompt for prompt in new.values() if isinstance(prompt, Prompt)]
-    for done, chunk in enumerate(_chunks(to_create), start=1):
-        Prompt.objects.bulk_create(chunk)
-        progress("prompts", min(done * IMPORT_BATCH, len(to_create)), len(to_create))
-    ids = {key: value.pk if isinstance(value, Prompt) else value for key, value in new.items()}
-    created["prompts"] += len(to_create)
-    skipped["prompts"] += len(items) - len(to_create)
-    return [ids[key] for key in keys]
+        new[key] = {
+            "project_id": project.pk,
+            "messages": item.prompt.messages,
+            "source": "import",
+            "external_id": external_id,
+            "content_hash": content_hash,
+            "metadata": item.prompt.metadata,
+        }
+    known.update(zip(new, _insert(Prompt, list(new.values())), strict=True))
+    progress("prompts", len(new), len(new))
+    created["prompts"] += len(new)
+    skipped["prompts"] += len(items) - len(new)
+    return [known[key] for key in keys]
 
 
 def _existing_for_prompts(model, prompt_ids: set[int], fields: tuple[str, ...]) -> list[tuple]:
@@ -690,6 +733,10 @@ def _existing_for_prompts(model, prompt_ids: set[int], fields: tuple[str, ...]) 
     for chunk in _chunks(sorted(prompt_ids)):
         rows.extend(model.objects.filter(prompt_id__in=chunk).values_list(*fields))
     return rows
+
+
+def _line_error(line: int, field_name: str, problem: str) -> ApplicationError:
+    return ApplicationError(f"Line {line}, field '{field_name}': {problem}", {"line": line, "field": field_name})
 
 
 @transaction.atomic
@@ -704,51 +751,49 @@ def dataset_import(
 ) -> ImportResult:
     """Write parsed import items (``importers.ItemIn``) to the project, all or nothing.
 
-    Duplicates are skipped and counted: a prompt with the same external id (or, without one, the same
-    conversation), a response with the same text on the same prompt, a task over the same responses, a
-    judgement with the same key from the same origin, a demonstration with the same text. Importing a file
-    twice therefore changes nothing the second time. ``origin`` names where judgements and demonstrations
-    without a rater came from.
+    Duplicates are skipped and counted: a prompt with the same external id (or the same conversation), a
+    response with the same text on the same prompt, a task over the same responses, a judgement with the
+    same key from the same origin (or rater), a demonstration with the same text. Importing a file twice
+    therefore changes nothing the second time. ``origin`` names where judgements and demonstrations without
+    a rater came from.
     """
     report = _Progress(progress)
     created: Counter = Counter()
     skipped: Counter = Counter()
     prompt_ids = _import_prompts(project, items, created, skipped, report)
+    paired = list(zip(items, prompt_ids, strict=True))
 
     # Responses, keyed by (prompt id, text).
+    with_responses = [(item, prompt_id) for item, prompt_id in paired if item.responses]
     response_ids: dict[tuple[int, str], int] = {}
-    with_responses = [(item, pid) for item, pid in zip(items, prompt_ids, strict=True) if item.responses]
     for prompt_id, text, response_id in _existing_for_prompts(
-        Response, {pid for _, pid in with_responses}, ("prompt_id", "text", "id")
+        Response, {prompt_id for _, prompt_id in with_responses}, ("prompt_id", "text", "id")
     ):
         response_ids.setdefault((prompt_id, text), response_id)
-    new_responses: dict[tuple[int, str], Response] = {}
+    new_responses: dict[tuple[int, str], dict] = {}
     for item, prompt_id in with_responses:
         texts = [response.text for response in item.responses]
         if len(set(texts)) != len(texts):
-            raise ApplicationError(
-                f"Line {item.line}, field 'responses': two responses have the same text.",
-                {"line": item.line, "field": "responses"},
-            )
+            raise _line_error(item.line, "responses", "two responses have the same text.")
         for response in item.responses:
             key = (prompt_id, response.text)
             if key in response_ids or key in new_responses:
                 skipped["responses"] += 1
                 continue
-            new_responses[key] = Response(
-                prompt_id=prompt_id, text=response.text, origin=response.origin or response_origin
-            )
-    for done, chunk in enumerate(_chunks(list(new_responses.values())), start=1):
-        Response.objects.bulk_create(chunk)
-        report("responses", min(done * IMPORT_BATCH, len(new_responses)), len(new_responses))
-    response_ids.update({key: response.pk for key, response in new_responses.items()})
+            new_responses[key] = {
+                "prompt_id": prompt_id,
+                "text": response.text,
+                "origin": response.origin or response_origin,
+            }
+    response_ids.update(zip(new_responses, _insert(Response, list(new_responses.values())), strict=True))
+    report("responses", len(new_responses), len(new_responses))
     created["responses"] += len(new_responses)
 
     # Tasks, keyed by (prompt id, the set of its responses).
     task_ids: dict[tuple[int, frozenset], int] = {}
     existing_slots: dict[int, list[int]] = {}
     prompt_of_task: dict[int, int] = {}
-    for chunk in _chunks(sorted({pid for _, pid in with_responses})):
+    for chunk in _chunks(sorted({prompt_id for _, prompt_id in with_responses})):
         for task_id, prompt_id, response_id in TaskResponse.objects.filter(task__prompt_id__in=chunk).values_list(
             "task_id", "task__prompt_id", "response_id"
         ):
@@ -756,8 +801,8 @@ def dataset_import(
             prompt_of_task[task_id] = prompt_id
     for task_id, slots in existing_slots.items():
         task_ids.setdefault((prompt_of_task[task_id], frozenset(slots)), task_id)
-    item_tasks: list[tuple[object, int, list[int]]] = []
-    new_tasks: dict[tuple[int, frozenset], tuple[ComparisonTask, list[int]]] = {}
+    item_tasks: list[tuple[object, tuple, list[int]]] = []
+    new_tasks: dict[tuple[int, frozenset], list[int]] = {}
     for item, prompt_id in with_responses:
         ordered = [response_ids[(prompt_id, response.text)] for response in item.responses]
         key = (prompt_id, frozenset(ordered))
@@ -765,31 +810,29 @@ def dataset_import(
         if key in task_ids or key in new_tasks:
             skipped["tasks"] += 1
             continue
-        new_tasks[key] = (
-            ComparisonTask(project=project, prompt_id=prompt_id, required_judgements=project.overlap),
-            ordered,
-        )
-    tasks = [task for task, _ in new_tasks.values()]
-    for done, chunk in enumerate(_chunks(tasks), start=1):
-        ComparisonTask.objects.bulk_create(chunk)
-        report("tasks", min(done * IMPORT_BATCH, len(tasks)), len(tasks))
-    slots = [
-        TaskResponse(task_id=task.pk, response_id=response_id, position=position)
-        for task, ordered in new_tasks.values()
-        for position, response_id in enumerate(ordered)
+        new_tasks[key] = ordered
+    task_rows = [
+        {"project_id": project.pk, "prompt_id": prompt_id, "required_judgements": project.overlap}
+        for prompt_id, _ in new_tasks
     ]
-    for chunk in _chunks(slots, 5000):
-        TaskResponse.objects.bulk_create(chunk)
-    task_ids.update({key: task.pk for key, (task, _) in new_tasks.items()})
-    created["tasks"] += len(tasks)
+    task_ids.update(zip(new_tasks, _insert(ComparisonTask, task_rows), strict=True))
+    _insert(
+        TaskResponse,
+        [
+            {"task_id": task_ids[key], "response_id": response_id, "position": position}
+            for key, ordered in new_tasks.items()
+            for position, response_id in enumerate(ordered)
+        ],
+    )
+    report("tasks", len(new_tasks), len(new_tasks))
+    created["tasks"] += len(new_tasks)
 
     # Judgements: the ranking's positions become the task's response ids.
-    raters = {
-        user.username: user
-        for chunk in _chunks(sorted({j.rater for item, _, _ in item_tasks for j in item.judgements if j.rater}))
-        for user in User.objects.filter(username__in=chunk)
-    }
-    candidates: list[Judgement] = []
+    rater_names = sorted({j.rater for item, _, _ in item_tasks for j in item.judgements if j.rater})
+    raters: dict[str, int] = {}
+    for chunk in _chunks(rater_names):
+        raters.update(User.objects.filter(username__in=chunk).values_list("username", "id"))
+    candidates: list[dict] = []
     for item, key, ordered in item_tasks:
         for judgement in item.judgements:
             try:
@@ -799,83 +842,74 @@ def dataset_import(
                     Judgement.Flag.values,
                 )
             except ValidationError as error:
-                raise ApplicationError(
-                    f"Line {item.line}, field 'flags': {error.messages[0]}", {"line": item.line, "field": "flags"}
-                ) from None
-            rater = raters.get(judgement.rater)
+                raise _line_error(item.line, "flags", error.messages[0]) from None
+            rater_id = raters.get(judgement.rater) if judgement.source == Judgement.Source.HUMAN else None
             judgement_origin = judgement.origin or origin
-            if judgement.rater and rater is None:
+            if judgement.rater and rater_id is None:
                 judgement_origin = judgement.rater  # a rater of another system: keep their name as the origin
-            if judgement.source == Judgement.Source.AI:
-                rater = None
             candidates.append(
-                Judgement(
-                    task_id=task_ids[key],
-                    rater=rater,
-                    source=judgement.source,
-                    origin="" if rater else judgement_origin,
-                    ranking=[[ordered[position] for position in tier] for tier in judgement.ranking],
-                    margin=judgement.margin,
-                    likert={str(ordered[position]): score for position, score in judgement.likert.items()},
-                    flags={str(ordered[position]): names for position, names in judgement.flags.items()},
-                    client_submission_id=judgement.key[:64],
-                    probability=judgement.probability,
-                )
+                {
+                    "task_id": task_ids[key],
+                    "rater_id": rater_id,
+                    "source": judgement.source,
+                    "origin": "" if rater_id else judgement_origin,
+                    "ranking": [[ordered[position] for position in tier] for tier in judgement.ranking],
+                    "margin": judgement.margin,
+                    "likert": {str(ordered[position]): score for position, score in judgement.likert.items()},
+                    "flags": {str(ordered[position]): names for position, names in judgement.flags.items()},
+                    "client_submission_id": judgement.key[:64],
+                    "probability": judgement.probability,
+                }
             )
     seen: set[tuple] = set()
-    for chunk in _chunks(sorted({j.client_submission_id for j in candidates})):
-        for rater_id, judgement_origin, key, task_id in Judgement.objects.filter(
-            client_submission_id__in=chunk
-        ).values_list("rater_id", "origin", "client_submission_id", "task_id"):
+    for chunk in _chunks(sorted({row["client_submission_id"] for row in candidates})):
+        for rater_id, judgement_origin, key in Judgement.objects.filter(client_submission_id__in=chunk).values_list(
+            "rater_id", "origin", "client_submission_id"
+        ):
             seen.add(("rater", rater_id, key) if rater_id else ("origin", judgement_origin, key))
-            if rater_id:
-                seen.add(("task", rater_id, task_id))
-    new_judgements = []
-    for judgement in candidates:
-        identity = (
-            ("rater", judgement.rater_id, judgement.client_submission_id)
-            if judgement.rater_id
-            else ("origin", judgement.origin, judgement.client_submission_id)
+    for chunk in _chunks(sorted({row["task_id"] for row in candidates if row["rater_id"]})):
+        seen.update(
+            ("task", rater_id, task_id)
+            for rater_id, task_id in Judgement.objects.filter(task_id__in=chunk, rater__isnull=False).values_list(
+                "rater_id", "task_id"
+            )
         )
-        duplicate = identity in seen or (judgement.rater_id and ("task", judgement.rater_id, judgement.task_id) in seen)
-        if duplicate:
+    new_judgements = []
+    for row in candidates:
+        rater_id = row["rater_id"]
+        identity = (
+            ("rater", rater_id, row["client_submission_id"])
+            if rater_id
+            else ("origin", row["origin"], row["client_submission_id"])
+        )
+        once_per_task = ("task", rater_id, row["task_id"])
+        if identity in seen or (rater_id and once_per_task in seen):
             skipped["judgements"] += 1
             continue
-        seen.add(identity)
-        if judgement.rater_id:
-            seen.add(("task", judgement.rater_id, judgement.task_id))
-        new_judgements.append(judgement)
-    for done, chunk in enumerate(_chunks(new_judgements), start=1):
-        Judgement.objects.bulk_create(chunk)
-        report("judgements", min(done * IMPORT_BATCH, len(new_judgements)), len(new_judgements))
+        seen.update({identity, once_per_task} if rater_id else {identity})
+        new_judgements.append(row)
+    _insert(Judgement, new_judgements)
+    report("judgements", len(new_judgements), len(new_judgements))
     created["judgements"] += len(new_judgements)
-    touched = sorted({judgement.task_id for judgement in new_judgements})
-    for chunk in _chunks(touched):
+    for chunk in _chunks(sorted({row["task_id"] for row in new_judgements})):
         _tasks_complete(chunk)
 
     # Demonstrations, keyed by (prompt id, text).
     demonstrations: set[tuple[int, str]] = set(
         _existing_for_prompts(
-            Demonstration,
-            {pid for item, pid in zip(items, prompt_ids, strict=True) if item.demonstration},
-            ("prompt_id", "text"),
+            Demonstration, {prompt_id for item, prompt_id in paired if item.demonstration}, ("prompt_id", "text")
         )
     )
     new_demonstrations = []
-    for item, prompt_id in zip(items, prompt_ids, strict=True):
+    for item, prompt_id in paired:
         if item.demonstration is None:
             continue
-        if not item.demonstration.strip():
-            raise ApplicationError(
-                f"Line {item.line}, field 'completion': the reply is empty.", {"line": item.line, "field": "completion"}
-            )
         if (prompt_id, item.demonstration) in demonstrations:
             skipped["demonstrations"] += 1
             continue
         demonstrations.add((prompt_id, item.demonstration))
-        new_demonstrations.append(Demonstration(prompt_id=prompt_id, text=item.demonstration, origin=origin))
-    for chunk in _chunks(new_demonstrations):
-        Demonstration.objects.bulk_create(chunk)
+        new_demonstrations.append({"prompt_id": prompt_id, "text": item.demonstration, "origin": origin})
+    _insert(Demonstration, new_demonstrations)
     created["demonstrations"] += len(new_demonstrations)
     return ImportResult(
         kind=kind,

@@ -5,6 +5,7 @@ import csv
 import hashlib
 import io
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -328,6 +329,8 @@ class TestExports:
         first.save()
         assert len(export(project, "ranking", gold="exclude")) == 1
         assert len(export(project, "ranking", gold="only")) == 1
+        earlier = Judgement.objects.order_by("id").first()
+        Judgement.objects.filter(pk=earlier.pk).update(created_at=earlier.created_at - timedelta(hours=1))
         latest = Judgement.objects.order_by("created_at").last().created_at
         assert len(export(project, "ranking", since=latest)) == 1
         assert len(export(project, "ranking", until=latest)) == 1
