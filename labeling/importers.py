@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 from django.core.exceptions import ValidationError
 
 from labeling import validation
@@ -120,9 +121,9 @@ def read_records(source: IO[bytes], file_format: str) -> Iterator[tuple[int, dic
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise RecordError(line_number, None, f"not valid JSON ({getattr(error, 'msg', error)}).") from None
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError as error:
+                raise RecordError(line_number, None, f"not valid JSON ({error.msg}).") from None
             if not isinstance(record, dict):
                 raise RecordError(line_number, None, "expected a JSON object.")
             yield line_number, record
@@ -213,8 +214,8 @@ def _completion(value: Any, line: int, name: str) -> str:
 
 def record_key(record: dict) -> str:
     """A stable id for a record without one, so that importing the same file twice stores it once."""
-    canonical = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:40]
+    canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(canonical).hexdigest()[:40]
 
 
 def _number(record: dict, name: str, line: int, low: float, high: float | None = None) -> float | None:

@@ -682,8 +682,11 @@ def _insert(model: type[models.Model], rows: list[dict]) -> list[int]:
     return ids
 
 
-def _import_prompts(project: Project, items: list, created: Counter, skipped: Counter, progress) -> list[int]:
-    """The prompt id of every item: an existing prompt with the same external id or conversation, or a new one."""
+def _import_prompts(
+    project: Project, items: list, created: Counter, skipped: Counter, progress
+) -> tuple[list[int], set[int]]:
+    """The prompt id of every item (an existing prompt with the same external id or conversation, or a new
+    one), and the ids of the new prompts."""
     hashes = [Prompt.hash_messages(item.prompt.messages) for item in items]
     external_ids = sorted({item.prompt.external_id for item in items if item.prompt.external_id})
     by_external: dict[str, int] = {}
@@ -721,11 +724,12 @@ def _import_prompts(project: Project, items: list, created: Counter, skipped: Co
             "content_hash": content_hash,
             "metadata": item.prompt.metadata,
         }
-    known.update(zip(new, _insert(Prompt, list(new.values())), strict=True))
+    new_ids = _insert(Prompt, list(new.values()))
+    known.update(zip(new, new_ids, strict=True))
     progress("prompts", len(new), len(new))
     created["prompts"] += len(new)
     skipped["prompts"] += len(items) - len(new)
-    return [known[key] for key in keys]
+    return [known[key] for key in keys], set(new_ids)
 
 
 def _existing_for_prompts(model, prompt_ids: set[int], fields: tuple[str, ...]) -> list[tuple]:
@@ -760,14 +764,16 @@ def dataset_import(
     report = _Progress(progress)
     created: Counter = Counter()
     skipped: Counter = Counter()
-    prompt_ids = _import_prompts(project, items, created, skipped, report)
+    prompt_ids, new_prompt_ids = _import_prompts(project, items, created, skipped, report)
     paired = list(zip(items, prompt_ids, strict=True))
+    # Prompts created by this import have no responses, tasks or demonstrations yet: no need to look.
+    earlier = {prompt_id for prompt_id in prompt_ids if prompt_id not in new_prompt_ids}
 
     # Responses, keyed by (prompt id, text).
     with_responses = [(item, prompt_id) for item, prompt_id in paired if item.responses]
     response_ids: dict[tuple[int, str], int] = {}
     for prompt_id, text, response_id in _existing_for_prompts(
-        Response, {prompt_id for _, prompt_id in with_responses}, ("prompt_id", "text", "id")
+        Response, {prompt_id for _, prompt_id in with_responses} & earlier, ("prompt_id", "text", "id")
     ):
         response_ids.setdefault((prompt_id, text), response_id)
     new_responses: dict[tuple[int, str], dict] = {}
@@ -793,7 +799,7 @@ def dataset_import(
     task_ids: dict[tuple[int, frozenset], int] = {}
     existing_slots: dict[int, list[int]] = {}
     prompt_of_task: dict[int, int] = {}
-    for chunk in _chunks(sorted({prompt_id for _, prompt_id in with_responses})):
+    for chunk in _chunks(sorted({prompt_id for _, prompt_id in with_responses} & earlier)):
         for task_id, prompt_id, response_id in TaskResponse.objects.filter(task__prompt_id__in=chunk).values_list(
             "task_id", "task__prompt_id", "response_id"
         ):
@@ -897,7 +903,9 @@ def dataset_import(
     # Demonstrations, keyed by (prompt id, text).
     demonstrations: set[tuple[int, str]] = set(
         _existing_for_prompts(
-            Demonstration, {prompt_id for item, prompt_id in paired if item.demonstration}, ("prompt_id", "text")
+            Demonstration,
+            {prompt_id for item, prompt_id in paired if item.demonstration} & earlier,
+            ("prompt_id", "text"),
         )
     )
     new_demonstrations = []
