@@ -1,0 +1,143 @@
+"""Records the trainer reads: the labelling app's exports, as JSONL or Parquet files.
+
+- ``ranking``: one judgement per record, ``{"prompt", "responses", "ranking": [[position, ...], ...],
+  "margin", "probability", "source", ...}``, ``ranking`` grouping positions in ``responses`` best first.
+- ``preference`` (TRL's format): ``{"prompt", "chosen", "rejected"[, "margin"]}``, read as K = 2.
+- ``sft``: ``{"prompt", "completion"}`` or ``{"messages"}``, read as reference replies for normalisation.
+
+Prompts and replies may be text or lists of ``{role, content}`` messages.
+"""
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """A record the trainer cannot use; the message names the file and the record."""
+
+
+@dataclass(frozen=True)
+class RankedPrompt:
+    """One judgement: a prompt, its K responses and their ranking (groups of positions, best first)."""
+
+    prompt: list[dict[str, str]]
+    responses: list[str]
+    ranking: list[list[int]]
+    margin: float | None = None
+    probability: float | None = None
+    source: str = "human"
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(better, worse) positions over every two groups; responses in one group are tied: no pair."""
+        return [
+            (winner, loser)
+            for upper, group in enumerate(self.ranking)
+            for lower_group in self.ranking[upper + 1 :]
+            for winner in group
+            for loser in lower_group
+        ]
+
+
+@dataclass(frozen=True)
+class Reference:
+    prompt: list[dict[str, str]]
+    response: str
+
+
+@dataclass
+class Dataset:
+    examples: list[RankedPrompt] = field(default_factory=list)
+
+    def split(self, eval_fraction: float, seed: int) -> tuple[list[RankedPrompt], list[RankedPrompt]]:
+        """Train and held-out examples, split by prompt: every judgement of one prompt lands on one side."""
+        keys = sorted({json.dumps(example.prompt, sort_keys=True) for example in self.examples})
+        random.Random(seed).shuffle(keys)
+        held_out = set(keys[: round(len(keys) * eval_fraction)]) if eval_fraction > 0 else set()
+        train, evaluation = [], []
+        for example in self.examples:
+            (evaluation if json.dumps(example.prompt, sort_keys=True) in held_out else train).append(example)
+        return train, evaluation
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict]]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        yield from enumerate(pq.read_table(path).to_pylist(), start=1)
+        return
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataError(f"{path.name}, line {number}: not JSON ({error.msg}).") from None
+
+
+def as_messages(prompt) -> list[dict[str, str]]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    if isinstance(prompt, list) and all(isinstance(turn, dict) for turn in prompt):
+        return [{"role": turn["role"], "content": turn["content"]} for turn in prompt]
+    raise DataError("a prompt must be text or a list of messages")
+
+
+def as_text(reply) -> str:
+    if isinstance(reply, str):
+        return reply
+    if isinstance(reply, list):
+        return "\n\n".join(turn["content"] for turn in reply if turn.get("role") == "assistant")
+    raise DataError("a reply must be text or a list of messages")
+
+
+def read_rankings(path: str | Path) -> Dataset:
+    """Judgements from a ``ranking`` or ``preference`` export."""
+    path = Path(path)
+    dataset = Dataset()
+    for number, record in _records(path):
+        try:
+            if "responses" in record:
+                responses = [as_text(response) for response in record["responses"]]
+                ranking = [list(group) for group in record["ranking"]]
+                positions = sorted(position for group in ranking for position in group)
+                if positions != list(range(len(responses))):
+                    raise DataError("the ranking must place every response once")
+            elif "chosen" in record:
+                responses = [as_text(record["chosen"]), as_text(record["rejected"])]
+                ranking = [[0], [1]]
+            else:
+                raise DataError("expected a ranking or a preference record")
+            example = RankedPrompt(
+                prompt=as_messages(record["prompt"]),
+                responses=responses,
+                ranking=ranking,
+                margin=record.get("margin"),
+                probability=record.get("probability"),
+                source=record.get("source") or "human",
+            )
+        except (KeyError, TypeError, DataError) as error:
+            raise DataError(f"{path.name}, record {number}: {error}") from None
+        if len(responses) >= 2:
+            dataset.examples.append(example)
+    if not dataset.examples:
+        raise DataError(f"{path.name} holds no rankings.")
+    return dataset
+
+
+def read_references(path: str | Path) -> list[Reference]:
+    """Reference replies (an ``sft`` export) for normalising the scores."""
+    path = Path(path)
+    references = []
+    for number, record in _records(path):
+        try:
+            if "messages" in record:
+                *prompt, reply = record["messages"]
+                references.append(Reference(as_messages(prompt), as_text([reply])))
+            else:
+                references.append(Reference(as_messages(record["prompt"]), as_text(record["completion"])))
+        except (KeyError, ValueError, DataError) as error:
+            raise DataError(f"{path.name}, record {number}: {error}") from None
+    return references

@@ -1,0 +1,365 @@
+"""Listwise reward-model training (InstructGPT, section 3.5).
+
+A K-wise ranking of one prompt is one batch element: its K responses get one forward pass each, and all
+C(K,2) comparisons between them enter the loss together:
+
+    loss(prompt) = -1 / (number of ranked pairs) * sum over ranked pairs (w, l) of log sigmoid(r_w - r_l - margin)
+
+Tied responses form no pair. A judgement with a preference probability p (a soft AI label) uses
+-(p log sigmoid(d) + (1 - p) log sigmoid(-d)) with d = r_w - r_l instead. Each prompt's loss is weighted by
+its source (human, ai). Trainers that cut rankings into pairs encode each response K - 1 times and scatter
+the pairs of one prompt over batches; this does neither.
+
+The loop below reads top to bottom: data, model, optimiser, then epochs of (forward, loss, update, log)
+with a held-out evaluation after each, then normalisation and saving.
+"""
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
+
+from training.config import RewardConfig
+from training.data import RankedPrompt, Reference, read_rankings, read_references
+from training.models import load_reward_model
+
+MetricsSink = Callable[[dict], None]
+
+
+# --- text and batches ----------------------------------------------------------------------------------------
+
+
+def prompt_text(messages: list[dict[str, str]]) -> str:
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return "\n\n".join(f"{turn['role'].capitalize()}: {turn['content']}" for turn in messages)
+
+
+def encode(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[list[dict]], replies: list[str], max_length: int
+) -> dict[str, torch.Tensor]:
+    """Prompt and reply as the model reads them: the chat template if the tokenizer has one, a text pair if
+    it separates segments (BERT-like), else prompt, blank line, reply and EOS."""
+    if getattr(tokenizer, "chat_template", None):
+        texts = [
+            tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": reply}], tokenize=False)
+            for prompt, reply in zip(prompts, replies, strict=True)
+        ]
+        return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    if tokenizer.sep_token is not None:
+        firsts = [prompt_text(prompt) for prompt in prompts]
+        return tokenizer(
+            firsts, replies, padding=True, truncation="longest_first", max_length=max_length, return_tensors="pt"
+        )
+    eos = tokenizer.eos_token or ""
+    texts = [f"{prompt_text(prompt)}\n\n{reply} {eos}" for prompt, reply in zip(prompts, replies, strict=True)]
+    tokenizer.truncation_side = "left"  # keep the reply and its EOS; drop the start of a long prompt
+    return tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+
+
+@dataclass
+class Batch:
+    """B prompts flattened: N responses (one row each) and P ranked pairs between them."""
+
+    inputs: dict[str, torch.Tensor]  # (N, T)
+    winner: torch.Tensor  # (P,) row of the better response
+    loser: torch.Tensor  # (P,) row of the worse response
+    prompt: torch.Tensor  # (P,) which of the B prompts the pair belongs to
+    margin: torch.Tensor  # (P,) subtracted from the reward difference (0 when unknown)
+    probability: torch.Tensor  # (P,) soft label; NaN for hard labels
+    weight: torch.Tensor  # (B,) per-prompt weight from the source
+
+    def to(self, device) -> "Batch":
+        return Batch(
+            inputs={key: value.to(device) for key, value in self.inputs.items()},
+            **{
+                name: getattr(self, name).to(device)
+                for name in ("winner", "loser", "prompt", "margin", "probability", "weight")
+            },
+        )
+
+
+def collate(examples: list[RankedPrompt], tokenizer: PreTrainedTokenizerBase, config: RewardConfig) -> Batch:
+    prompts, replies = [], []
+    winner, loser, prompt_index, margin, probability = [], [], [], [], []
+    for index, example in enumerate(examples):
+        offset = len(replies)
+        prompts.extend([example.prompt] * len(example.responses))
+        replies.extend(example.responses)
+        for better, worse in example.pairs():
+            winner.append(offset + better)
+            loser.append(offset + worse)
+            prompt_index.append(index)
+            margin.append(example.margin if config.use_margin and example.margin is not None else 0.0)
+            probability.append(example.probability if example.probability is not None else math.nan)
+    return Batch(
+        inputs=encode(tokenizer, prompts, replies, config.max_length),
+        winner=torch.tensor(winner, dtype=torch.long),
+        loser=torch.tensor(loser, dtype=torch.long),
+        prompt=torch.tensor(prompt_index, dtype=torch.long),
+        margin=torch.tensor(margin, dtype=torch.float32),
+        probability=torch.tensor(probability, dtype=torch.float32),
+        weight=torch.tensor(
+            [config.source_weights.get(example.source, 1.0) for example in examples], dtype=torch.float32
+        ),
+    )
+
+
+# --- the loss ------------------------------------------------------------------------------------------------
+
+
+def pair_losses(rewards: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """(P,) the loss of each ranked pair: Bradley-Terry with margin, or the soft-label form."""
+    difference = rewards[batch.winner] - rewards[batch.loser]
+    hard = -F.logsigmoid(difference - batch.margin)
+    p = torch.nan_to_num(batch.probability, nan=1.0)
+    soft = -(p * F.logsigmoid(difference) + (1 - p) * F.logsigmoid(-difference))
+    return torch.where(torch.isnan(batch.probability), hard, soft)
+
+
+def listwise_loss(rewards: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The mean pair loss of each prompt, averaged over prompts with their source weights."""
+    prompts = batch.weight.shape[0]
+    per_pair = pair_losses(rewards, batch)
+    total = torch.zeros(prompts, device=rewards.device).index_add(0, batch.prompt, per_pair)
+    count = torch.zeros(prompts, device=rewards.device).index_add(0, batch.prompt, torch.ones_like(per_pair))
+    weight = batch.weight * (count > 0)  # a prompt whose responses are all tied has nothing to learn from
+    per_prompt = total / count.clamp(min=1)
+    return (per_prompt * weight).sum() / weight.sum().clamp(min=1e-8)
+
+
+def rewards_of(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
+    """(N,) one scalar per response row."""
+    return model(**batch.inputs).logits.squeeze(-1).float()
+
+
+# --- evaluation, normalisation -------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model, examples: list[RankedPrompt], tokenizer, config: RewardConfig, device) -> dict:
+    """Held-out listwise loss and pairwise accuracy (ties in reward count as half right)."""
+    if not examples:
+        return {}
+    model.eval()
+    losses, weights, right, pairs = 0.0, 0.0, 0.0, 0
+    for start in range(0, len(examples), config.prompts_per_batch):
+        batch = collate(examples[start : start + config.prompts_per_batch], tokenizer, config).to(device)
+        rewards = rewards_of(model, batch)
+        if batch.winner.numel() == 0:
+            continue
+        has_pairs = torch.bincount(batch.prompt, minlength=batch.weight.shape[0]) > 0
+        weight = float((batch.weight * has_pairs).sum())
+        losses += float(listwise_loss(rewards, batch)) * weight
+        weights += weight
+        difference = rewards[batch.winner] - rewards[batch.loser]
+        right += float((difference > 0).sum() + 0.5 * (difference == 0).sum())
+        pairs += batch.winner.numel()
+    model.train()
+    return {"eval_loss": losses / max(weights, 1e-8), "eval_accuracy": right / max(pairs, 1), "eval_pairs": pairs}
+
+
+@torch.no_grad()
+def score(model, tokenizer, prompts: list[list[dict]], replies: list[str], max_length: int, batch_size: int = 32):
+    """Rewards for (prompt, reply) pairs, with the model as saved (its normalisation included)."""
+    model.eval()
+    device = next(model.parameters()).device
+    offset = reward_offset(model)
+    results = []
+    for start in range(0, len(replies), batch_size):
+        inputs = encode(tokenizer, prompts[start : start + batch_size], replies[start : start + batch_size], max_length)
+        results.append(
+            model(**{key: value.to(device) for key, value in inputs.items()}).logits.squeeze(-1).float().cpu()
+        )
+    return (torch.cat(results) - offset) if results else torch.zeros(0)
+
+
+def _scalar_head(model) -> torch.nn.Linear | None:
+    heads = [module for module in model.modules() if isinstance(module, torch.nn.Linear) and module.out_features == 1]
+    return heads[-1] if heads else None
+
+
+def reward_offset(model) -> float:
+    """What ``score`` subtracts: the normalisation that could not be folded into a bias of the head."""
+    normalization = getattr(model.config, "reward_normalization", None) or {}
+    return 0.0 if normalization.get("folded_into_bias", True) else float(normalization.get("offset", 0.0))
+
+
+@torch.no_grad()
+def normalize(model, tokenizer, references: list[Reference], config: RewardConfig) -> dict:
+    """Shift the scores so that the reference replies average 0. The shift goes into the scoring head's
+    bias when it has one (so any user of the saved model gets normalised scores), and is recorded in the
+    model's config either way (``reward_normalization``)."""
+    prompts = [reference.prompt for reference in references]
+    replies = [reference.response for reference in references]
+    model.config.reward_normalization = {"offset": 0.0, "folded_into_bias": True}
+    mean = float(score(model, tokenizer, prompts, replies, config.max_length).mean())
+    head = _scalar_head(model)
+    folded = head is not None and head.bias is not None
+    if folded:
+        head.bias -= mean
+    model.config.reward_normalization = {"offset": mean, "folded_into_bias": folded, "references": len(references)}
+    return model.config.reward_normalization
+
+
+# --- training ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RewardResult:
+    model_dir: str
+    metrics: dict
+    config: dict
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_reward_model(
+    config: RewardConfig,
+    data_path: str | Path,
+    output_dir: str | Path,
+    *,
+    reference_path: str | Path | None = None,
+    on_metrics: MetricsSink | None = None,
+    cache_dir: str | Path | None = None,
+    model: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> RewardResult:
+    """Train on a ranking (or preference) export and save the model under ``output_dir/model``.
+
+    ``model`` and ``tokenizer`` may be given directly (tiny test models); otherwise ``config.model`` is
+    loaded. ``on_metrics`` receives one dict per logging step and per evaluation.
+    """
+    emit = on_metrics or (lambda metrics: None)
+    output_dir = Path(output_dir)
+    set_seed(config.seed)
+    use_cuda = torch.cuda.is_available()
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision="bf16" if use_cuda and config.bf16 and torch.cuda.is_bf16_supported() else "no",
+        cpu=not use_cuda,
+    )
+
+    # Data: split by prompt, so no held-out prompt has a judgement in training.
+    dataset = read_rankings(data_path)
+    train, held_out = dataset.split(config.eval_fraction, config.seed)
+    references = (
+        read_references(reference_path)
+        if reference_path
+        else [Reference(example.prompt, response) for example in dataset.examples for response in example.responses]
+    )
+
+    # Model: one scalar output, dropout off; optionally LoRA adapters.
+    if model is None or tokenizer is None:
+        model, tokenizer = load_reward_model(config.model, cache_dir)
+    if config.lora:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        lora = LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=config.lora_rank,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+        )
+        model = get_peft_model(model, lora)
+    model.train()
+
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(
+        train,
+        batch_size=config.prompts_per_batch,
+        shuffle=True,
+        generator=generator,
+        collate_fn=lambda examples: collate(examples, tokenizer, config),
+    )
+    steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
+    total_steps = max(1, math.ceil(steps_per_epoch * config.epochs))
+    optimizer = torch.optim.AdamW(
+        [parameter for parameter in model.parameters() if parameter.requires_grad],
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    step, pairs_seen, started, epoch = 0, 0, time.monotonic(), 0
+    running_loss, running_right, running_pairs = 0.0, 0.0, 0
+    history: list[dict] = []
+    while step < total_steps:
+        for batch in loader:
+            with accelerator.accumulate(model):
+                rewards = rewards_of(model, batch)  # (N,)
+                loss = listwise_loss(rewards, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            with torch.no_grad():
+                difference = rewards[batch.winner] - rewards[batch.loser]
+                running_right += float((difference > 0).sum())
+                running_pairs += batch.winner.numel()
+                running_loss += float(loss)
+                pairs_seen += batch.winner.numel()
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            if step % config.logging_steps == 0 or step == total_steps:
+                elapsed = time.monotonic() - started
+                line = {
+                    "step": step,
+                    "total_steps": total_steps,
+                    "progress": step / total_steps,
+                    "epoch": epoch + 1,
+                    "loss": running_loss / max(1, config.logging_steps * config.gradient_accumulation_steps),
+                    "accuracy": running_right / max(1, running_pairs),
+                    "learning_rate": scheduler.get_last_lr()[0],
+                    "pairs_per_s": pairs_seen / max(elapsed, 1e-9),
+                    "eta_s": elapsed / step * (total_steps - step),
+                }
+                running_loss, running_right, running_pairs = 0.0, 0.0, 0
+                history.append(line)
+                if accelerator.is_main_process:
+                    emit(line)
+            if step >= total_steps:
+                break
+        epoch += 1
+        evaluation = {"epoch": epoch, **evaluate(model, held_out, tokenizer, config, accelerator.device)}
+        history.append(evaluation)
+        if accelerator.is_main_process:
+            emit(evaluation)
+
+    # Normalise, then save a plain model (LoRA adapters merged) that any transformers user can load.
+    accelerator.wait_for_everyone()
+    model = accelerator.unwrap_model(model)
+    if config.lora:
+        model = model.merge_and_unload()
+    normalization = normalize(model, tokenizer, references, config) if config.normalize else {}
+    final = {
+        "train_prompts": len(train),
+        "eval_prompts": len(held_out),
+        "steps": step,
+        "pairs_per_s": pairs_seen / max(time.monotonic() - started, 1e-9),
+        **{key: value for key, value in history[-1].items() if key.startswith("eval_")},
+        "normalization": normalization,
+    }
+    model_dir = output_dir / "model"
+    if accelerator.is_main_process:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        result = RewardResult(model_dir=str(model_dir), metrics=final, config=config.as_dict())
+        (output_dir / "result.json").write_text(json.dumps(result.as_dict(), indent=2))
+        emit({"event": "done", **final})
+    return RewardResult(model_dir=str(model_dir), metrics=final, config=config.as_dict())
