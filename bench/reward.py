@@ -1,0 +1,171 @@
+"""Our listwise reward trainer against TRL's RewardTrainer on the same rankings.
+
+Both train the same random-init model (same seed) on the same K-wise rankings of a task with a known answer
+(a response is better the more "good" and the fewer "bad" it holds; 30% of the rankings have two
+neighbours swapped, as raters sometimes do), with AdamW, the same learning rate,
+cosine schedule, epochs and comparisons per step. TRL gets the C(K,2) pair expansion of each ranking; ours
+takes each ranking whole, one forward pass per response. Both are scored on the same held-out prompts with
+the same pairwise accuracy. Prints pairs per second for both, their ratio, and held-out accuracy, at K = 4
+and K = 9; the last line is one JSON object.
+
+    python bench/reward.py [--quick]
+"""
+
+import argparse
+import json
+import math
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WORDS = [f"w{i}" for i in range(40)] + ["good", "bad"]
+NOISE = 0.3  # share of rankings with two neighbours swapped, so that held-out accuracy says something
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="240 rankings per K instead of 400")
+    parser.add_argument("--prompts", type=int, default=400, help="rankings per K (default 400)")
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--prompts-per-batch", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)  # run one K and print its figures
+    args = parser.parse_args()
+    if args.quick:
+        args.prompts, args.epochs = 240, 2.0
+    return args
+
+
+def value(text: str) -> int:
+    words = text.split()
+    return words.count("good") - words.count("bad")
+
+
+def write_rankings(path: Path, prompts: int, k: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with open(path, "w") as out:
+        for index in range(prompts):
+            responses = []
+            while len(responses) < k:  # distinct values, so rankings have no ties and C(K,2) pairs
+                candidate = " ".join(rng.choice(WORDS) for _ in range(24))
+                if value(candidate) not in {value(r) for r in responses}:
+                    responses.append(candidate)
+            order = sorted(range(k), key=lambda i: -value(responses[i]))
+            if rng.random() < NOISE:  # raters disagree now and then: swap two neighbours
+                at = rng.randrange(k - 1)
+                order[at], order[at + 1] = order[at + 1], order[at]
+            out.write(
+                json.dumps({"prompt": f"p{index}", "responses": responses, "ranking": [[i] for i in order]}) + "\n"
+            )
+
+
+def run(k: int, args: argparse.Namespace, folder: Path) -> dict:
+    from datasets import Dataset as HFDataset
+    from trl import RewardConfig as TRLConfig
+    from trl import RewardTrainer
+
+    from training.config import RewardConfig
+    from training.data import read_rankings
+    from training.models import tiny_reward_model, tiny_tokenizer
+    from training.reward import evaluate, prompt_text, train_reward_model
+
+    data = folder / f"rankings-k{k}.jsonl"
+    write_rankings(data, args.prompts, k, seed=k)
+    tokenizer = tiny_tokenizer(WORDS + [f"p{i}" for i in range(args.prompts)])
+    config = RewardConfig(
+        epochs=args.epochs, learning_rate=args.learning_rate, prompts_per_batch=args.prompts_per_batch,
+        eval_fraction=0.2, max_length=64, logging_steps=1_000_000, normalize=False, seed=0,
+    )  # fmt: skip
+    train, held_out = read_rankings(data).split(config.eval_fraction, config.seed)
+    train_file = folder / f"train-k{k}.jsonl"
+    train_file.write_text(
+        "".join(json.dumps({"prompt": e.prompt, "responses": e.responses, "ranking": e.ranking}) + "\n" for e in train)
+    )
+    config.eval_fraction = 0.0
+
+    # Ours: each ranking whole.
+    ours_model = tiny_reward_model(tokenizer, layers=args.layers, hidden=args.hidden, seed=1)
+    started = time.perf_counter()
+    result = train_reward_model(config, train_file, folder / f"ours-k{k}", model=ours_model, tokenizer=tokenizer)
+    ours_seconds = time.perf_counter() - started
+    pairs = sum(len(example.pairs()) for example in train)
+    ours_pairs = pairs * args.epochs
+    ours_accuracy = evaluate(ours_model, held_out, tokenizer, config, "cpu")["eval_accuracy"]
+
+    # TRL: the C(K,2) pair expansion, as every pairwise trainer reads rankings. The same text as ours.
+    eos = tokenizer.eos_token
+    rows = [
+        {
+            "chosen": f"{prompt_text(e.prompt)}\n\n{e.responses[w]} {eos}",
+            "rejected": f"{prompt_text(e.prompt)}\n\n{e.responses[lose]} {eos}",
+        }
+        for e in train
+        for w, lose in e.pairs()
+    ]
+    started = time.perf_counter()  # TRL tokenizes when the trainer is built: that is part of its time
+    trl_model = tiny_reward_model(tokenizer, layers=args.layers, hidden=args.hidden, seed=1)
+    pairs_per_step = config.prompts_per_batch * math.comb(k, 2)
+    trl_args = TRLConfig(
+        output_dir=str(folder / f"trl-k{k}"), num_train_epochs=args.epochs, learning_rate=args.learning_rate,
+        per_device_train_batch_size=pairs_per_step, lr_scheduler_type="cosine", warmup_steps=config.warmup_ratio,
+        weight_decay=0.0, max_grad_norm=config.max_grad_norm, max_length=64, report_to=[], save_strategy="no",
+        logging_steps=1_000_000, use_cpu=True, seed=0, disable_tqdm=True, center_rewards_coefficient=None,
+        dataloader_drop_last=False,
+    )  # fmt: skip
+    trainer = RewardTrainer(
+        model=trl_model, args=trl_args, train_dataset=HFDataset.from_list(rows), processing_class=tokenizer
+    )
+    trainer.train()
+    trl_seconds = time.perf_counter() - started
+    trl_pairs = len(rows) * args.epochs
+    trl_accuracy = evaluate(trl_model, held_out, tokenizer, config, "cpu")["eval_accuracy"]
+
+    ours_rate = ours_pairs / ours_seconds
+    trl_rate = trl_pairs / trl_seconds
+    return {
+        "ratio": round(ours_rate / trl_rate, 2),
+        "ours_pairs_per_s": round(ours_rate, 1),
+        "trl_pairs_per_s": round(trl_rate, 1),
+        "ours_accuracy": round(ours_accuracy, 4),
+        "trl_accuracy": round(trl_accuracy, 4),
+        "train_pairs": pairs,
+        "held_out_pairs": sum(len(example.pairs()) for example in held_out),
+        "ours_seconds": round(ours_seconds, 2),
+        "trl_seconds": round(trl_seconds, 2),
+        "ours_steps": result.metrics["steps"],
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        with tempfile.TemporaryDirectory() as folder:
+            print(json.dumps(run(args.child, args, Path(folder))))
+        return
+    # Each K in a process of its own: TRL's and our trainer each set up accelerate's process-wide state.
+    results = {}
+    for k in (4, 9):
+        command = [sys.executable, __file__, "--child", str(k), *sys.argv[1:]]
+        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        if completed.returncode != 0:
+            raise SystemExit(f"K={k} failed:\n{completed.stderr[-3000:]}")
+        figures = json.loads(completed.stdout.strip().splitlines()[-1])
+        results[f"K{k}"] = figures
+        print(
+            f"K={k}: ours {figures['ours_pairs_per_s']} pairs/s, TRL {figures['trl_pairs_per_s']} pairs/s, "
+            f"ratio {figures['ratio']}; held-out accuracy ours {figures['ours_accuracy']:.3f}, "
+            f"TRL {figures['trl_accuracy']:.3f} ({figures['held_out_pairs']} pairs)"
+        )
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
