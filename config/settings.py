@@ -155,7 +155,8 @@ CELERY_RESULT_EXTENDED = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES = (Queue("default"), Queue("training"))
+CELERY_TRAINING_QUEUE = env.str("CELERY_TRAINING_QUEUE", default="training")
+CELERY_TASK_QUEUES = (Queue("default"), Queue(CELERY_TRAINING_QUEUE))
 CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -189,6 +190,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# The trainer: how the training worker launches it, and where converted models are cached.
+ACCELERATE_CONFIG_FILE = env.str("ACCELERATE_CONFIG_FILE", default="")
+MODEL_CACHE_DIR = Path(env.str("MODEL_CACHE_DIR", default=str(ARTEFACTS_DIR / "cache"))).resolve()
+TRAINING_HEARTBEAT_TIMEOUT = env.int("TRAINING_HEARTBEAT_TIMEOUT", default=120)
 
 LOGGING = {
     "version": 1,

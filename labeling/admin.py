@@ -13,9 +13,9 @@ from django.db.models import QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
-from labeling import exporters, importers, selectors, services
+from labeling import exporters, importers, selectors, services, training_runs
 from labeling.errors import ApplicationError
 from labeling.models import (
     Assignment,
@@ -82,6 +82,27 @@ class ExportForm(forms.Form):
         )
 
 
+class RewardRunForm(forms.Form):
+    snapshot = forms.ModelChoiceField(
+        queryset=DatasetSnapshot.objects.none(),
+        required=False,
+        empty_label="Freeze a new snapshot of the rankings now",
+        help_text="The judgements to train on.",
+    )
+    base_model = forms.CharField(
+        initial="minilm-l6", help_text="minilm-l6 (CPU), smollm2-135m-instruct, a Hugging Face id or a local path."
+    )
+    epochs = forms.FloatField(initial=1.0, min_value=0.01)
+    learning_rate = forms.FloatField(initial=5e-5, min_value=1e-8)
+    lora = forms.BooleanField(required=False, help_text="Train LoRA adapters instead of every weight.")
+
+    def __init__(self, *args, project: Project, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["snapshot"].queryset = DatasetSnapshot.objects.filter(
+            project=project, kind__in=["ranking", "preference"]
+        ).order_by("-created_at")
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     list_display = [
@@ -107,10 +128,11 @@ class ProjectAdmin(admin.ModelAdmin):
             {"fields": ["compare_enabled", "rank_enabled", "rate_enabled", "demonstrate_enabled"]},
         ),
         ("Assignment", {"fields": ["responses_per_task", "overlap", "gold_rate", "lease_timeout"]}),
+        ("Retraining", {"fields": ["retrain_after_judgements"]}),
         ("Members", {"fields": ["members"]}),
     ]
 
-    actions = ["import_data", "export_data"]
+    actions = ["import_data", "export_data", "train_reward_model"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
         return selectors.project_list_with_counts()
@@ -122,6 +144,11 @@ class ProjectAdmin(admin.ModelAdmin):
             ),
             path(
                 "<int:project_id>/export/", self.admin_site.admin_view(self.export_view), name="labeling_project_export"
+            ),
+            path(
+                "<int:project_id>/train-reward/",
+                self.admin_site.admin_view(self.train_reward_view),
+                name="labeling_project_train_reward",
             ),
         ]
         return own + super().get_urls()
@@ -143,6 +170,30 @@ class ProjectAdmin(admin.ModelAdmin):
         if project := self._one_project(request, queryset, "export from"):
             return HttpResponseRedirect(reverse("admin:labeling_project_export", args=[project.pk]))
         return None
+
+    @admin.action(description="Train a reward model on the project's rankings")
+    def train_reward_model(self, request: HttpRequest, queryset: QuerySet[Project]):
+        if project := self._one_project(request, queryset, "train"):
+            return HttpResponseRedirect(reverse("admin:labeling_project_train_reward", args=[project.pk]))
+        return None
+
+    def save_model(self, request: HttpRequest, obj: Project, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if obj.retrain_after_judgements or "retrain_after_judgements" in form.changed_data:
+            training_runs.project_retraining_schedule(project=obj)
+
+    def train_reward_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
+        project = get_object_or_404(Project, pk=project_id)
+        form = RewardRunForm(request.POST or None, project=project)
+        if request.method == "POST" and form.is_valid():
+            try:
+                run = training_runs.reward_run_start(project=project, created_by=request.user, **form.cleaned_data)
+            except ApplicationError as error:
+                form.add_error(None, error.message)
+            else:
+                self.message_user(request, f"Reward run {run.pk} queued on the training workers.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:labeling_trainingrun_change", args=[run.pk]))
+        return self._page(request, project, form, "Train a reward model", "Start training")
 
     def _page(self, request: HttpRequest, project: Project, form, title: str, button: str) -> HttpResponse:
         context = {
@@ -377,15 +428,116 @@ class DatasetSnapshotAdmin(ReadOnlyAdmin):
         return FileResponse(open(file_path, "rb"), as_attachment=True, filename=file_path.name)  # noqa: SIM115
 
 
+def _curve(history: list[dict], key: str, colour: str, width: int = 560, height: int = 140) -> str:
+    """An SVG polyline of one metric over the steps (the admin has no chart library to load)."""
+    points = [(line["step"], float(line[key])) for line in history if key in line and "step" in line]
+    if len(points) < 2:
+        return ""
+    steps = [step for step, _ in points]
+    values = [value for _, value in points]
+    low, high = min(values), max(values)
+    span_x, span_y = (max(steps) - min(steps)) or 1, (high - low) or 1
+    first = min(steps)
+    coordinates = " ".join(
+        f"{(step - first) / span_x * (width - 10) + 5:.1f},{height - 5 - (value - low) / span_y * (height - 10):.1f}"
+        for step, value in points
+    )
+    return format_html(
+        '<figure style="margin:0 0 1em"><figcaption>{} ({} to {})</figcaption>'
+        '<svg width="{}" height="{}" role="img" aria-label="{} over steps" style="background:#fafafa">'
+        '<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/></svg></figure>',
+        key, f"{low:.4g}", f"{high:.4g}", width, height, key, colour, coordinates,
+    )  # fmt: skip
+
+
 @admin.register(TrainingRun)
 class TrainingRunAdmin(ReadOnlyAdmin):
-    list_display = ["id", "project", "kind", "status", "progress", "base_model", "created_at", "finished_at"]
+    """Runs of the trainer: live status, progress, curves and the log tail (the page refreshes itself
+    while a run is active)."""
+
+    list_display = ["id", "project", "kind", "status", "progress_bar", "held_out_accuracy", "base_model", "created_at"]
     list_filter = ["project", "kind", "status"]
     search_fields = ["base_model", "error", "celery_task_id"]
+    actions = ["cancel_runs"]
+    fields = [
+        "project", "kind", "status", "progress_bar", "eta", "base_model", "snapshot", "config", "metrics", "curves",
+        "error", "log", "worker", "created_by", "created_at", "started_at", "finished_at",
+    ]  # fmt: skip
+    readonly_fields = ["progress_bar", "eta", "curves", "log"]
+    change_form_template = "admin/labeling/trainingrun/change_form.html"
+
+    @admin.display(description="progress")
+    def progress_bar(self, run: TrainingRun) -> str:
+        return format_html(
+            '<progress value="{}" max="1"></progress> {}%', f"{run.progress:.3f}", f"{run.progress * 100:.0f}"
+        )
+
+    @admin.display(description="held-out accuracy")
+    def held_out_accuracy(self, run: TrainingRun) -> str:
+        value = (run.metrics or {}).get("eval_accuracy")
+        return f"{value:.3f}" if isinstance(value, float) else "-"
+
+    @admin.display(description="time left")
+    def eta(self, run: TrainingRun) -> str:
+        seconds = (run.metrics or {}).get("eta_s")
+        return f"{seconds:.0f} s" if run.status == "running" and isinstance(seconds, int | float) else "-"
+
+    @admin.display(description="curves")
+    def curves(self, run: TrainingRun) -> str:
+        history = run.history or []
+        parts = [_curve(history, "loss", "#b3261e"), _curve(history, "accuracy", "#2956c8")]
+        evaluations = [line for line in history if "eval_accuracy" in line]
+        if evaluations:
+            parts.append(
+                format_html(
+                    "<p>held-out accuracy by epoch: {}</p>",
+                    ", ".join(f"{line['eval_accuracy']:.3f}" for line in evaluations),
+                )
+            )
+        return format_html_join("", "{}", ((part,) for part in parts if part)) if any(parts) else "-"
+
+    @admin.display(description="log (end)")
+    def log(self, run: TrainingRun) -> str:
+        return format_html(
+            '<pre style="max-height:24em;overflow:auto;white-space:pre-wrap">{}</pre>', run.log_tail or "-"
+        )
+
+    @admin.action(description="Cancel the selected runs")
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[TrainingRun]) -> None:
+        for run in queryset:
+            training_runs.training_run_cancel(run=run)
+        self.message_user(request, f"Asked {queryset.count()} run(s) to stop.")
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        run = TrainingRun.objects.filter(pk=object_id).first()
+        active = run is not None and run.status in ("queued", "running")
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "refresh": active})
 
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ReadOnlyAdmin):
-    list_display = ["name", "project", "kind", "is_current", "base_model", "parent", "snapshot", "created_at"]
+    """Trained models with their metrics and lineage; "make current" picks the one later runs use."""
+
+    list_display = [
+        "name", "project", "kind", "is_current", "held_out_accuracy", "base_model", "snapshot", "training_run",
+        "created_at",
+    ]  # fmt: skip
     list_filter = ["project", "kind", "is_current"]
     search_fields = ["name", "base_model", "content_hash"]
+    actions = ["make_current"]
+
+    @admin.display(description="held-out accuracy")
+    def held_out_accuracy(self, version: ModelVersion) -> str:
+        value = (version.metrics or {}).get("eval_accuracy")
+        return f"{value:.3f}" if isinstance(value, float) else "-"
+
+    @admin.action(description="Make the selected model current")
+    def make_current(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one model.", messages.WARNING)
+            return
+        version = training_runs.model_version_make_current(version=queryset.get())
+        self.message_user(request, f"{version.name} is now the current {version.get_kind_display().lower()}.")

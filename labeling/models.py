@@ -53,6 +53,11 @@ class Project(models.Model):
         default=timedelta(minutes=10),
         help_text="How long a rater holds a task before it returns to the pool.",
     )
+    retrain_after_judgements = models.PositiveIntegerField(
+        default=0,
+        help_text="Train a new reward model once this many human judgements have arrived since the last "
+        "reward run (checked on the project's schedule). 0: never on its own.",
+    )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="projects", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -579,6 +584,10 @@ class TrainingRun(models.Model):
     )
     output_dir = models.CharField(max_length=500, blank=True)
     celery_task_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="The Celery worker running it.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life from its worker.")
+    cancel_requested = models.BooleanField(default=False)
+    history = models.JSONField(default=list, blank=True, help_text="Every metrics line the trainer wrote.")
     log_tail = models.TextField(blank=True)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(
@@ -599,6 +608,12 @@ class TrainingRun(models.Model):
                 | Q(finished_at__isnull=True)
                 | Q(finished_at__gte=models.F("started_at")),
                 name="run_finishes_after_start",
+            ),
+            models.UniqueConstraint(
+                fields=["project", "kind"],
+                condition=Q(status__in=["queued", "running"]),
+                name="run_one_active_per_project_and_kind",
+                violation_error_message="A run of this kind is already queued or running for this project.",
             ),
         ]
         indexes = [models.Index(fields=["project", "kind", "status"], name="run_project_kind_status")]

@@ -1,11 +1,34 @@
-"""Celery tasks: thin wrappers that call one service and return what it reports."""
+"""Celery tasks: thin wrappers that load rows by id, call one function and return what it reports."""
 
 from celery import shared_task
+from celery.signals import worker_ready
 
-from labeling import services
+from labeling import services, training_runs
+from labeling.models import Project
 
 
 @shared_task
 def assignment_expire_stale_task() -> int:
     """Return abandoned leases to the pool (scheduled every minute by Celery beat)."""
     return services.assignment_expire_stale()
+
+
+@shared_task(bind=True, acks_late=True)
+def training_run_execute_task(self, run_id: int) -> str:
+    """Run the trainer for a queued run (queue ``training``); returns the run's final status."""
+    return training_runs.training_run_execute(run_id, worker=self.request.hostname)
+
+
+@shared_task
+def reward_retrain_check_task(project_id: int) -> int | None:
+    """A project's retraining schedule: start a reward run if enough new judgements have arrived."""
+    project = Project.objects.filter(pk=project_id).first()
+    run = training_runs.reward_retrain_check(project=project) if project else None
+    return run.pk if run else None
+
+
+@worker_ready.connect
+def fail_orphaned_runs(sender=None, **kwargs) -> None:
+    """When a worker starts, runs that a dead worker left 'running' are marked failed."""
+    hostname = getattr(sender, "hostname", None)
+    training_runs.training_runs_fail_orphaned(worker=hostname)

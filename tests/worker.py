@@ -61,6 +61,8 @@ def celery_worker(log_dir: Path) -> Iterator[Worker]:
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_BROKER_DIR": str(settings.CELERY_BROKER_DIR),
         "VAR_DIR": str(settings.VAR_DIR),
+        "ARTEFACTS_DIR": str(settings.ARTEFACTS_DIR),
+        "MODEL_CACHE_DIR": str(settings.MODEL_CACHE_DIR),
         "SECRET_KEY": settings.SECRET_KEY,
     }
     log_path = log_dir / f"worker-{queue}.log"

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
@@ -244,6 +245,10 @@ def train_reward_model(
     output_dir = Path(output_dir)
     set_seed(config.seed)
     use_cuda = torch.cuda.is_available()
+    if AcceleratorState._shared_state:
+        # Another trainer set accelerate up in this process before (a notebook, a test session): start afresh
+        # so that this run's precision and device apply. A run launched by the app has a process to itself.
+        AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision="bf16" if use_cuda and config.bf16 and torch.cuda.is_bf16_supported() else "no",

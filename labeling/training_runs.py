@@ -1,0 +1,343 @@
+"""Training runs and model versions: starting a run, running the trainer in a subprocess on a GPU worker,
+following its progress, and registering what it produced.
+
+A run is started by a service (``reward_run_start``) that freezes the data it will read as a snapshot and
+queues ``training_run_execute_task`` on the ``training`` queue once the transaction commits. The task runs
+``accelerate launch -m training <kind> ...`` as a subprocess, so that a crash or an out-of-memory kill
+cannot take the worker down and GPU memory is freed when it ends. It copies the trainer's JSON metrics
+lines into the run as they come (progress, ETA, loss, accuracy, the curves), and on success registers a
+``ModelVersion`` with its lineage. Any other ending marks the run failed with the tail of its log and
+changes nothing else. A worker that dies leaves its run ``running``: the next worker to start marks it
+failed once its heartbeat is stale.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from config.version import code_version
+from labeling.errors import ApplicationError, Conflict
+from labeling.models import DatasetSnapshot, Judgement, ModelVersion, Project, TrainingRun, User
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_TAIL_CHARS = 4000
+ACTIVE = (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
+
+
+def _artefacts() -> Path:
+    return Path(settings.ARTEFACTS_DIR)
+
+
+# --- starting, cancelling -----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def reward_run_start(
+    *,
+    project: Project,
+    snapshot: DatasetSnapshot | None = None,
+    base_model: str = "minilm-l6",
+    epochs: float = 1.0,
+    learning_rate: float = 5e-5,
+    lora: bool = False,
+    created_by: User | None = None,
+) -> TrainingRun:
+    """Queue a reward-model run on the project's rankings: a new snapshot of them (human and AI judgements,
+    gold tasks included) unless one is given. Refused while another reward run is queued or running."""
+    from labeling.services import dataset_snapshot_create
+    from labeling.tasks import training_run_execute_task
+
+    if snapshot is None:
+        snapshot = dataset_snapshot_create(project=project, kind="ranking", created_by=created_by)
+    elif snapshot.project_id != project.pk or snapshot.kind not in ("ranking", "preference"):
+        raise ApplicationError("A reward run reads a ranking or preference snapshot of its own project.")
+    if snapshot.row_count == 0:
+        raise ApplicationError("The snapshot holds no judgements to train on.")
+    if epochs <= 0 or learning_rate <= 0:
+        raise ApplicationError("Epochs and the learning rate must be positive.")
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(
+                project=project,
+                kind=TrainingRun.Kind.REWARD,
+                snapshot=snapshot,
+                base_model=base_model,
+                config={"epochs": epochs, "learning_rate": learning_rate, "lora": lora},
+                created_by=created_by,
+            )
+    except IntegrityError:
+        raise Conflict("A reward run is already queued or running for this project.") from None
+    transaction.on_commit(
+        lambda: training_run_execute_task.apply_async(args=[run.pk], queue=settings.CELERY_TRAINING_QUEUE)
+    )
+    return run
+
+
+def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
+    """Ask a run to stop: a queued run is cancelled at once, a running one when its worker next looks."""
+    if run.status == TrainingRun.Status.QUEUED:
+        TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
+            status=TrainingRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+        )
+    elif run.status == TrainingRun.Status.RUNNING:
+        TrainingRun.objects.filter(pk=run.pk).update(cancel_requested=True)
+    run.refresh_from_db()
+    return run
+
+
+def training_runs_fail_orphaned(*, worker: str | None = None, now=None) -> int:
+    """Runs left ``running`` by a worker that died: this worker's own (it just restarted) and any whose
+    heartbeat is older than the timeout. Returns how many were marked failed."""
+    now = now or timezone.now()
+    stale = Q(heartbeat_at__lt=now - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT)) | Q(heartbeat_at=None)
+    if worker:
+        stale |= Q(worker=worker)
+    return TrainingRun.objects.filter(stale, status=TrainingRun.Status.RUNNING).update(
+        status=TrainingRun.Status.FAILED,
+        finished_at=now,
+        error="The worker running this stopped (it died or was restarted) before the run finished.",
+    )
+
+
+def model_version_make_current(*, version: ModelVersion) -> ModelVersion:
+    """The project's current model of its kind (reward model, policy): the one later runs use."""
+    with transaction.atomic():
+        ModelVersion.objects.filter(project=version.project, kind=version.kind, is_current=True).exclude(
+            pk=version.pk
+        ).update(is_current=False)
+        ModelVersion.objects.filter(pk=version.pk).update(is_current=True)
+    version.refresh_from_db()
+    return version
+
+
+def reward_retrain_check(*, project: Project) -> TrainingRun | None:
+    """Start a reward run when the project has had ``retrain_after_judgements`` new human judgements
+    since its last reward run started; never while one is queued or running."""
+    wanted = project.retrain_after_judgements
+    if wanted <= 0:
+        return None
+    runs = TrainingRun.objects.filter(project=project, kind=TrainingRun.Kind.REWARD)
+    if runs.filter(status__in=ACTIVE).exists():
+        return None
+    last = runs.order_by("-created_at").first()
+    judgements = Judgement.objects.filter(task__project=project, source=Judgement.Source.HUMAN)
+    if last is not None:
+        judgements = judgements.filter(created_at__gt=last.created_at)
+    if judgements.count() < wanted:
+        return None
+    base = (last.base_model if last else "") or "minilm-l6"
+    try:
+        return reward_run_start(project=project, base_model=base)
+    except Conflict:
+        return None
+
+
+def project_retraining_schedule(*, project: Project, every_minutes: int = 60):
+    """The project's retraining check as a Celery beat schedule (editable in the admin): enabled while
+    ``retrain_after_judgements`` is set, disabled otherwise."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    interval, _ = IntervalSchedule.objects.get_or_create(every=every_minutes, period=IntervalSchedule.MINUTES)
+    schedule, created = PeriodicTask.objects.get_or_create(
+        name=f"Retrain the reward model of {project.slug}",
+        defaults={
+            "task": "labeling.tasks.reward_retrain_check_task",
+            "interval": interval,
+            "args": json.dumps([project.pk]),
+            "queue": "default",
+        },
+    )
+    enabled = project.retrain_after_judgements > 0
+    if schedule.enabled != enabled:
+        schedule.enabled = enabled
+        schedule.save(update_fields=["enabled"])
+    return schedule
+
+
+# --- running ------------------------------------------------------------------------------------------------
+
+
+def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
+    """``accelerate launch -m training <kind> ...``: one process on a CPU or a GPU by default, or whatever
+    ``ACCELERATE_CONFIG_FILE`` describes (several GPUs, DeepSpeed, several nodes)."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    if settings.ACCELERATE_CONFIG_FILE:
+        launch += ["--config_file", settings.ACCELERATE_CONFIG_FILE]
+    else:
+        launch += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    config = run.config or {}
+    command = [
+        *launch, "-m", "training", run.kind,
+        "--data", str(_artefacts() / run.snapshot.path),
+        "--out", str(out_dir),
+        "--metrics", str(out_dir / "metrics.jsonl"),
+        "--model", run.base_model,
+        "--cache-dir", str(settings.MODEL_CACHE_DIR),
+        "--epochs", str(config.get("epochs", 1.0)),
+        "--learning-rate", str(config.get("learning_rate", 5e-5)),
+    ]  # fmt: skip
+    for option in ("max_length", "prompts_per_batch", "logging_steps", "eval_fraction"):
+        if option in config:
+            command += [f"--{option.replace('_', '-')}", str(config[option])]
+    if config.get("lora"):
+        command.append("--lora")
+    return command
+
+
+class _MetricsFollower:
+    """Reads the JSON lines the trainer appends, a whole line at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def new_lines(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as metrics:
+            metrics.seek(self.offset)
+            data = metrics.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
+def _log_tail(path: Path) -> str:
+    if not path.exists():
+        return ""
+    with open(path, "rb") as log:
+        log.seek(max(0, path.stat().st_size - LOG_TAIL_CHARS))
+        return log.read().decode("utf-8", errors="replace")
+
+
+def _record_progress(run: TrainingRun, lines: list[dict], now) -> None:
+    """Fold the trainer's new metrics lines into the run."""
+    metrics = dict(run.metrics or {})
+    progress = run.progress
+    for line in lines:
+        metrics.update({key: value for key, value in line.items() if isinstance(value, int | float | str)})
+        if "progress" in line:
+            progress = min(1.0, float(line["progress"]))
+    history = [*(run.history or []), *lines]
+    TrainingRun.objects.filter(pk=run.pk).update(metrics=metrics, progress=progress, history=history, heartbeat_at=now)
+    run.metrics, run.progress, run.history = metrics, progress, history
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End the trainer and everything it started (accelerate spawns the training process)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _failure(returncode: int) -> str:
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        hint = " (the kernel kills a process that runs out of memory this way)" if returncode == -signal.SIGKILL else ""
+        return f"The trainer was killed by {name}{hint}."
+    return f"The trainer exited with code {returncode}."
+
+
+def _files_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(folder).as_posix().encode())
+            with open(path, "rb") as content:
+                for block in iter(lambda: content.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+@transaction.atomic
+def _register_model(run: TrainingRun, out_dir: Path, now) -> ModelVersion:
+    result = json.loads((out_dir / "result.json").read_text())
+    model_dir = Path(result["model_dir"])
+    version = ModelVersion.objects.create(
+        project=run.project,
+        kind=ModelVersion.Kind.REWARD if run.kind == TrainingRun.Kind.REWARD else ModelVersion.Kind.POLICY,
+        name=f"{run.kind}-{run.pk}",
+        base_model=run.base_model,
+        artefact_path=str(model_dir.relative_to(_artefacts())),
+        content_hash=_files_hash(model_dir),
+        metrics=result["metrics"],
+        parent=run.parent_model,
+        snapshot=run.snapshot,
+        training_run=run,
+        code_version=code_version(),
+    )
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.SUCCEEDED, progress=1.0, finished_at=now, heartbeat_at=now,
+        log_tail=_log_tail(out_dir / "log.txt"), metrics={**(run.metrics or {}), **result["metrics"]},
+    )  # fmt: skip
+    return version
+
+
+def _finish(run: TrainingRun, status: str, *, error: str = "", log: Path | None = None) -> None:
+    now = timezone.now()
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=status, error=error, finished_at=now, heartbeat_at=now, log_tail=_log_tail(log) if log else ""
+    )
+
+
+def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds: float = 1.0) -> str:
+    """Run a queued run to its end; returns its final status. Safe to call twice (a redelivered task):
+    only a queued run is started."""
+    worker = worker or socket.gethostname()
+    now = timezone.now()
+    started = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED, cancel_requested=False).update(
+        status=TrainingRun.Status.RUNNING, worker=worker, started_at=now, heartbeat_at=now
+    )
+    run = TrainingRun.objects.select_related("project", "snapshot", "parent_model").get(pk=run_id)
+    if not started:
+        return run.status
+    out_dir = _artefacts() / "runs" / f"{run.kind}-{run.pk}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    TrainingRun.objects.filter(pk=run.pk).update(output_dir=str(out_dir.relative_to(_artefacts())))
+    log_path = out_dir / "log.txt"
+    try:
+        follower = _MetricsFollower(out_dir / "metrics.jsonl")
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                trainer_command(run, out_dir),
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so that cancelling stops all of it
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"},
+            )
+            while process.poll() is None:
+                time.sleep(poll_seconds)
+                _record_progress(run, follower.new_lines(), timezone.now())
+                if TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
+                    _stop(process)
+                    _finish(run, TrainingRun.Status.CANCELLED, error="Cancelled by an administrator.", log=log_path)
+                    return TrainingRun.Status.CANCELLED
+        _record_progress(run, follower.new_lines(), timezone.now())
+        if process.returncode == 0 and (out_dir / "result.json").exists():
+            _register_model(run, out_dir, timezone.now())
+            return TrainingRun.Status.SUCCEEDED
+        tail = _log_tail(log_path).strip().splitlines()
+        last = tail[-1] if tail else ""
+        _finish(run, TrainingRun.Status.FAILED, error=f"{_failure(process.returncode)} {last}".strip(), log=log_path)
+        return TrainingRun.Status.FAILED
+    except Exception as error:  # the run must end failed, whatever went wrong around the trainer
+        _finish(run, TrainingRun.Status.FAILED, error=f"{type(error).__name__}: {error}", log=log_path)
+        raise

@@ -1,0 +1,208 @@
+"""Reward runs from Django: started from the admin, run by a real Celery worker as an `accelerate launch`
+subprocess, followed live, registered as a model version on success and marked failed otherwise; one run
+of a kind per project at a time; retraining on a schedule."""
+
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from labeling import services, training_runs
+from labeling.errors import Conflict
+from labeling.models import ModelVersion, TrainingRun
+from tests.factories import ProjectFactory, PromptFactory, ResponseFactory
+from tests.worker import celery_worker
+from training.models import tiny_reward_model, tiny_tokenizer
+
+WORDS = ["good", "bad", "fine", "poor", "okay", "meh", "question"]
+
+
+def add_ranking(project, index: int) -> None:
+    """One task with a known answer: "good" beats "fine" beats "poor" beats "bad"."""
+    prompt = PromptFactory(project=project, messages=[{"role": "user", "content": f"question {index}"}])
+    texts = [f"good good {index}", f"fine okay {index}", f"poor meh {index}", f"bad bad {index}"]
+    responses = [ResponseFactory(prompt=prompt, text=text) for text in reversed(texts)]
+    task = services.comparison_task_create(project=project, prompt=prompt, responses=responses)
+    best_first = [[response.pk] for response in reversed(responses)]
+    services.judgement_create(task=task, ranking=best_first, origin="tests", client_submission_id=f"j{index}")
+
+
+def ranked_project(judgements: int = 60, **fields):
+    project = ProjectFactory(overlap=1, **fields)
+    for index in range(judgements):
+        add_ranking(project, index)
+    return project
+
+
+def tiny_base_model(folder) -> str:
+    tokenizer = tiny_tokenizer(WORDS + [str(index) for index in range(100)])
+    tiny_reward_model(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def wait_for_end(run: TrainingRun, worker, timeout: float = 180) -> TrainingRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if run.status not in ("queued", "running"):
+            return run
+        if worker.process.poll() is not None:
+            raise AssertionError(f"the worker died:\n{worker.log()}")
+        time.sleep(0.5)
+    raise AssertionError(f"run still {run.status} after {timeout} s; worker log:\n{worker.log()}")
+
+
+@pytest.fixture
+def artefacts(settings, tmp_path):
+    settings.ARTEFACTS_DIR = tmp_path / "artefacts"
+    settings.MODEL_CACHE_DIR = tmp_path / "cache"
+    return settings.ARTEFACTS_DIR
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_run_started_from_the_admin_trains_on_a_worker_and_registers_a_model(
+    admin_client, settings, artefacts, tmp_path
+):
+    project = ranked_project()
+    base = tiny_base_model(tmp_path / "tiny")
+    dead = TrainingRun.objects.create(
+        project=ProjectFactory(), kind="reward", status="running", worker="celery@gone", heartbeat_at=None
+    )
+    with celery_worker(tmp_path) as worker:
+        settings.CELERY_TRAINING_QUEUE = worker.queue
+        url = reverse("admin:labeling_project_train_reward", args=[project.pk])
+        form = {"snapshot": "", "base_model": base, "epochs": "4", "learning_rate": "0.003"}
+        response = admin_client.post(url, form)
+        assert response.status_code == 302, response.content.decode()[-2000:]
+        run = wait_for_end(TrainingRun.objects.get(project=project), worker)
+
+    assert run.status == "succeeded", f"{run.error}\n{run.log_tail}"
+    version = ModelVersion.objects.get(training_run=run)
+    assert (version.kind, version.snapshot, version.base_model) == ("reward", run.snapshot, base)
+    assert version.metrics["eval_accuracy"] >= 0.9
+    assert (artefacts / version.artefact_path / "config.json").exists() and len(version.content_hash) == 64
+    assert run.progress == 1.0 and run.finished_at >= run.started_at
+    assert any("loss" in line for line in run.history) and any("eval_accuracy" in line for line in run.history)
+    assert run.snapshot.kind == "ranking" and run.snapshot.row_count == 60
+    dead.refresh_from_db()
+    assert dead.status == "failed" and "stopped" in dead.error  # found when the worker started
+    page = admin_client.get(reverse("admin:labeling_trainingrun_change", args=[run.pk])).content.decode()
+    assert "<polyline" in page and "held-out accuracy by epoch" in page
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_trainer_fails_is_marked_failed_with_its_error_and_no_model(settings, artefacts, tmp_path):
+    project = ranked_project(judgements=6)
+    with celery_worker(tmp_path) as worker:
+        settings.CELERY_TRAINING_QUEUE = worker.queue
+        run = training_runs.reward_run_start(project=project, base_model=str(tmp_path / "no-such-model"))
+        run = wait_for_end(run, worker)
+    assert run.status == "failed"
+    assert "exited with code" in run.error and "no-such-model" in run.log_tail
+    assert not ModelVersion.objects.exists()
+    assert run.snapshot.row_count == 6  # the data is untouched
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_one_reward_run_per_project_at_a_time_even_when_started_together(settings, artefacts):
+    settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
+    project = ranked_project(judgements=3)
+    barrier, outcomes = threading.Barrier(2), []
+
+    def start():
+        barrier.wait()
+        try:
+            training_runs.reward_run_start(project=project)
+            outcomes.append("started")
+        except Conflict:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["refused", "started"]
+    assert TrainingRun.objects.filter(project=project).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_schedule_starts_exactly_one_run_after_n_new_judgements_and_none_while_one_runs(settings, artefacts):
+    settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
+    project = ranked_project(judgements=2, retrain_after_judgements=3)
+    assert training_runs.reward_retrain_check(project=project) is None  # 2 of 3
+    add_ranking(project, 2)
+    run = training_runs.reward_retrain_check(project=project)
+    assert run is not None and run.status == "queued"
+    assert training_runs.reward_retrain_check(project=project) is None  # one is queued
+    TrainingRun.objects.filter(pk=run.pk).update(status="succeeded")
+    assert training_runs.reward_retrain_check(project=project) is None  # nothing new since that run
+
+
+@pytest.mark.django_db
+def test_the_retraining_schedule_is_in_beat_and_follows_the_project_setting(admin_client):
+    project = ProjectFactory()
+    url = reverse("admin:labeling_project_change", args=[project.pk])
+    form = {
+        "name": project.name, "slug": project.slug, "guidelines": "", "compare_enabled": "on", "rank_enabled": "on",
+        "responses_per_task": 4, "overlap": 1, "gold_rate": 0, "lease_timeout": "00:10:00",
+        "retrain_after_judgements": 50,
+    }  # fmt: skip
+    assert admin_client.post(url, form).status_code == 302
+    schedule = PeriodicTask.objects.get(name=f"Retrain the reward model of {project.slug}")
+    assert (schedule.task, schedule.enabled, schedule.args) == (
+        "labeling.tasks.reward_retrain_check_task",
+        True,
+        f"[{project.pk}]",
+    )
+    admin_client.post(url, {**form, "retrain_after_judgements": 0})
+    schedule.refresh_from_db()
+    assert schedule.enabled is False
+
+
+@pytest.mark.django_db
+def test_cancelling_a_queued_run_ends_it_and_a_running_one_is_asked_to_stop():
+    project = ProjectFactory()
+    queued = TrainingRun.objects.create(project=project, kind="reward")
+    assert training_runs.training_run_cancel(run=queued).status == "cancelled"
+    running = TrainingRun.objects.create(project=project, kind="reward", status="running", heartbeat_at=timezone.now())
+    running = training_runs.training_run_cancel(run=running)
+    assert (running.status, running.cancel_requested) == ("running", True)
+
+
+@pytest.mark.django_db
+def test_only_stale_runs_or_the_restarted_workers_own_are_marked_failed():
+    project, other = ProjectFactory(), ProjectFactory()
+    now = timezone.now()
+    alive = TrainingRun.objects.create(
+        project=project, kind="reward", status="running", worker="celery@a", heartbeat_at=now
+    )
+    stale = TrainingRun.objects.create(
+        project=other, kind="reward", status="running", worker="celery@b", heartbeat_at=now - timedelta(hours=1)
+    )
+    mine = TrainingRun.objects.create(project=other, kind="sft", status="running", worker="celery@c", heartbeat_at=now)
+    assert training_runs.training_runs_fail_orphaned(worker="celery@c", now=now) == 2
+    statuses = {run.pk: run.status for run in TrainingRun.objects.all()}
+    assert statuses == {alive.pk: "running", stale.pk: "failed", mine.pk: "failed"}
+
+
+@pytest.mark.django_db
+def test_making_a_model_current_replaces_the_previous_one():
+    project = ProjectFactory()
+    first = ModelVersion.objects.create(project=project, kind="reward", name="rm-1", is_current=True)
+    second = ModelVersion.objects.create(project=project, kind="reward", name="rm-2")
+    training_runs.model_version_make_current(version=second)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.is_current, second.is_current) == (False, True)
