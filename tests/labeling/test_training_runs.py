@@ -112,6 +112,26 @@ def test_a_run_whose_trainer_fails_is_marked_failed_with_its_error_and_no_model(
     assert run.snapshot.row_count == 6  # the data is untouched
 
 
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_a_running_run_stops_its_trainer(settings, artefacts, tmp_path):
+    project = ranked_project(judgements=60)
+    base = tiny_base_model(tmp_path / "tiny")
+    with celery_worker(tmp_path) as worker:
+        settings.CELERY_TRAINING_QUEUE = worker.queue
+        run = training_runs.reward_run_start(project=project, base_model=base, epochs=500, learning_rate=1e-3)
+        deadline = time.monotonic() + 120
+        while not run.history and time.monotonic() < deadline:  # wait until the trainer reports steps
+            time.sleep(0.5)
+            run.refresh_from_db()
+        assert run.status == "running", worker.log()
+        training_runs.training_run_cancel(run=run)
+        run = wait_for_end(run, worker, timeout=60)
+    assert run.status == "cancelled" and run.error == "Cancelled by an administrator."
+    assert 0 < run.progress < 1
+    assert not ModelVersion.objects.exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_only_one_reward_run_per_project_at_a_time_even_when_started_together(settings, artefacts):
     settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"

@@ -189,3 +189,16 @@ def test_the_default_cpu_backbone_loads_offline_with_one_output_and_no_dropout()
     assert all(module.p == 0.0 for module in model.modules() if isinstance(module, torch.nn.Dropout))
     rewards = score(model, tokenizer, [[{"role": "user", "content": "Hi"}]] * 2, ["Hello!", "Go away."], 64)
     assert rewards.shape == (2,) and torch.isfinite(rewards).all()
+
+
+def test_lora_adapters_learn_and_are_merged_into_a_plain_saved_model(tmp_path):
+    data = synthetic_rankings(tmp_path / "rankings.jsonl", judgements=400)
+    tokenizer = tiny_tokenizer(WORDS + PROMPTS)
+    model = tiny_reward_model(tokenizer, hidden=64)
+    config = RewardConfig(
+        epochs=3, learning_rate=5e-3, prompts_per_batch=16, eval_fraction=0.2, max_length=64, lora=True, lora_rank=8
+    )
+    result = train_reward_model(config, data, tmp_path / "out", model=model, tokenizer=tokenizer)
+    assert result.metrics["eval_accuracy"] >= 0.8
+    saved = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
+    assert not any("lora" in name for name, _ in saved.named_parameters())
