@@ -48,7 +48,7 @@ lint: $(STAMP)
 
 # Every benchmark in bench/ on its quick setting; each prints one JSON object on its last line.
 bench: $(STAMP)
-	@for script in bench/*.py; do [ -e "$$script" ] || continue; echo "== $$script"; \
+	@for script in bench/[!_]*.py; do [ -e "$$script" ] || continue; echo "== $$script"; \
 		$(BIN)/python "$$script" --quick || exit 1; done
 
 clean:

@@ -22,10 +22,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _postgres import DEFAULT_SERVER_URL, scratch_database  # noqa: E402
 
 K = 4
 JUDGEMENTS_PER_TASK = 4
@@ -38,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--import-prompts", type=int, default=100_000)
     parser.add_argument(
         "--server-url",
-        default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+        default=DEFAULT_SERVER_URL,
         help="a PostgreSQL URL with rights to create databases",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)  # "export:<kind>:<format>" or "import:<file>"
@@ -47,18 +49,6 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         args.judgements, args.import_prompts = 100_000, 10_000
     return args
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def admin_sql(server_url: str, statement: str) -> None:
-    import psycopg
-
-    with psycopg.connect(server_url.replace("postgres://", "postgresql://", 1), autocommit=True) as conn:
-        conn.execute(statement)
 
 
 def peak_mb() -> float:
@@ -190,19 +180,17 @@ def main() -> None:
             print(json.dumps(child_import(detail)))
         return
 
-    database = f"rlhf_bench_io_{os.getpid()}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": with_database(args.server_url, database),
-        "SECRET_KEY": "bench-only-secret-key",
-        "DEBUG": "false",
-        "LOG_LEVEL": "WARNING",
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-    }
-    os.environ.update(env)
-    admin_sql(args.server_url, f'CREATE DATABASE "{database}"')
-    results: dict = {}
-    try:
+    with scratch_database(args.server_url, f"rlhf_bench_io_{os.getpid()}") as database_url:
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": "bench-only-secret-key",
+            "DEBUG": "false",
+            "LOG_LEVEL": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+        }
+        os.environ.update(env)
+        results: dict = {}
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
         import django
 
@@ -254,11 +242,6 @@ def main() -> None:
         }
         results["judgements"] = args.judgements
         results["import_prompts"] = args.import_prompts
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        admin_sql(args.server_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     print(json.dumps(results))
 
 

@@ -24,10 +24,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _postgres import DEFAULT_SERVER_URL, scratch_database  # noqa: E402
 
 PASSWORD = "bench-password-not-secret"
 
@@ -43,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker (default 2)")
     parser.add_argument(
         "--server-url",
-        default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+        default=DEFAULT_SERVER_URL,
         help="a PostgreSQL URL with rights to create databases",
     )
     args = parser.parse_args()
@@ -55,18 +57,6 @@ def parse_args() -> argparse.Namespace:
 
 
 # --- the database ------------------------------------------------------------------------------------------
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def admin_sql(server_url: str, statement: str) -> None:
-    import psycopg
-
-    with psycopg.connect(server_url.replace("postgres://", "postgresql://", 1), autocommit=True) as conn:
-        conn.execute(statement)
 
 
 def seed(rounds: list[int], submissions: int, overlap: int, k: int) -> dict[int, dict]:
@@ -294,19 +284,16 @@ def run_round(port: int, slug: str, usernames: list[str], target: int) -> dict:
 
 def main() -> None:
     args = parse_args()
-    database = f"rlhf_bench_{os.getpid()}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": with_database(args.server_url, database),
-        "SECRET_KEY": "bench-only-secret-key",
-        "DEBUG": "false",
-        "LOG_LEVEL": "WARNING",
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-    }
-    os.environ.update(env)
-    admin_sql(args.server_url, f'CREATE DATABASE "{database}"')
-    server = None
-    try:
+    with scratch_database(args.server_url, f"rlhf_bench_{os.getpid()}") as database_url:
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": "bench-only-secret-key",
+            "DEBUG": "false",
+            "LOG_LEVEL": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+        }
+        os.environ.update(env)
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
         import django
 
@@ -314,27 +301,23 @@ def main() -> None:
         plan = seed(args.raters, args.submissions, args.overlap, args.k)
         port = free_port()
         server = start_server(env, port, args.workers, args.threads)
-        print(f"gunicorn {args.workers}x{args.threads} threads on PostgreSQL; K={args.k}, overlap {args.overlap}")
-        results = {}
-        for r in args.raters:
-            result = run_round(port, plan[r]["slug"], plan[r]["usernames"], args.submissions)
-            results[f"R{r}"] = result
-            print(
-                f"R={r:>2}: {result['submissions']} submissions in {result['seconds']} s = "
-                f"{result['submissions_per_s']}/s; next p50/p95/p99 {result['next_p50_ms']}/"
-                f"{result['next_p95_ms']}/{result['next_p99_ms']} ms; submit p50/p95/p99 "
-                f"{result['submit_p50_ms']}/{result['submit_p95_ms']}/{result['submit_p99_ms']} ms; "
-                f"integrity {'ok' if result['integrity']['ok'] else 'BROKEN'} {result['integrity']}"
-                + (f"; errors {result['errors']}" if result["errors"] else "")
-            )
-    finally:
-        if server is not None:
+        try:
+            print(f"gunicorn {args.workers}x{args.threads} threads on PostgreSQL; K={args.k}, overlap {args.overlap}")
+            results = {}
+            for r in args.raters:
+                result = run_round(port, plan[r]["slug"], plan[r]["usernames"], args.submissions)
+                results[f"R{r}"] = result
+                print(
+                    f"R={r:>2}: {result['submissions']} submissions in {result['seconds']} s = "
+                    f"{result['submissions_per_s']}/s; next p50/p95/p99 {result['next_p50_ms']}/"
+                    f"{result['next_p95_ms']}/{result['next_p99_ms']} ms; submit p50/p95/p99 "
+                    f"{result['submit_p50_ms']}/{result['submit_p95_ms']}/{result['submit_p99_ms']} ms; "
+                    f"integrity {'ok' if result['integrity']['ok'] else 'BROKEN'} {result['integrity']}"
+                    + (f"; errors {result['errors']}" if result["errors"] else "")
+                )
+        finally:
             server.terminate()
             server.wait(timeout=30)
-        from django.db import connections
-
-        connections.close_all()
-        admin_sql(args.server_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     results["integrity_ok"] = all(
         value["integrity"]["ok"] and not value["errors"] for key, value in results.items() if key.startswith("R")
     )
