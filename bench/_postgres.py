@@ -1,8 +1,12 @@
-"""A throwaway PostgreSQL database for a benchmark: created on entry, dropped (connections closed) on exit."""
+"""A throwaway PostgreSQL database for a benchmark: created and migrated on entry, with Django set up on it
+in this process; dropped (connections closed) on exit."""
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_SERVER_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -15,13 +19,31 @@ def _admin_sql(server_url: str, statement: str) -> None:
         conn.execute(statement)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 @contextmanager
-def scratch_database(server_url: str, name: str) -> Iterator[str]:
-    """Yields the new database's URL; ``server_url`` needs the right to create databases."""
+def scratch_database(server_url: str, name: str) -> Iterator[dict[str, str]]:
+    """Yields the environment the app needs to run on the new database (for subprocesses, and already
+    applied to this process); ``server_url`` needs the right to create databases."""
     parts = urlsplit(server_url)
     _admin_sql(server_url, f'CREATE DATABASE "{name}"')
     try:
-        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+        env = {
+            **os.environ,
+            "DATABASE_URL": urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment)),
+            "SECRET_KEY": "bench-only-secret-key",
+            "DEBUG": "false",
+            "LOG_LEVEL": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+        }
+        os.environ.update(env)
+        migrate = [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"]
+        subprocess.run(migrate, cwd=ROOT, env=env, check=True)
+        import django
+
+        django.setup()
+        yield env
     finally:
         try:
             from django.db import connections

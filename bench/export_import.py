@@ -180,21 +180,8 @@ def main() -> None:
             print(json.dumps(child_import(detail)))
         return
 
-    with scratch_database(args.server_url, f"rlhf_bench_io_{os.getpid()}") as database_url:
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": "bench-only-secret-key",
-            "DEBUG": "false",
-            "LOG_LEVEL": "WARNING",
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-        }
-        os.environ.update(env)
+    with scratch_database(args.server_url, f"rlhf_bench_io_{os.getpid()}") as env:
         results: dict = {}
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-        import django
-
-        django.setup()
         started = time.perf_counter()
         project_id = generate(args.judgements)
         print(f"generated {args.judgements} judgements (K={K}) in {time.perf_counter() - started:.1f} s")

@@ -284,20 +284,7 @@ def run_round(port: int, slug: str, usernames: list[str], target: int) -> dict:
 
 def main() -> None:
     args = parse_args()
-    with scratch_database(args.server_url, f"rlhf_bench_{os.getpid()}") as database_url:
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": "bench-only-secret-key",
-            "DEBUG": "false",
-            "LOG_LEVEL": "WARNING",
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-        }
-        os.environ.update(env)
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-        import django
-
-        django.setup()
+    with scratch_database(args.server_url, f"rlhf_bench_{os.getpid()}") as env:
         plan = seed(args.raters, args.submissions, args.overlap, args.k)
         port = free_port()
         server = start_server(env, port, args.workers, args.threads)
