@@ -63,7 +63,7 @@ def seed(rounds: list[int], submissions: int, overlap: int, k: int) -> dict[int,
     """One project per R with enough tasks for the run, R raters in it; everything in bulk."""
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import Group
-    from django.db import transaction
+    from django.db import connection, transaction
 
     from labeling.models import ComparisonTask, Project, Prompt, Response, TaskResponse, User
 
@@ -99,6 +99,10 @@ def seed(rounds: list[int], submissions: int, overlap: int, k: int) -> dict[int,
                 for j in range(k)
             )
             plan[r] = {"slug": project.slug, "usernames": [user.username for user in users], "tasks": task_count}
+    # Fresh planner statistics, as autovacuum keeps them on a live database: without them PostgreSQL plans
+    # for empty tables.
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
     return plan
 
 

@@ -181,6 +181,18 @@ def test_anonymous_visitors_and_non_raters_are_refused(project):
     assert response.json() == {"message": "This is for raters.", "extra": {}}
 
 
+def test_a_session_loads_the_raters_role_with_the_user_and_follows_the_group(project, rater, make_task):
+    make_task(k=2)
+    client = APIClient()
+    assert client.login(username="rater", password=PASSWORD)
+    assert client.post(f"/api/v1/projects/{project.slug}/tasks/next").status_code == 200
+    rater.groups.clear()  # taken off the raters: refused from the next request on
+    assert client.post(f"/api/v1/projects/{project.slug}/tasks/next").status_code == 403
+    rater.is_active = False
+    rater.save()
+    assert client.post(f"/api/v1/projects/{project.slug}/tasks/next").status_code == 401
+
+
 def test_a_browser_session_must_send_the_csrf_token(project, rater, make_task):
     make_task(k=2)
     client = APIClient(enforce_csrf_checks=True)

@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from labeling import services
-from labeling.errors import ApplicationError, Conflict
+from labeling.errors import ApplicationError, Conflict, NotFound
 from labeling.models import Assignment, ComparisonTask, Judgement
 from tests.factories import ProjectFactory, UserFactory, task_create
 
@@ -131,6 +131,92 @@ def test_skipping_needs_a_reason_and_frees_the_slot_for_someone_else(project, ma
     assert (lease.state, lease.skip_reason) == ("skipped", "I cannot judge medical advice.")
     assert services.task_next_for_rater(project=project, rater=skipper) is None
     assert services.task_next_for_rater(project=project, rater=other).task_id == lease.task_id
+
+
+def test_a_stored_judgement_reads_back_exactly_as_submitted(project, rater, make_task):
+    project.rate_enabled = True
+    project.save()
+    make_task(k=3)
+    now = timezone.now()
+    lease = services.task_next_for_rater(project=project, rater=rater, now=now)
+    first, second, third = lease.shown_order
+    judgement, created = services.judgement_submit(
+        rater=rater,
+        task_id=lease.task_id,
+        client_submission_id="read-back",
+        ranking=[[second], [first, third]],
+        likert={str(first): 2, str(second): 7, str(third): 2},
+        flags={str(first): ["hallucination"]},
+        rationale="B cites its source; A and C \u00e9chouent.",
+        now=now + timedelta(seconds=5),
+    )
+    stored = Judgement.objects.get(pk=judgement.pk)
+    assert created
+    assert (stored.task_id, stored.rater_id, stored.source, stored.client_submission_id) == (
+        lease.task_id, rater.pk, "human", "read-back",
+    )  # fmt: skip
+    assert stored.ranking == [[second], [first, third]]
+    assert stored.likert == {str(first): 2, str(second): 7, str(third): 2}
+    assert stored.flags == {str(first): ["hallucination"]}
+    assert stored.rationale == "B cites its source; A and C \u00e9chouent."
+    assert (stored.shown_order, stored.seconds_spent) == (lease.shown_order, 5.0)
+    assert (stored.margin, stored.all_bad) == (None, False)
+    assert stored.created_at == judgement.created_at
+    lease.refresh_from_db()
+    assert lease.state == "submitted"
+
+
+def test_a_submission_on_a_skipped_or_closed_task_is_refused_and_stores_nothing(project, make_task):
+    skipped_task, closed_task = make_task(k=2), make_task(k=2)
+    skipper, rater = UserFactory.create_batch(2, rater=True)
+    lease = services.task_next_for_rater(project=project, rater=skipper)
+    assert lease.task == skipped_task
+    services.assignment_skip(rater=skipper, task_id=lease.task_id, reason="Not my language.")
+    with pytest.raises(Conflict, match="You skipped this task"):
+        judge(lease, skipper)
+
+    lease = services.task_next_for_rater(project=project, rater=rater)
+    assert lease.task == skipped_task
+    judge(lease, rater)
+    lease = services.task_next_for_rater(project=project, rater=rater)
+    assert lease.task == closed_task
+    ComparisonTask.objects.filter(pk=closed_task.pk).update(status=ComparisonTask.Status.ARCHIVED)
+    with pytest.raises(Conflict, match="This task is closed"):
+        judge(lease, rater)
+    assert Judgement.objects.count() == 1
+
+
+def test_a_retry_returns_the_stored_judgement_and_a_second_judgement_of_a_task_is_refused(project, rater, make_task):
+    make_task(k=2)
+    make_task(k=2)
+    lease = services.task_next_for_rater(project=project, rater=rater)
+    judgement, created = judge(lease, rater)
+    again, created_again = judge(lease, rater)
+    assert (created, created_again, again.pk) == (True, False, judgement.pk)
+    with pytest.raises(Conflict, match="already judged this task"):
+        services.judgement_submit(
+            rater=rater,
+            task_id=lease.task_id,
+            client_submission_id="another-id",
+            ranking=[[i] for i in lease.shown_order],
+        )
+    following = services.task_next_for_rater(project=project, rater=rater)
+    with pytest.raises(Conflict, match="already used for another task"):
+        services.judgement_submit(
+            rater=rater,
+            task_id=following.task_id,
+            client_submission_id=judgement.client_submission_id,
+            ranking=[[i] for i in following.shown_order],
+        )
+    assert Judgement.objects.count() == 1
+
+
+def test_a_submission_on_a_task_the_rater_never_held_is_not_found(project, rater, make_task):
+    task = make_task(k=2)
+    with pytest.raises(NotFound, match=f"You hold no task {task.pk}"):
+        services.judgement_submit(
+            rater=rater, task_id=task.pk, client_submission_id="x", ranking=[[i] for i in task.response_ids()]
+        )
 
 
 def test_reporting_a_problem_is_stored_and_moves_the_rater_on(project, rater, make_task):
