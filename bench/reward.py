@@ -75,7 +75,8 @@ def run(k: int, args: argparse.Namespace, folder: Path) -> dict:
     from training.config import RewardConfig
     from training.data import read_rankings
     from training.models import tiny_reward_model, tiny_tokenizer
-    from training.reward import evaluate, prompt_text, train_reward_model
+    from training.reward import evaluate, train_reward_model
+    from training.text import prompt_text
 
     data = folder / f"rankings-k{k}.jsonl"
     write_rankings(data, args.prompts, k, seed=k)

@@ -1,4 +1,4 @@
-"""``python -m training reward ...``: the same functions the workers run, with a progress bar for people
+"""``python -m training reward|sft|ppo ...``: the same functions the workers run, with a progress bar for people
 and one JSON line of metrics per logging step for programs (``--metrics FILE``)."""
 
 import argparse
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from training.config import RewardConfig
+from training.config import PPOConfig, RewardConfig, SFTConfig
 from training.data import DataError
 from training.models import ModelNotFound
 
@@ -84,15 +84,124 @@ def run_reward(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics_writer(path: Path | None):
+    """A sink that appends each metrics dict as a JSON line to ``path`` (if given) and returns the file."""
+    metrics_file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+
+    def write(line: dict) -> None:
+        if metrics_file:
+            metrics_file.write(json.dumps(line) + "\n")
+            metrics_file.flush()
+
+    return write, metrics_file
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="the output folder (the model goes to OUT/model)")
+    parser.add_argument("--metrics", type=Path, help="append one JSON line of metrics per logging step here")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=os.environ.get("RLHF_STUDIO_CACHE"), help="where converted models are kept"
+    )
+
+
+def _sft_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = SFTConfig()
+    parser.add_argument("--data", required=True, type=Path, help="an sft export (JSONL or Parquet)")
+    _common_arguments(parser)
+    parser.add_argument("--model", default=defaults.model, help="a named default, a Hugging Face id or a local path")
+    parser.add_argument("--epochs", type=float, default=defaults.epochs)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps)
+    parser.add_argument("--max-length", type=int, default=defaults.max_length)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--logging-steps", type=int, default=defaults.logging_steps)
+    parser.add_argument("--lora", action="store_true", help="train LoRA adapters, merged into the saved model")
+
+
+def run_sft(args: argparse.Namespace) -> int:
+    from training.sft import train_sft
+
+    config = SFTConfig(
+        model=args.model, epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, max_length=args.max_length, seed=args.seed,
+        logging_steps=args.logging_steps, lora=args.lora,
+    )  # fmt: skip
+    write, metrics_file = _metrics_writer(args.metrics)
+    bar = tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {postfix}", disable=not sys.stderr.isatty())
+
+    def on_metrics(line: dict) -> None:
+        write(line)
+        if "progress" in line:
+            bar.n = line["progress"]
+            bar.set_postfix(loss=f"{line['loss']:.4f}", eta=f"{line['eta_s']:.0f}s")
+
+    try:
+        result = train_sft(config, args.data, args.out, on_metrics=on_metrics, cache_dir=args.cache_dir)
+    finally:
+        bar.close()
+        if metrics_file:
+            metrics_file.close()
+    print(json.dumps(result.metrics))
+    return 0
+
+
+def _ppo_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = PPOConfig()
+    parser.add_argument("--prompts", required=True, type=Path, help="any export with prompts (JSONL or Parquet)")
+    _common_arguments(parser)
+    parser.add_argument("--policy", default=defaults.policy, help="the policy: a named default, a hub id or a path")
+    parser.add_argument("--reward-model", required=True, help="a reward model folder, a hub id or a path")
+    parser.add_argument("--ptx-data", type=Path, help="an sft export for PPO-ptx (with --ptx-coef above 0)")
+    for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_length",
+                 "save_every", "seed", "logging_steps", "ptx_batch_size"):  # fmt: skip
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    for name in ("learning_rate", "temperature", "kl_coef", "target_kl", "cliprange", "cliprange_value", "vf_coef",
+                 "lam", "gamma", "ptx_coef", "missing_eos_penalty"):  # fmt: skip
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    parser.add_argument("--adaptive-kl", action="store_true", help="steer beta towards --target-kl")
+    parser.add_argument("--whiten-rewards", action="store_true")
+    parser.add_argument("--lora", action="store_true", help="train LoRA adapters on the policy")
+    parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds a checkpoint")
+
+
+def run_ppo(args: argparse.Namespace) -> int:
+    from training.ppo import train_ppo
+
+    fields = {name: getattr(args, name) for name in PPOConfig.__dataclass_fields__ if hasattr(args, name)}
+    config = PPOConfig(**fields)
+    write, metrics_file = _metrics_writer(args.metrics)
+    bar = tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {postfix}", disable=not sys.stderr.isatty())
+
+    def on_metrics(line: dict) -> None:
+        write(line)
+        if "progress" in line:
+            bar.n = line["progress"]
+            bar.set_postfix(score=f"{line['score']:.3f}", kl=f"{line['kl']:.3f}", eta=f"{line['eta_s']:.0f}s")
+
+    try:
+        result = train_ppo(
+            config, args.prompts, args.out, ptx_path=args.ptx_data, on_metrics=on_metrics,
+            cache_dir=args.cache_dir, resume=not args.no_resume,
+        )  # fmt: skip
+    finally:
+        bar.close()
+        if metrics_file:
+            metrics_file.close()
+    print(json.dumps(result.metrics))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description="RLHF Studio's trainer.")
     commands = parser.add_subparsers(dest="command", required=True)
     _reward_arguments(commands.add_parser("reward", help="train a reward model from rankings"))
+    _sft_arguments(commands.add_parser("sft", help="fine-tune a policy on demonstrations"))
+    _ppo_arguments(commands.add_parser("ppo", help="tune a policy with PPO against a reward model"))
     args = parser.parse_args(argv)
+    runners = {"reward": run_reward, "sft": run_sft, "ppo": run_ppo}
     try:
-        if args.command == "reward":
-            return run_reward(args)
-    except (DataError, ModelNotFound, FileNotFoundError) as error:
+        return runners[args.command](args)
+    except (DataError, ModelNotFound, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 1

@@ -42,3 +42,88 @@ class RewardConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning on demonstrations (the ``sft`` export), loss on the reply only."""
+
+    model: str = "smollm2-135m-instruct"
+    """A name from ``training.models.NAMED_MODELS``, any Hugging Face model id, or a local path."""
+    max_length: int = 1024
+    epochs: float = 2.0
+    learning_rate: float = 2e-5
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.03
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    logging_steps: int = 10
+    bf16: bool = True
+    """Mixed precision on GPUs that support bfloat16; ignored on CPU."""
+    lora: bool = False
+    lora_rank: int = 16
+    lora_alpha: int = 32
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PPOConfig:
+    """PPO against a reward model with a per-token KL penalty to the initial policy (InstructGPT, section 3.5),
+    with the implementation details that published replications found to matter."""
+
+    policy: str = "smollm2-135m-instruct"
+    """The policy to tune (usually the SFT model): a named default, a Hugging Face id or a local path."""
+    reward_model: str = ""
+    """A reward model folder (``python -m training reward`` output), a Hugging Face id or a local path."""
+    steps: int = 100
+    """PPO iterations: each samples ``batch_size`` episodes, then updates on them."""
+    batch_size: int = 16
+    """Episodes (prompt and sampled response) per iteration."""
+    mini_batch_size: int = 16
+    """Episodes per gradient step; ``batch_size`` must be a multiple of it."""
+    ppo_epochs: int = 4
+    """Passes over each iteration's episodes."""
+    learning_rate: float = 1e-5
+    max_prompt_length: int = 256
+    """Prompt tokens kept (from the end)."""
+    max_new_tokens: int = 64
+    """Response length: sampling stops here or at the first EOS."""
+    temperature: float = 0.7
+    """Sampling temperature; the log-probabilities of policy and reference use the same one."""
+    kl_coef: float = 0.05
+    """Beta: the weight of the per-token KL penalty ``log pi - log pi_ref``."""
+    adaptive_kl: bool = False
+    """Steer beta towards ``target_kl`` (Ziegler et al. 2019) instead of keeping it fixed."""
+    target_kl: float = 6.0
+    """Target of the adaptive controller: KL summed over a response, in nats."""
+    kl_horizon: int = 10000
+    gamma: float = 1.0
+    lam: float = 0.95
+    """GAE lambda."""
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    max_grad_norm: float = 1.0
+    whiten_rewards: bool = False
+    missing_eos_penalty: float | None = -1.0
+    """The score of a response that does not end within ``max_new_tokens`` (None: score it as it is)."""
+    reward_max_length: int = 512
+    ptx_coef: float = 0.0
+    """PPO-ptx: weight of the language-model loss on demonstrations, added to each gradient step (0: off)."""
+    ptx_batch_size: int = 8
+    save_every: int = 0
+    """Write a checkpoint every this many iterations (0: only at the end); a run resumes from the last one."""
+    seed: int = 0
+    logging_steps: int = 1
+    bf16: bool = True
+    """Mixed precision on GPUs that support bfloat16; ignored on CPU."""
+    lora: bool = False
+    """Train LoRA adapters on the policy; the reference is then the base with adapters off (no second copy)."""
+    lora_rank: int = 16
+    lora_alpha: int = 32
+
+    def as_dict(self) -> dict:
+        return asdict(self)

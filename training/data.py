@@ -141,3 +141,25 @@ def read_references(path: str | Path) -> list[Reference]:
         except (KeyError, ValueError, DataError) as error:
             raise DataError(f"{path.name}, record {number}: {error}") from None
     return references
+
+
+def read_prompts(path: str | Path) -> list[list[dict[str, str]]]:
+    """Distinct prompts, in file order, from any export with a ``prompt`` field (or ``messages``, whose last
+    assistant turn is dropped)."""
+    path = Path(path)
+    prompts, seen = [], set()
+    for number, record in _records(path):
+        try:
+            if "prompt" in record:
+                prompt = as_messages(record["prompt"])
+            else:
+                prompt = as_messages([turn for turn in record["messages"] if turn is not record["messages"][-1]])
+        except (KeyError, TypeError, IndexError, DataError) as error:
+            raise DataError(f"{path.name}, record {number}: {error}") from None
+        key = json.dumps(prompt, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            prompts.append(prompt)
+    if not prompts:
+        raise DataError(f"{path.name} holds no prompts.")
+    return prompts

@@ -129,3 +129,36 @@ def tiny_reward_model(tokenizer: PreTrainedTokenizerBase, *, layers: int = 2, hi
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0,
     )  # fmt: skip
     return GPT2ForSequenceClassification(config)
+
+
+def prepare_policy_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Left padding for generation; EOS doubles as padding when the tokenizer has no pad token (attention
+    masks keep it apart, and responses are cut at their first EOS)."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(name: str, cache_dir: str | Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal language model (a policy) and its tokenizer, dropout off."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(name, cache_dir)
+    tokenizer = prepare_policy_tokenizer(AutoTokenizer.from_pretrained(path))
+    model = AutoModelForCausalLM.from_pretrained(path)
+    disable_dropout(model)
+    return model, tokenizer
+
+
+def tiny_causal_lm(tokenizer: PreTrainedTokenizerBase, *, layers: int = 2, hidden: int = 32, seed: int = 0):
+    """A random-init GPT-2 language model over ``tokenizer``'s vocabulary, dropout off."""
+    from transformers import GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_layer=layers, n_embd=hidden, n_head=2, n_positions=256,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )  # fmt: skip
+    return GPT2LMHeadModel(config)

@@ -32,6 +32,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_sc
 from training.config import RewardConfig
 from training.data import RankedPrompt, Reference, read_rankings, read_references
 from training.models import load_reward_model
+from training.text import prompt_text
 
 MetricsSink = Callable[[dict], None]
 
@@ -39,17 +40,13 @@ MetricsSink = Callable[[dict], None]
 # --- text and batches ----------------------------------------------------------------------------------------
 
 
-def prompt_text(messages: list[dict[str, str]]) -> str:
-    if len(messages) == 1 and messages[0]["role"] == "user":
-        return messages[0]["content"]
-    return "\n\n".join(f"{turn['role'].capitalize()}: {turn['content']}" for turn in messages)
-
-
 def encode(
     tokenizer: PreTrainedTokenizerBase, prompts: list[list[dict]], replies: list[str], max_length: int
 ) -> dict[str, torch.Tensor]:
     """Prompt and reply as the model reads them: the chat template if the tokenizer has one, a text pair if
-    it separates segments (BERT-like), else prompt, blank line, reply and EOS."""
+    it separates segments (BERT-like), else prompt, blank line, reply and EOS. Right padding, as in training
+    (the tokenizer may be a policy's, shared)."""
+    tokenizer.padding_side = "right"
     if getattr(tokenizer, "chat_template", None):
         texts = [
             tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": reply}], tokenize=False)

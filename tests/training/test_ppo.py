@@ -1,0 +1,164 @@
+"""PPO on tiny random-init models with a known reward: it learns, the KL penalty holds it back, responses
+without EOS are penalised, a resumed run ends where an uninterrupted one does, and a reward model with
+another tokenizer works. No Django here."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.config import PPOConfig
+from training.models import (
+    prepare_policy_tokenizer,
+    prepare_tokenizer,
+    tiny_causal_lm,
+    tiny_reward_model,
+    tiny_tokenizer,
+)
+from training.ppo import gae, sample, train_ppo
+from training.reward import score
+
+WORDS = [f"w{i}" for i in range(16)] + ["good", "q"] + [f"p{i}" for i in range(10)]
+
+
+def good_count(prompts, texts) -> torch.Tensor:
+    """The known reward: a quarter point per "good" in the response."""
+    return torch.tensor([text.split().count("good") / 4.0 for text in texts])
+
+
+@pytest.fixture
+def prompts_file(tmp_path) -> Path:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": f"q p{i}"}) for i in range(10)))
+    return path
+
+
+def tiny_policy():
+    tokenizer = prepare_policy_tokenizer(tiny_tokenizer(WORDS))
+    return tiny_causal_lm(tokenizer, layers=2, hidden=32), tokenizer
+
+
+def config(**fields) -> PPOConfig:
+    defaults = dict(
+        steps=40, batch_size=16, mini_batch_size=8, ppo_epochs=4, learning_rate=3e-3, max_new_tokens=8,
+        temperature=1.0, kl_coef=0.1, missing_eos_penalty=None,
+    )  # fmt: skip
+    return PPOConfig(**{**defaults, **fields})
+
+
+def run(prompts_file, out, reward=good_count, **fields):
+    policy, tokenizer = tiny_policy()
+    return train_ppo(
+        config(**fields), prompts_file, out, policy=policy, tokenizer=tokenizer, reward_function=reward, resume=True
+    )
+
+
+def mean(history, key, steps) -> float:
+    return sum(entry[key] for entry in steps(history)) / len(steps(history))
+
+
+def test_the_score_rises_within_a_few_dozen_steps_while_the_kl_stays_bounded(prompts_file, tmp_path):
+    history = run(prompts_file, tmp_path / "out").history
+    first, last = mean(history, "score", lambda h: h[:5]), mean(history, "score", lambda h: h[-5:])
+    assert last > first + 0.3, (first, last)
+    assert max(entry["kl"] for entry in history) < 10.0
+    assert history[-1]["entropy"] < history[0]["entropy"]
+
+
+def test_a_huge_beta_keeps_the_kl_near_zero_and_the_score_where_it_was(prompts_file, tmp_path):
+    history = run(prompts_file, tmp_path / "out", kl_coef=50.0).history
+    first, last = mean(history, "score", lambda h: h[:5]), mean(history, "score", lambda h: h[-5:])
+    assert abs(last - first) < 0.1, (first, last)
+    assert max(entry["kl"] for entry in history[-10:]) < 0.5
+
+
+def test_the_kl_is_exactly_zero_at_the_first_step(prompts_file, tmp_path):
+    history = run(prompts_file, tmp_path / "out", steps=1).history
+    assert history[0]["kl"] == 0.0
+
+
+def test_a_response_without_eos_gets_the_penalty_score(prompts_file, tmp_path):
+    history = run(
+        prompts_file, tmp_path / "out", steps=3, batch_size=64, max_new_tokens=3,
+        reward=lambda prompts, texts: torch.ones(len(texts)), missing_eos_penalty=-3.0,
+    ).history  # fmt: skip
+    for entry in history:
+        assert 0.0 < entry["eos_rate"] < 1.0  # both kinds in every batch
+        assert entry["score"] == 1.0
+        assert entry["score_with_penalty"] == pytest.approx(entry["eos_rate"] * 1.0 + (1 - entry["eos_rate"]) * -3.0)
+
+
+def test_a_sampled_response_is_cut_after_its_first_eos(prompts_file):
+    policy, tokenizer = tiny_policy()
+    torch.manual_seed(0)
+    prompts = [[{"role": "user", "content": f"q p{i}"}] for i in range(32)]
+    rollout = sample(policy, tokenizer, prompts, config(max_new_tokens=6), torch.device("cpu"))
+    response = rollout.sequences[:, rollout.context :]
+    assert response.shape == (32, 6)
+    for row, mask, has_eos in zip(response, rollout.mask, rollout.has_eos, strict=True):
+        length = int(mask.sum())
+        assert bool(has_eos) == (tokenizer.eos_token_id in row[:length].tolist())
+        if has_eos:
+            assert row[length - 1] == tokenizer.eos_token_id  # the EOS is the last real token
+            assert row[: length - 1].tolist().count(tokenizer.eos_token_id) == 0
+            assert set(row[length:].tolist()) <= {tokenizer.pad_token_id}
+        else:
+            assert length == 6
+    assert rollout.has_eos.any() and not rollout.has_eos.all()
+
+
+def test_gae_with_lambda_one_and_gamma_one_gives_the_reward_to_go_minus_the_value():
+    rewards = torch.tensor([[0.0, -0.1, 1.0, 0.0]])
+    values = torch.tensor([[0.5, 0.2, 0.3, 0.0]])
+    advantages, returns = gae(rewards, values, gamma=1.0, lam=1.0)
+    assert torch.allclose(returns, torch.tensor([[0.9, 0.9, 1.0, 0.0]]))
+    assert torch.allclose(advantages, returns - values)
+
+
+def test_four_steps_in_one_go_and_two_plus_resume_plus_two_end_with_the_same_weights(prompts_file, tmp_path):
+    straight = run(prompts_file, tmp_path / "straight", steps=4)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_two(metrics):
+        if metrics.get("step") == 2:
+            raise Crash
+
+    policy, tokenizer = tiny_policy()
+    with pytest.raises(Crash):
+        train_ppo(
+            config(steps=4, save_every=2), prompts_file, tmp_path / "resumed", policy=policy, tokenizer=tokenizer,
+            reward_function=good_count, on_metrics=crash_after_two,
+        )  # fmt: skip
+    assert (tmp_path / "resumed" / "checkpoints" / "step-2" / "state.pt").exists()
+    resumed = run(prompts_file, tmp_path / "resumed", steps=4, save_every=2)
+
+    from transformers import AutoModelForCausalLM
+
+    first = AutoModelForCausalLM.from_pretrained(straight.model_dir).state_dict()
+    second = AutoModelForCausalLM.from_pretrained(resumed.model_dir).state_dict()
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.allclose(first[name], second[name], atol=1e-6), name
+    assert [entry["score"] for entry in resumed.history] == [entry["score"] for entry in straight.history]
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["same tokenizer", "another tokenizer"])
+def test_a_reward_model_is_read_through_its_own_tokenizer(prompts_file, tmp_path, shared):
+    policy, tokenizer = tiny_policy()
+    if shared:
+        reward_tokenizer = tokenizer
+    else:  # other words, other ids: the response is decoded and encoded again
+        reward_tokenizer = prepare_tokenizer(tiny_tokenizer(list(reversed(WORDS)) + ["extra", "words"]))
+    reward_model = tiny_reward_model(reward_tokenizer, seed=3)
+    result = train_ppo(
+        config(steps=2, max_new_tokens=6), prompts_file, tmp_path / "out", policy=policy, tokenizer=tokenizer,
+        reward_model=reward_model, reward_tokenizer=reward_tokenizer,
+    )  # fmt: skip
+    assert result.metrics["value_model_from"] == ("reward model" if shared else "policy")
+    samples = result.history[-1]["samples"]
+    prompts = [sample_["prompt"] for sample_ in samples]
+    expected = score(reward_model, reward_tokenizer, prompts, [sample_["response"] for sample_ in samples], 512)
+    assert [sample_["score"] for sample_ in samples] == pytest.approx(expected.tolist(), abs=1e-5)

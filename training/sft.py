@@ -1,0 +1,147 @@
+"""Supervised fine-tuning on demonstrations (InstructGPT, section 3.5, step 1) with ``trl.SFTTrainer``.
+
+The ``sft`` export holds ``{"prompt", "completion"}`` records (or ``{"messages"}``). Each becomes a
+prompt-completion pair laid out as the policy will later be prompted (``training.text.policy_prompt``): the
+loss covers the completion only, and the completion ends with EOS, so the model learns to stop.
+"""
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers.trainer_callback import PrinterCallback
+
+from training.config import SFTConfig
+from training.data import DataError, read_references
+from training.models import load_causal_lm
+from training.text import policy_prompt, uses_chat_template
+
+MetricsSink = Callable[[dict], None]
+
+
+@dataclass
+class SFTResult:
+    model_dir: str
+    metrics: dict
+    config: dict
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def sft_records(path: str | Path, tokenizer: PreTrainedTokenizerBase) -> list[dict]:
+    """Prompt-completion records in the layout the tokenizer calls for."""
+    demonstrations = read_references(path)
+    if not demonstrations:
+        raise DataError(f"{Path(path).name} holds no demonstrations.")
+    if uses_chat_template(tokenizer):
+        return [
+            {"prompt": item.prompt, "completion": [{"role": "assistant", "content": item.response}]}
+            for item in demonstrations
+        ]
+    return [{"prompt": policy_prompt(tokenizer, item.prompt), "completion": item.response} for item in demonstrations]
+
+
+class _Progress(TrainerCallback):
+    """Hands the trainer's logs on as one dict per logging step, with progress and time left."""
+
+    def __init__(self, emit: MetricsSink) -> None:
+        self.emit = emit
+        self.started = time.monotonic()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
+        progress = state.global_step / max(state.max_steps, 1)
+        elapsed = time.monotonic() - self.started
+        self.emit(
+            {
+                "step": state.global_step,
+                "progress": round(progress, 4),
+                "loss": float(logs["loss"]),
+                "learning_rate": float(logs.get("learning_rate", 0.0)),
+                "epoch": float(logs.get("epoch", 0.0)),
+                "eta_s": elapsed / progress - elapsed if progress else 0.0,
+            }
+        )
+
+
+def train_sft(
+    config: SFTConfig,
+    data_path: str | Path,
+    output_dir: str | Path,
+    *,
+    on_metrics: MetricsSink | None = None,
+    cache_dir: str | Path | None = None,
+    model: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> SFTResult:
+    """Fine-tune on an ``sft`` export and save the model (with its tokenizer) under ``output_dir/model``."""
+    import datasets
+    import trl
+
+    emit = on_metrics or (lambda metrics: None)
+    output_dir = Path(output_dir)
+    if model is None or tokenizer is None:
+        model, tokenizer = load_causal_lm(config.model, cache_dir)
+    tokenizer.padding_side = "right"  # for training; generation sets left padding again
+    records = sft_records(data_path, tokenizer)
+    use_cuda = torch.cuda.is_available()
+    arguments = trl.SFTConfig(
+        output_dir=str(output_dir / "trainer"),
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type="cosine",
+        max_grad_norm=config.max_grad_norm,
+        max_length=config.max_length,
+        completion_only_loss=True,
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        bf16=use_cuda and config.bf16 and torch.cuda.is_bf16_supported(),
+        use_cpu=not use_cuda,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataset_num_proc=None,
+    )
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig, TaskType
+
+        peft_config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=config.lora_rank, lora_alpha=config.lora_alpha)
+    trainer = trl.SFTTrainer(
+        model=model,
+        args=arguments,
+        train_dataset=datasets.Dataset.from_list(records),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[_Progress(emit)],
+    )
+    trainer.remove_callback(PrinterCallback)  # progress goes to ``on_metrics``, not to stdout
+    started = time.monotonic()
+    outcome = trainer.train()
+    trained = trainer.model
+    if config.lora:
+        trained = trained.merge_and_unload()
+    model_dir = output_dir / "model"
+    trained.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    metrics = {
+        "event": "done",
+        "demonstrations": len(records),
+        "steps": trainer.state.global_step,
+        "train_loss": float(outcome.training_loss),
+        "first_loss": losses[0] if losses else math.nan,
+        "last_loss": losses[-1] if losses else math.nan,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    emit(metrics)
+    return SFTResult(model_dir=str(model_dir), metrics=metrics, config=config.as_dict())
