@@ -1,5 +1,6 @@
-"""A GPU check of the trainer: a few reward-model training steps on CUDA in bf16 with the SmolLM2-135M
-architecture, printing throughput and peak GPU memory. The weights are random (the architecture
+"""A GPU check of the trainer: a few reward-model training steps, then a few PPO steps (policy, reference,
+value and reward model: four SmolLM2-135M-sized models) on CUDA in bf16 with the SmolLM2-135M architecture,
+printing throughput and peak GPU memory of each. The weights are random (the architecture
 and the tokenizer are the real ones): speed and memory do not depend on them, and the real weights are too
 big to carry to a machine that cannot download them.
 
@@ -12,6 +13,7 @@ GPU. The last line is one JSON object.
 """
 
 import argparse
+import copy
 import json
 import random
 import sys
@@ -51,6 +53,9 @@ def main() -> None:
     parser.add_argument("--prompts-per-batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--sentences", type=int, default=16, help="sentences per response (about 14 tokens each)")
+    parser.add_argument("--ppo-steps", type=int, default=10)
+    parser.add_argument("--ppo-batch", type=int, default=64, help="episodes per PPO iteration")
+    parser.add_argument("--ppo-length", type=int, default=128, help="response tokens")
     args = parser.parse_args()
 
     import torch
@@ -108,7 +113,60 @@ def main() -> None:
         f"{figures['steps']} steps of {args.prompts_per_batch} prompts x K={args.k} in {figures['seconds']} s: "
         f"{figures['pairs_per_s']} pairs/s, peak GPU memory {figures['peak_gpu_mb']} MB"
     )
-    print(json.dumps(figures))
+    ppo = ppo_smoke(args, config, model, tokenizer, cuda)
+    print(
+        f"PPO on {figures['device']}: {ppo['steps']} iterations of {ppo['batch']} episodes x {ppo['response_tokens']} "
+        f"tokens in {ppo['seconds']} s: {ppo['episodes_per_s']} episodes/s, peak GPU memory {ppo['peak_gpu_mb']} MB"
+    )
+    print(json.dumps({**figures, "ppo": ppo}))
+
+
+def ppo_smoke(args, config, reward_model, tokenizer, cuda: bool) -> dict:
+    """A policy of the same architecture against the reward model just trained (same tokenizer, so the value
+    model starts from it)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from training.config import PPOConfig
+    from training.models import disable_dropout
+    from training.ppo import train_ppo
+
+    policy_config = copy.deepcopy(config)
+    policy_config.architectures = None
+    torch.manual_seed(1)
+    policy = AutoModelForCausalLM.from_config(policy_config)
+    disable_dropout(policy)
+    steps = args.ppo_steps if cuda and not args.quick else 2
+    batch = args.ppo_batch if cuda else 4
+    length = args.ppo_length if cuda else 8
+    ppo_config = PPOConfig(
+        steps=steps, batch_size=batch, mini_batch_size=batch // 2 if cuda else batch, ppo_epochs=2 if cuda else 1,
+        max_new_tokens=length, temperature=1.0, learning_rate=1e-6, bf16=True, missing_eos_penalty=-1.0,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        prompts = Path(folder) / "prompts.jsonl"
+        prompts.write_text(
+            "\n".join(json.dumps({"prompt": f"Question {i}: {SENTENCES[i % 6]} Why?"}) for i in range(256))
+        )
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        result = train_ppo(
+            ppo_config, prompts, Path(folder) / "ppo", policy=policy, tokenizer=tokenizer, reward_model=reward_model,
+            reward_tokenizer=tokenizer, resume=False,
+        )  # fmt: skip
+    history = result.history
+    timed = history[1:] or history  # the first iteration includes warm-up
+    return {
+        "steps": steps,
+        "batch": batch,
+        "ppo_epochs": ppo_config.ppo_epochs,
+        "response_tokens": length,
+        "seconds": result.metrics["seconds"],
+        "episodes_per_s": round(sum(entry["episodes_per_s"] for entry in timed) / len(timed), 1),
+        "mean_response_length": round(sum(entry["response_length"] for entry in history) / len(history), 1),
+        "value_model_from": result.metrics["value_model_from"],
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
+    }
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ optimiser, beta and every random state, so a resumed run ends where an uninterru
 """
 
 import copy
+import inspect
 import math
 import random
 import time
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from training.config import PPOConfig
 from training.data import DataError, read_prompts, read_references
@@ -128,10 +129,14 @@ def response_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities of the response tokens (after ``context`` prompt tokens) at the given temperature,
     and the logits they came from."""
+    keep = sequences.shape[1] - context + 1  # the language-model head runs on these positions only
     logits = model(
-        input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids_for(attention_mask)
+        input_ids=sequences,
+        attention_mask=attention_mask,
+        position_ids=position_ids_for(attention_mask),
+        logits_to_keep=keep,
     ).logits
-    logits = logits[:, context - 1 : -1].float() / temperature
+    logits = logits[:, -keep:-1].float() / temperature
     tokens = sequences[:, context:]
     logprobs = torch.gather(F.log_softmax(logits, dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
     return logprobs, logits
@@ -157,6 +162,38 @@ class Rollout:
 
 
 @torch.no_grad()
+def generate(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, temperature: float,
+    eos: int, pad: int,
+) -> torch.Tensor:
+    """Pure sampling at ``temperature`` (no top-k, no top-p) with the KV cache, until every row has ended or
+    ``max_new_tokens``; tokens after a row's EOS are ``pad``. The loop ``generate()`` would run, without its
+    per-token bookkeeping, which costs more than a small model's forward pass."""
+    cache = DynamicCache(config=model.config)
+    cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    rows = input_ids.shape[0]
+    finished = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
+    positions = position_ids_for(attention_mask)
+    step_ids, step_positions, mask = input_ids, positions, attention_mask
+    tokens = []
+    for _ in range(max_new_tokens):
+        output = model(
+            input_ids=step_ids, attention_mask=mask, position_ids=step_positions, use_cache=True, logits_to_keep=1,
+            **{cache_argument: cache},
+        )  # fmt: skip
+        probabilities = F.softmax(output.logits[:, -1].float() / temperature, dim=-1)
+        token = torch.multinomial(probabilities, 1).squeeze(1)
+        token = torch.where(finished, torch.full_like(token, pad), token)
+        tokens.append(token)
+        finished |= token == eos
+        if bool(finished.all()):
+            break
+        step_ids, step_positions = token.unsqueeze(1), step_positions[:, -1:] + 1
+        mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
+    return torch.stack(tokens, dim=1)
+
+
+@torch.no_grad()
 def sample(policy, tokenizer, prompts: list[list[dict]], config: PPOConfig, device) -> Rollout:
     texts = [policy_prompt(tokenizer, prompt) for prompt in prompts]
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
@@ -169,16 +206,11 @@ def sample(policy, tokenizer, prompts: list[list[dict]], config: PPOConfig, devi
         add_special_tokens=not uses_chat_template(tokenizer),
     ).to(device)
     eos = tokenizer.eos_token_id
-    generation = GenerationConfig(
-        do_sample=True, temperature=config.temperature, top_k=0, top_p=1.0, max_new_tokens=config.max_new_tokens,
-        min_new_tokens=0, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, bos_token_id=None, use_cache=True,
-    )  # fmt: skip
-    output = policy.generate(**query, generation_config=generation)
     context = query["input_ids"].shape[1]
-    response = output[:, context:]
-    if response.shape[1] < config.max_new_tokens:
-        pad = response.new_full((response.shape[0], config.max_new_tokens - response.shape[1]), tokenizer.pad_token_id)
-        response = torch.cat([response, pad], dim=1)
+    response = generate(
+        policy, query["input_ids"], query["attention_mask"], config.max_new_tokens, config.temperature, eos,
+        tokenizer.pad_token_id,
+    )  # fmt: skip
     is_eos = response == eos
     has_eos = is_eos.any(dim=1)
     first_eos = torch.where(has_eos, is_eos.int().argmax(dim=1), response.shape[1] - 1)
@@ -337,7 +369,7 @@ def train_ppo(
         reward_model.requires_grad_(False).eval().to(device)
 
     trainable = [p for p in policy.parameters() if p.requires_grad] + list(value.parameters())
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, eps=1e-5)
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, eps=1e-5, foreach=True)
     policy, value, optimizer = accelerator.prepare(policy, value, optimizer)
     policy.eval()  # dropout is off anyway; eval() keeps it off whatever the config says
     value.eval()
@@ -399,16 +431,21 @@ def train_ppo(
             sequences, attention, context, mask = (
                 rollout.sequences, rollout.attention_mask, rollout.context, rollout.mask,
             )  # fmt: skip
-            old_logprobs, _ = response_logprobs(policy, sequences, attention, context, config.temperature)
             if reference is None:
                 with unwrapped.disable_adapter():
                     ref_logprobs, _ = response_logprobs(policy, sequences, attention, context, config.temperature)
             else:
                 ref_logprobs, _ = response_logprobs(reference, sequences, attention, context, config.temperature)
-            old_values = value(sequences, attention, position_ids_for(attention))[:, context - 1 : -1].float()
-            old_logprobs, ref_logprobs = old_logprobs * mask, ref_logprobs * mask
-            old_values = old_values * mask
+            ref_logprobs = ref_logprobs * mask
 
+        # With one pass over one minibatch, the forward pass of the update is the one taken before it: reuse
+        # it (the ratio is then exactly 1, as in PPO's first pass) and save a forward pass of each model.
+        single_pass = config.ppo_epochs == 1 and config.mini_batch_size == config.batch_size
+        with torch.set_grad_enabled(single_pass), accelerator.autocast():
+            first_logprobs, first_logits = response_logprobs(policy, sequences, attention, context, config.temperature)
+            first_values = value(sequences, attention, position_ids_for(attention))[:, context - 1 : -1].float()
+        with torch.no_grad():
+            old_logprobs, old_values = first_logprobs.detach() * mask, first_values.detach() * mask
             kl = (old_logprobs - ref_logprobs) * mask
             beta = controller.beta
             rewards = -beta * kl
@@ -426,12 +463,15 @@ def train_ppo(
             for first in range(0, config.batch_size, config.mini_batch_size):
                 rows = torch.tensor(order[first : first + config.mini_batch_size], device=device)
                 mb_mask = mask[rows]
-                with accelerator.autocast():
-                    logprobs, logits = response_logprobs(
-                        policy, sequences[rows], attention[rows], context, config.temperature
-                    )
-                    values = value(sequences[rows], attention[rows], position_ids_for(attention[rows]))
-                values = values[:, context - 1 : -1].float()
+                if single_pass:
+                    logprobs, logits, values = first_logprobs[rows], first_logits[rows], first_values[rows]
+                else:
+                    with accelerator.autocast():
+                        logprobs, logits = response_logprobs(
+                            policy, sequences[rows], attention[rows], context, config.temperature
+                        )
+                        values = value(sequences[rows], attention[rows], position_ids_for(attention[rows]))
+                    values = values[:, context - 1 : -1].float()
                 clipped_values = old_values[rows] + (values - old_values[rows]).clamp(
                     -config.cliprange_value, config.cliprange_value
                 )
