@@ -126,7 +126,8 @@ def tiny_reward_model(tokenizer: PreTrainedTokenizerBase, *, layers: int = 2, hi
     config = GPT2Config(
         vocab_size=len(tokenizer), n_layer=layers, n_embd=hidden, n_head=2, n_positions=256, num_labels=1,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0, activation_function="gelu_pytorch_tanh",
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0,
+        activation_function="gelu_pytorch_tanh",
     )  # fmt: skip
     return GPT2ForSequenceClassification(config)
 

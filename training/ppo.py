@@ -163,8 +163,13 @@ class Rollout:
 
 @torch.no_grad()
 def generate(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, temperature: float,
-    eos: int, pad: int,
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    eos: int,
+    pad: int,
 ) -> torch.Tensor:
     """Pure sampling at ``temperature`` (no top-k, no top-p) with the KV cache, until every row has ended or
     ``max_new_tokens``; tokens after a row's EOS are ``pad``. The loop ``generate()`` would run, without its
@@ -423,7 +428,10 @@ def train_ppo(
             if reward_function is not None:
                 scores = torch.as_tensor(reward_function(batch_prompts, rollout.texts), dtype=torch.float32)
             else:
-                scores = score(reward_model, reward_tokenizer, batch_prompts, rollout.texts, config.reward_max_length)
+                scores = score(
+                    reward_model, reward_tokenizer, batch_prompts, rollout.texts, config.reward_max_length,
+                    batch_size=config.mini_batch_size,
+                )  # fmt: skip
             scores = scores.to(device).float()
             raw_scores = scores.clone()
             if config.missing_eos_penalty is not None:
