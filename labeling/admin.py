@@ -5,6 +5,7 @@ written only by the services that own them.
 """
 
 import tempfile
+from functools import partial
 
 from django import forms
 from django.contrib import admin, messages
@@ -103,6 +104,81 @@ class RewardRunForm(forms.Form):
         ).order_by("-created_at")
 
 
+class SFTRunForm(forms.Form):
+    snapshot = forms.ModelChoiceField(
+        queryset=DatasetSnapshot.objects.none(), required=False,
+        empty_label="Freeze a new snapshot of the demonstrations now", help_text="The demonstrations to train on.",
+    )  # fmt: skip
+    parent = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.none(), required=False, empty_label="Start from the base model below",
+        help_text="A policy of this project to fine-tune further.",
+    )  # fmt: skip
+    base_model = forms.CharField(
+        initial="smollm2-135m-instruct", help_text="smollm2-135m-instruct, a Hugging Face id or a local path."
+    )
+    epochs = forms.FloatField(initial=2.0, min_value=0.01)
+    learning_rate = forms.FloatField(initial=2e-5, min_value=1e-8)
+    lora = forms.BooleanField(required=False, help_text="Train LoRA adapters (merged into the saved model).")
+
+    def __init__(self, *args, project: Project, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["snapshot"].queryset = DatasetSnapshot.objects.filter(project=project, kind="sft")
+        self.fields["parent"].queryset = ModelVersion.objects.filter(project=project, kind="policy")
+
+
+class PPORunForm(forms.Form):
+    policy = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.none(), required=False,
+        empty_label="The current policy (or the base model below if there is none)",
+    )  # fmt: skip
+    base_model = forms.CharField(initial="smollm2-135m-instruct", help_text="Used when the project has no policy yet.")
+    reward_model = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.none(), required=False, empty_label="The current reward model"
+    )
+    snapshot = forms.ModelChoiceField(
+        queryset=DatasetSnapshot.objects.none(), required=False, empty_label="Freeze a snapshot of every prompt now",
+        help_text="The prompts to sample from.",
+    )  # fmt: skip
+    kl_coef = forms.FloatField(initial=0.05, min_value=1e-6, label="Beta (KL coefficient)")
+    steps = forms.IntegerField(initial=100, min_value=1)
+    batch_size = forms.IntegerField(initial=16, min_value=1, help_text="Episodes per PPO iteration.")
+    max_new_tokens = forms.IntegerField(initial=64, min_value=1)
+    learning_rate = forms.FloatField(initial=1e-5, min_value=1e-9)
+
+    def __init__(self, *args, project: Project, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["policy"].queryset = ModelVersion.objects.filter(project=project, kind="policy")
+        self.fields["reward_model"].queryset = ModelVersion.objects.filter(project=project, kind="reward")
+        self.fields["snapshot"].queryset = DatasetSnapshot.objects.filter(project=project, kind="prompts")
+
+
+class GenerateRunForm(forms.Form):
+    policy = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.none(), required=False, empty_label="The current policy"
+    )
+    snapshot = forms.ModelChoiceField(
+        queryset=DatasetSnapshot.objects.none(), required=False, empty_label="Freeze a snapshot of every prompt now",
+        help_text="Each of these prompts gets new responses and a comparison task.",
+    )  # fmt: skip
+    samples = forms.IntegerField(initial=2, min_value=1, max_value=9, help_text="New responses per prompt.")
+    max_new_tokens = forms.IntegerField(initial=256, min_value=1)
+    temperature = forms.FloatField(initial=0.7, min_value=0.01)
+
+    def __init__(self, *args, project: Project, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["policy"].queryset = ModelVersion.objects.filter(project=project, kind="policy")
+        self.fields["snapshot"].queryset = DatasetSnapshot.objects.filter(project=project, kind="prompts")
+
+
+# The run pages: URL part -> (form, service in training_runs, page title, button).
+RUN_PAGES = {
+    "train-reward": (RewardRunForm, "reward_run_start", "Train a reward model", "Start training"),
+    "run-sft": (SFTRunForm, "sft_run_start", "Run SFT", "Start fine-tuning"),
+    "run-ppo": (PPORunForm, "ppo_run_start", "Run PPO", "Start PPO"),
+    "generate": (GenerateRunForm, "generate_run_start", "Generate responses", "Start generating"),
+}
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     list_display = [
@@ -128,11 +204,11 @@ class ProjectAdmin(admin.ModelAdmin):
             {"fields": ["compare_enabled", "rank_enabled", "rate_enabled", "demonstrate_enabled"]},
         ),
         ("Assignment", {"fields": ["responses_per_task", "overlap", "gold_rate", "lease_timeout"]}),
-        ("Retraining", {"fields": ["retrain_after_judgements"]}),
+        ("Retraining", {"fields": ["retrain_after_judgements", "ppo_after_better_reward"]}),
         ("Members", {"fields": ["members"]}),
     ]
 
-    actions = ["import_data", "export_data", "train_reward_model"]
+    actions = ["import_data", "export_data", "train_reward_model", "run_sft", "run_ppo", "generate_responses"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
         return selectors.project_list_with_counts()
@@ -145,11 +221,13 @@ class ProjectAdmin(admin.ModelAdmin):
             path(
                 "<int:project_id>/export/", self.admin_site.admin_view(self.export_view), name="labeling_project_export"
             ),
+        ] + [
             path(
-                "<int:project_id>/train-reward/",
-                self.admin_site.admin_view(self.train_reward_view),
-                name="labeling_project_train_reward",
-            ),
+                f"<int:project_id>/{slug}/",
+                self.admin_site.admin_view(partial(self.run_view, page=slug)),
+                name=f"labeling_project_{slug.replace('-', '_')}",
+            )
+            for slug in RUN_PAGES
         ]
         return own + super().get_urls()
 
@@ -171,29 +249,46 @@ class ProjectAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(reverse("admin:labeling_project_export", args=[project.pk]))
         return None
 
+    def _to_run_page(self, request: HttpRequest, queryset: QuerySet[Project], page: str):
+        if project := self._one_project(request, queryset, "start a run on"):
+            return HttpResponseRedirect(reverse(f"admin:labeling_project_{page}", args=[project.pk]))
+        return None
+
     @admin.action(description="Train a reward model on the project's rankings")
     def train_reward_model(self, request: HttpRequest, queryset: QuerySet[Project]):
-        if project := self._one_project(request, queryset, "train"):
-            return HttpResponseRedirect(reverse("admin:labeling_project_train_reward", args=[project.pk]))
-        return None
+        return self._to_run_page(request, queryset, "train_reward")
+
+    @admin.action(description="Run SFT on the project's demonstrations")
+    def run_sft(self, request: HttpRequest, queryset: QuerySet[Project]):
+        return self._to_run_page(request, queryset, "run_sft")
+
+    @admin.action(description="Run PPO against a reward model")
+    def run_ppo(self, request: HttpRequest, queryset: QuerySet[Project]):
+        return self._to_run_page(request, queryset, "run_ppo")
+
+    @admin.action(description="Generate responses with a policy (new comparison tasks)")
+    def generate_responses(self, request: HttpRequest, queryset: QuerySet[Project]):
+        return self._to_run_page(request, queryset, "generate")
 
     def save_model(self, request: HttpRequest, obj: Project, form, change: bool) -> None:
         super().save_model(request, obj, form, change)
         if obj.retrain_after_judgements or "retrain_after_judgements" in form.changed_data:
             training_runs.project_retraining_schedule(project=obj)
 
-    def train_reward_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
+    def run_view(self, request: HttpRequest, project_id: int, page: str) -> HttpResponse:
         project = get_object_or_404(Project, pk=project_id)
-        form = RewardRunForm(request.POST or None, project=project)
+        form_class, service, title, button = RUN_PAGES[page]
+        form = form_class(request.POST or None, project=project)
         if request.method == "POST" and form.is_valid():
             try:
-                run = training_runs.reward_run_start(project=project, created_by=request.user, **form.cleaned_data)
+                run = getattr(training_runs, service)(project=project, created_by=request.user, **form.cleaned_data)
             except ApplicationError as error:
                 form.add_error(None, error.message)
             else:
-                self.message_user(request, f"Reward run {run.pk} queued on the training workers.", messages.SUCCESS)
+                label = run.get_kind_display()
+                self.message_user(request, f"{label} run {run.pk} queued on the training workers.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:labeling_trainingrun_change", args=[run.pk]))
-        return self._page(request, project, form, "Train a reward model", "Start training")
+        return self._page(request, project, form, title, button)
 
     def _page(self, request: HttpRequest, project: Project, form, title: str, button: str) -> HttpResponse:
         context = {
@@ -450,6 +545,10 @@ def _curve(history: list[dict], key: str, colour: str, width: int = 560, height:
     )  # fmt: skip
 
 
+CURVES = {"reward": ("loss", "accuracy"), "sft": ("loss",), "ppo": ("score", "kl", "entropy")}
+CURVE_COLOURS = ("#b3261e", "#2956c8", "#3a7d44")
+
+
 @admin.register(TrainingRun)
 class TrainingRunAdmin(ReadOnlyAdmin):
     """Runs of the trainer: live status, progress, curves and the log tail (the page refreshes itself
@@ -460,7 +559,8 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     search_fields = ["base_model", "error", "celery_task_id"]
     actions = ["cancel_runs"]
     fields = [
-        "project", "kind", "status", "progress_bar", "eta", "base_model", "snapshot", "config", "metrics", "curves",
+        "project", "kind", "status", "progress_bar", "eta", "base_model", "parent_model", "reward_model", "snapshot",
+        "config", "metrics", "curves",
         "error", "log", "worker", "created_by", "created_at", "started_at", "finished_at",
     ]  # fmt: skip
     readonly_fields = ["progress_bar", "eta", "curves", "log"]
@@ -485,7 +585,8 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     @admin.display(description="curves")
     def curves(self, run: TrainingRun) -> str:
         history = run.history or []
-        parts = [_curve(history, "loss", "#b3261e"), _curve(history, "accuracy", "#2956c8")]
+        keys = CURVES.get(run.kind, ())
+        parts = [_curve(history, key, colour) for key, colour in zip(keys, CURVE_COLOURS, strict=False)]
         evaluations = [line for line in history if "eval_accuracy" in line]
         if evaluations:
             parts.append(

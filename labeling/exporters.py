@@ -8,6 +8,8 @@
   ``responses``, best first; ``likert`` and ``flags`` hold one entry per response.
 - ``sft``: demonstrations as ``{"prompt", "completion"}`` (or ``{"messages"}`` when conversational).
 - ``hh``: Anthropic HH-RLHF transcripts ``{"chosen", "rejected"}``.
+- ``prompts``: every prompt of the project (in the filter's time range) as ``{"prompt_id", "prompt"}``: what
+  PPO samples from and what a model writes new responses to.
 
 ``conversational`` writes prompts and replies as lists of ``{role, content}`` messages instead of text.
 Records are read with a server-side cursor and written as they come, so memory stays flat.
@@ -23,7 +25,7 @@ import orjson
 from labeling import selectors
 from labeling.errors import ApplicationError
 
-EXPORT_KINDS = ("preference", "ranking", "sft", "hh")
+EXPORT_KINDS = ("preference", "ranking", "sft", "hh", "prompts")
 FILE_FORMATS = ("jsonl", "parquet")
 BLOCK = 5000
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -189,6 +191,12 @@ def sft_records(selection, stats: ExportStats, *, conversational: bool = False):
             yield {"prompt": prompt_value(messages, False), "completion": text}
 
 
+def prompt_records(selection, stats: ExportStats, *, conversational: bool = False):
+    for prompt_id, messages in selectors.prompts_for_export(selection=selection).iterator(chunk_size=BLOCK):
+        stats.rows += 1
+        yield {"prompt_id": prompt_id, "prompt": prompt_value(messages, conversational)}
+
+
 def export_records(kind: str, selection: selectors.ExportFilter, stats: ExportStats, *, conversational: bool = False):
     if kind == "preference":
         return preference_records(selection, stats, conversational=conversational)
@@ -198,6 +206,8 @@ def export_records(kind: str, selection: selectors.ExportFilter, stats: ExportSt
         return ranking_records(selection, stats, conversational=conversational)
     if kind == "sft":
         return sft_records(selection, stats, conversational=conversational)
+    if kind == "prompts":
+        return prompt_records(selection, stats, conversational=conversational)
     raise ApplicationError(f"Unknown export kind '{kind}'; use one of {', '.join(EXPORT_KINDS)}.")
 
 
@@ -231,6 +241,8 @@ def parquet_schema(kind: str, conversational: bool):
         return pa.schema([("prompt", prompt), ("chosen", reply), ("rejected", reply), ("margin", pa.float64())])
     if kind == "hh":
         return pa.schema([("chosen", pa.string()), ("rejected", pa.string())])
+    if kind == "prompts":
+        return pa.schema([("prompt_id", pa.int64()), ("prompt", prompt)])
     if kind == "sft":
         if conversational:
             return pa.schema([("messages", messages)])

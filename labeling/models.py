@@ -58,6 +58,11 @@ class Project(models.Model):
         help_text="Train a new reward model once this many human judgements have arrived since the last "
         "reward run (checked on the project's schedule). 0: never on its own.",
     )
+    ppo_after_better_reward = models.BooleanField(
+        default=False,
+        help_text="When a reward run ends with a better held-out accuracy than the current reward model, make "
+        "it current and start PPO against it.",
+    )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="projects", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -273,3 +273,13 @@ def demonstrations_for_export(*, selection: ExportFilter) -> QuerySet:
     return demonstrations.order_by("id").values_list(
         "id", "prompt__messages", "text", "author__username", "origin", "created_at"
     )
+
+
+def prompts_for_export(*, selection: ExportFilter) -> QuerySet:
+    """The project's prompts (made in the filter's time range) as ``(id, messages)``, oldest first."""
+    prompts = Prompt.objects.filter(project_id=selection.project_id)
+    if selection.since:
+        prompts = prompts.filter(created_at__gte=selection.since)
+    if selection.until:
+        prompts = prompts.filter(created_at__lt=selection.until)
+    return prompts.order_by("id").values_list("id", "messages")

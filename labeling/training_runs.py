@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -84,6 +85,136 @@ def reward_run_start(
         lambda: training_run_execute_task.apply_async(args=[run.pk], queue=settings.CELERY_TRAINING_QUEUE)
     )
     return run
+
+
+def _create_run(*, project: Project, kind: str, **fields) -> TrainingRun:
+    """A queued run, and its task queued on the training workers once the transaction commits."""
+    from labeling.tasks import training_run_execute_task
+
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(project=project, kind=kind, **fields)
+    except IntegrityError:
+        label = TrainingRun.Kind(kind).label
+        raise Conflict(f"A run of this kind ({label}) is already queued or running for this project.") from None
+    transaction.on_commit(
+        lambda: training_run_execute_task.apply_async(args=[run.pk], queue=settings.CELERY_TRAINING_QUEUE)
+    )
+    return run
+
+
+def _snapshot_of(project: Project, snapshot: DatasetSnapshot | None, kind: str, created_by) -> DatasetSnapshot:
+    from labeling.services import dataset_snapshot_create
+
+    if snapshot is None:
+        snapshot = dataset_snapshot_create(project=project, kind=kind, created_by=created_by)
+    elif snapshot.project_id != project.pk or snapshot.kind != kind:
+        raise ApplicationError(f"This run reads a {kind} snapshot of its own project.")
+    if snapshot.row_count == 0:
+        raise ApplicationError(f"The {kind} snapshot is empty: there is nothing to run on.")
+    return snapshot
+
+
+def _own_model(project: Project, version: ModelVersion | None, kind: str) -> ModelVersion | None:
+    """The version given (checked), or else the project's current one of that kind."""
+    if version is None:
+        return ModelVersion.objects.filter(project=project, kind=kind, is_current=True).first()
+    if version.project_id != project.pk or version.kind != kind:
+        raise ApplicationError(f"Pick a {ModelVersion.Kind(kind).label.lower()} of this project.")
+    return version
+
+
+def _positive(**values) -> None:
+    for name, value in values.items():
+        if value is None or value <= 0:
+            raise ApplicationError(f"{name.replace('_', ' ').capitalize()} must be positive.")
+
+
+@transaction.atomic
+def sft_run_start(
+    *,
+    project: Project,
+    snapshot: DatasetSnapshot | None = None,
+    base_model: str = "smollm2-135m-instruct",
+    parent: ModelVersion | None = None,
+    epochs: float = 2.0,
+    learning_rate: float = 2e-5,
+    lora: bool = False,
+    created_by: User | None = None,
+) -> TrainingRun:
+    """Queue supervised fine-tuning on the project's demonstrations (a new ``sft`` snapshot unless one is
+    given), starting from ``parent`` (a policy of the project) or else from ``base_model``."""
+    if parent is not None:
+        parent = _own_model(project, parent, ModelVersion.Kind.POLICY)
+    _positive(epochs=epochs, learning_rate=learning_rate)
+    snapshot = _snapshot_of(project, snapshot, "sft", created_by)
+    return _create_run(
+        project=project, kind=TrainingRun.Kind.SFT, snapshot=snapshot, parent_model=parent,
+        base_model=parent.name if parent else base_model, created_by=created_by,
+        config={"epochs": epochs, "learning_rate": learning_rate, "lora": lora},
+    )  # fmt: skip
+
+
+@transaction.atomic
+def ppo_run_start(
+    *,
+    project: Project,
+    reward_model: ModelVersion | None = None,
+    policy: ModelVersion | None = None,
+    base_model: str = "smollm2-135m-instruct",
+    snapshot: DatasetSnapshot | None = None,
+    kl_coef: float = 0.05,
+    steps: int = 100,
+    learning_rate: float = 1e-5,
+    batch_size: int = 16,
+    max_new_tokens: int = 64,
+    created_by: User | None = None,
+) -> TrainingRun:
+    """Queue PPO of ``policy`` (default: the project's current policy, else ``base_model``) against
+    ``reward_model`` (default: the current reward model) on the project's prompts (a new ``prompts``
+    snapshot unless one is given)."""
+    reward_model = _own_model(project, reward_model, ModelVersion.Kind.REWARD)
+    if reward_model is None:
+        raise ApplicationError("PPO needs a reward model: train one and make it current, or pick one.")
+    policy = _own_model(project, policy, ModelVersion.Kind.POLICY)
+    _positive(kl_coef=kl_coef, steps=steps, learning_rate=learning_rate, batch_size=batch_size,
+              max_new_tokens=max_new_tokens)  # fmt: skip
+    snapshot = _snapshot_of(project, snapshot, "prompts", created_by)
+    config = {"kl_coef": kl_coef, "steps": steps, "learning_rate": learning_rate, "batch_size": batch_size,
+              "mini_batch_size": batch_size, "max_new_tokens": max_new_tokens}  # fmt: skip
+    return _create_run(
+        project=project, kind=TrainingRun.Kind.PPO, snapshot=snapshot, parent_model=policy,
+        reward_model=reward_model, base_model=policy.name if policy else base_model, config=config,
+        created_by=created_by,
+    )  # fmt: skip
+
+
+@transaction.atomic
+def generate_run_start(
+    *,
+    project: Project,
+    policy: ModelVersion | None = None,
+    snapshot: DatasetSnapshot | None = None,
+    samples: int = 2,
+    max_new_tokens: int = 256,
+    temperature: float = 0.7,
+    created_by: User | None = None,
+) -> TrainingRun:
+    """Queue ``policy`` (default: the current policy) writing ``samples`` responses to each prompt of a
+    ``prompts`` snapshot (a new one of every prompt unless given). When it ends, each prompt gets a
+    comparison task mixing the new responses with earlier ones."""
+    policy = _own_model(project, policy, ModelVersion.Kind.POLICY)
+    if policy is None:
+        raise ApplicationError("Generating needs a policy: run SFT or PPO and make one current, or pick one.")
+    _positive(samples=samples, max_new_tokens=max_new_tokens, temperature=temperature)
+    if samples > project.responses_per_task:
+        raise ApplicationError(f"At most {project.responses_per_task} new responses per prompt fit in one task.")
+    snapshot = _snapshot_of(project, snapshot, "prompts", created_by)
+    return _create_run(
+        project=project, kind=TrainingRun.Kind.GENERATE, snapshot=snapshot, parent_model=policy,
+        base_model=policy.name, created_by=created_by,
+        config={"samples": samples, "max_new_tokens": max_new_tokens, "temperature": temperature},
+    )  # fmt: skip
 
 
 def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
@@ -170,6 +301,14 @@ def project_retraining_schedule(*, project: Project, every_minutes: int = 60):
 # --- running ------------------------------------------------------------------------------------------------
 
 
+def _model_path(version: ModelVersion) -> str:
+    return str(_artefacts() / version.artefact_path)
+
+
+def _options(config: dict, names: tuple[str, ...]) -> list[str]:
+    return [part for name in names if name in config for part in (f"--{name.replace('_', '-')}", str(config[name]))]
+
+
 def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
     """``accelerate launch -m training <kind> ...``: one process on a CPU or a GPU by default, or whatever
     ``ACCELERATE_CONFIG_FILE`` describes (several GPUs, DeepSpeed, several nodes)."""
@@ -179,22 +318,37 @@ def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
     else:
         launch += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     config = run.config or {}
-    command = [
-        *launch, "-m", "training", run.kind,
-        "--data", str(_artefacts() / run.snapshot.path),
-        "--out", str(out_dir),
-        "--metrics", str(out_dir / "metrics.jsonl"),
-        "--model", run.base_model,
-        "--cache-dir", str(settings.MODEL_CACHE_DIR),
-        "--epochs", str(config.get("epochs", 1.0)),
-        "--learning-rate", str(config.get("learning_rate", 5e-5)),
-    ]  # fmt: skip
-    for option in ("max_length", "prompts_per_batch", "logging_steps", "eval_fraction"):
-        if option in config:
-            command += [f"--{option.replace('_', '-')}", str(config[option])]
+    data = str(_artefacts() / run.snapshot.path)
+    common = ["--out", str(out_dir), "--metrics", str(out_dir / "metrics.jsonl"),
+              "--cache-dir", str(settings.MODEL_CACHE_DIR)]  # fmt: skip
+    start_from = _model_path(run.parent_model) if run.parent_model else run.base_model
+    if run.kind == TrainingRun.Kind.REWARD:
+        command = [
+            "reward", "--data", data, *common, "--model", run.base_model,
+            "--epochs", str(config.get("epochs", 1.0)), "--learning-rate", str(config.get("learning_rate", 5e-5)),
+            *_options(config, ("max_length", "prompts_per_batch", "logging_steps", "eval_fraction")),
+        ]  # fmt: skip
+    elif run.kind == TrainingRun.Kind.SFT:
+        command = [
+            "sft", "--data", data, *common, "--model", start_from,
+            *_options(config, ("epochs", "learning_rate", "batch_size", "max_length", "logging_steps")),
+        ]  # fmt: skip
+    elif run.kind == TrainingRun.Kind.PPO:
+        command = [
+            "ppo", "--prompts", data, *common, "--policy", start_from, "--reward-model", _model_path(run.reward_model),
+            *_options(config, ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "learning_rate", "kl_coef",
+                               "max_new_tokens", "temperature", "save_every", "seed")),
+        ]  # fmt: skip
+    elif run.kind == TrainingRun.Kind.GENERATE:
+        command = [
+            "generate", "--prompts", data, *common, "--model", start_from,
+            *_options(config, ("samples", "max_new_tokens", "temperature", "batch_size", "seed")),
+        ]  # fmt: skip
+    else:
+        raise ApplicationError(f"No trainer runs '{run.get_kind_display()}' yet.")
     if config.get("lora"):
         command.append("--lora")
-    return command
+    return [*launch, "-m", "training", *command]
 
 
 class _MetricsFollower:
@@ -290,6 +444,74 @@ def _register_model(run: TrainingRun, out_dir: Path, now) -> ModelVersion:
     return version
 
 
+@transaction.atomic
+def _register_generations(run: TrainingRun, out_dir: Path, now) -> int:
+    """The generated responses, stored with their model version, and one comparison task per prompt that
+    mixes them with earlier responses to that prompt (other origins first, newest first), shuffled. Returns
+    how many tasks were made. An empty response (the model ended at once) cannot be judged: it is counted,
+    not stored."""
+    from labeling.models import Prompt, Response
+    from labeling.services import comparison_task_create, response_create
+
+    policy, project = run.parent_model, run.project
+    written: dict[int, list[str]] = {}
+    empty = 0
+    with open(out_dir / "responses.jsonl", encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                record = json.loads(line)
+                texts = written.setdefault(int(record["prompt_id"]), [])
+                if record["response"].strip():
+                    texts.append(record["response"])
+                else:
+                    empty += 1
+    prompts = Prompt.objects.in_bulk(list(written), field_name="pk")
+    order = random.Random(run.pk)
+    tasks = responses = 0
+    for prompt_id, texts in written.items():
+        prompt = prompts.get(prompt_id)
+        if prompt is None or prompt.project_id != project.pk:
+            continue  # deleted since the snapshot, or not this project's
+        new = [response_create(prompt=prompt, text=text, model_version=policy) for text in texts]
+        responses += len(new)
+        earlier = list(
+            Response.objects.filter(prompt=prompt).exclude(pk__in=[response.pk for response in new])
+            .exclude(origin=policy.name).order_by("-created_at", "-id")[: max(project.responses_per_task - len(new), 0)]
+        )  # fmt: skip
+        chosen = new + earlier
+        if len(chosen) < 2:
+            continue
+        order.shuffle(chosen)
+        comparison_task_create(project=project, prompt=prompt, responses=chosen)
+        tasks += 1
+    result = json.loads((out_dir / "result.json").read_text())
+    metrics = {**(run.metrics or {}), **result["metrics"], "responses_stored": responses, "tasks_created": tasks,
+               "empty_responses": empty}  # fmt: skip
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.SUCCEEDED, progress=1.0, finished_at=now, heartbeat_at=now,
+        log_tail=_log_tail(out_dir / "log.txt"), metrics=metrics,
+    )  # fmt: skip
+    return tasks
+
+
+def _after_reward_model(version: ModelVersion) -> TrainingRun | None:
+    """With the project's "PPO after a better reward model" on: a new reward model whose held-out accuracy
+    beats the current one's becomes current, and PPO starts against it (from the current policy)."""
+    project = version.project
+    if not project.ppo_after_better_reward:
+        return None
+    current = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD, is_current=True).first()
+    accuracy = (version.metrics or {}).get("eval_accuracy")
+    best = (current.metrics or {}).get("eval_accuracy") if current else None
+    if accuracy is None or (best is not None and accuracy <= best):
+        return None
+    model_version_make_current(version=version)
+    try:
+        return ppo_run_start(project=project, reward_model=version)
+    except ApplicationError:  # a PPO run is already going, or there are no prompts: nothing to start
+        return None
+
+
 def _finish(run: TrainingRun, status: str, *, error: str = "", log: Path | None = None) -> None:
     now = timezone.now()
     TrainingRun.objects.filter(pk=run.pk).update(
@@ -332,7 +554,12 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
                     return TrainingRun.Status.CANCELLED
         _record_progress(run, follower.new_lines(), timezone.now())
         if process.returncode == 0 and (out_dir / "result.json").exists():
-            _register_model(run, out_dir, timezone.now())
+            if run.kind == TrainingRun.Kind.GENERATE:
+                _register_generations(run, out_dir, timezone.now())
+            else:
+                version = _register_model(run, out_dir, timezone.now())
+                if version.kind == ModelVersion.Kind.REWARD:
+                    _after_reward_model(version)
             return TrainingRun.Status.SUCCEEDED
         tail = _log_tail(log_path).strip().splitlines()
         last = tail[-1] if tail else ""

@@ -36,3 +36,10 @@ def make_task(project):
         return task_create(project=in_project or project, k=k, **options)
 
     return make
+
+
+@pytest.fixture
+def artefacts(settings, tmp_path):
+    settings.ARTEFACTS_DIR = tmp_path / "artefacts"
+    settings.MODEL_CACHE_DIR = tmp_path / "cache"
+    return settings.ARTEFACTS_DIR

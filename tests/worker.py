@@ -81,3 +81,16 @@ def celery_worker(log_dir: Path) -> Iterator[Worker]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def wait_for_end(run, worker: Worker, timeout: float = 180):
+    """Poll a training run until it ends; fails with the worker log if the worker dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if run.status not in ("queued", "running"):
+            return run
+        if worker.process.poll() is not None:
+            raise AssertionError(f"the worker died:\n{worker.log()}")
+        time.sleep(0.5)
+    raise AssertionError(f"run still {run.status} after {timeout} s; worker log:\n{worker.log()}")

@@ -192,14 +192,43 @@ def run_ppo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompts", required=True, type=Path, help="a prompts export (prompt_id and prompt)")
+    _common_arguments(parser)
+    parser.add_argument("--model", required=True, help="the policy: a named default, a hub id or a path")
+    parser.add_argument("--samples", type=int, default=2, help="responses per prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from training.generate import generate_responses
+
+    write, metrics_file = _metrics_writer(args.metrics)
+    try:
+        summary = generate_responses(
+            args.model, args.prompts, args.out, samples=args.samples, max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature, batch_size=args.batch_size, seed=args.seed, cache_dir=args.cache_dir,
+            on_metrics=write,
+        )  # fmt: skip
+    finally:
+        if metrics_file:
+            metrics_file.close()
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description="RLHF Studio's trainer.")
     commands = parser.add_subparsers(dest="command", required=True)
     _reward_arguments(commands.add_parser("reward", help="train a reward model from rankings"))
     _sft_arguments(commands.add_parser("sft", help="fine-tune a policy on demonstrations"))
     _ppo_arguments(commands.add_parser("ppo", help="tune a policy with PPO against a reward model"))
+    _generate_arguments(commands.add_parser("generate", help="write responses to prompts with a policy"))
     args = parser.parse_args(argv)
-    runners = {"reward": run_reward, "sft": run_sft, "ppo": run_ppo}
+    runners = {"reward": run_reward, "sft": run_sft, "ppo": run_ppo, "generate": run_generate}
     try:
         return runners[args.command](args)
     except (DataError, ModelNotFound, OSError, ValueError) as error:

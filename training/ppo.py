@@ -21,7 +21,7 @@ optimiser, beta and every random state, so a resumed run ends where an uninterru
 
 import copy
 import inspect
-import math
+import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -418,7 +418,9 @@ def train_ppo(
     started = time.monotonic()
     for step in range(start, config.steps):
         iteration_started = time.monotonic()
-        batch_prompts = _prompts_for(step, prompts, config.batch_size, config.seed)
+        # Each process samples its own prompts: with N processes an iteration sees N x batch_size episodes.
+        shard = step * accelerator.num_processes + accelerator.process_index
+        batch_prompts = _prompts_for(shard, prompts, config.batch_size, config.seed)
         unwrapped = accelerator.unwrap_model(policy)
         with accelerator.autocast():
             rollout = sample(unwrapped, tokenizer, batch_prompts, config, device)
@@ -563,10 +565,13 @@ def train_ppo(
         "steps": config.steps,
         "episodes": config.steps * config.batch_size,
         "value_model_from": value_source,
-        "first_score": first.get("score", math.nan),
-        "last_score": last.get("score", math.nan),
-        "last_kl": last.get("kl", math.nan),
+        "first_score": first.get("score"),
+        "last_score": last.get("score"),
+        "last_kl": last.get("kl"),
         "seconds": round(time.monotonic() - started, 2),
     }
+    if accelerator.is_main_process:
+        written = {"model_dir": str(model_dir), "metrics": summary, "config": config.as_dict()}
+        (output_dir / "result.json").write_text(json.dumps(written, indent=2))
     emit(summary)
     return PPOResult(model_dir=str(model_dir), metrics=summary, config=config.as_dict(), history=history)

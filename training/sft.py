@@ -5,7 +5,7 @@ prompt-completion pair laid out as the policy will later be prompted (``training
 loss covers the completion only, and the completion ends with EOS, so the model learns to stop.
 """
 
-import math
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -104,6 +104,7 @@ def train_sft(
         completion_only_loss=True,
         seed=config.seed,
         logging_steps=config.logging_steps,
+        logging_first_step=True,
         bf16=use_cuda and config.bf16 and torch.cuda.is_bf16_supported(),
         use_cpu=not use_cuda,
         save_strategy="no",
@@ -139,9 +140,11 @@ def train_sft(
         "demonstrations": len(records),
         "steps": trainer.state.global_step,
         "train_loss": float(outcome.training_loss),
-        "first_loss": losses[0] if losses else math.nan,
-        "last_loss": losses[-1] if losses else math.nan,
+        "first_loss": losses[0] if losses else None,  # None, not NaN: the metrics are JSON
+        "last_loss": losses[-1] if losses else None,
         "seconds": round(time.monotonic() - started, 2),
     }
+    result = SFTResult(model_dir=str(model_dir), metrics=metrics, config=config.as_dict())
+    (output_dir / "result.json").write_text(json.dumps(result.as_dict(), indent=2))
     emit(metrics)
-    return SFTResult(model_dir=str(model_dir), metrics=metrics, config=config.as_dict())
+    return result

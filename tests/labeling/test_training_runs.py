@@ -17,7 +17,7 @@ from labeling import services, training_runs
 from labeling.errors import Conflict
 from labeling.models import ModelVersion, TrainingRun
 from tests.factories import ProjectFactory, PromptFactory, ResponseFactory
-from tests.worker import celery_worker
+from tests.worker import celery_worker, wait_for_end
 from training.models import tiny_reward_model, tiny_tokenizer
 
 WORDS = ["good", "bad", "fine", "poor", "okay", "meh", "question"]
@@ -45,25 +45,6 @@ def tiny_base_model(folder) -> str:
     tiny_reward_model(tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
-
-
-def wait_for_end(run: TrainingRun, worker, timeout: float = 180) -> TrainingRun:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run.refresh_from_db()
-        if run.status not in ("queued", "running"):
-            return run
-        if worker.process.poll() is not None:
-            raise AssertionError(f"the worker died:\n{worker.log()}")
-        time.sleep(0.5)
-    raise AssertionError(f"run still {run.status} after {timeout} s; worker log:\n{worker.log()}")
-
-
-@pytest.fixture
-def artefacts(settings, tmp_path):
-    settings.ARTEFACTS_DIR = tmp_path / "artefacts"
-    settings.MODEL_CACHE_DIR = tmp_path / "cache"
-    return settings.ARTEFACTS_DIR
 
 
 @pytest.mark.worker

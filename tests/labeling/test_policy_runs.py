@@ -1,0 +1,150 @@
+"""The policy side of the loop from Django: SFT, PPO and response generation as runs on a real Celery worker
+(`accelerate launch` subprocesses with tiny models), and the rules around them."""
+
+import uuid
+from collections import Counter
+
+import pytest
+from django.urls import reverse
+
+from labeling import services, training_runs
+from labeling.errors import ApplicationError
+from labeling.models import ComparisonTask, ModelVersion, Response, TaskResponse, TrainingRun
+from tests.factories import ProjectFactory, PromptFactory, ResponseFactory
+from tests.worker import celery_worker, wait_for_end
+from training.models import prepare_policy_tokenizer, tiny_causal_lm, tiny_reward_model, tiny_tokenizer
+
+WORDS = ["question", "good", "bad", "fine", "answer"] + [str(index) for index in range(20)]
+
+
+def project_with_prompts(prompts: int = 6, **fields):
+    """Prompts with one earlier human response each, and a demonstration each."""
+    project = ProjectFactory(responses_per_task=3, overlap=1, **fields)
+    for index in range(prompts):
+        prompt = PromptFactory(project=project, messages=[{"role": "user", "content": f"question {index}"}])
+        ResponseFactory(prompt=prompt, text=f"fine answer {index}")
+        services.demonstration_create(prompt=prompt, text=f"good answer {index}", origin="tests")
+    return project
+
+
+def tiny_policy_folder(folder) -> str:
+    tokenizer = prepare_policy_tokenizer(tiny_tokenizer(WORDS))
+    tiny_causal_lm(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def reward_version(project, artefacts_dir, name: str = "reward-tiny", accuracy: float = 0.7) -> ModelVersion:
+    """A tiny reward model registered as the project's current reward model."""
+    folder = artefacts_dir / "models" / name
+    tokenizer = tiny_tokenizer(WORDS)
+    tiny_reward_model(tokenizer, seed=2).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return ModelVersion.objects.create(
+        project=project, kind="reward", name=name, artefact_path=f"models/{name}", is_current=True,
+        metrics={"eval_accuracy": accuracy},
+    )  # fmt: skip
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_sft_then_ppo_then_generation_run_on_a_worker_and_feed_the_next_round(
+    admin_client,
+    settings,
+    artefacts,
+    tmp_path,
+):
+    project = project_with_prompts()
+    base = tiny_policy_folder(tmp_path / "policy")
+    reward = reward_version(project, artefacts)
+    with celery_worker(tmp_path) as worker:
+        settings.CELERY_TRAINING_QUEUE = worker.queue
+        sft = wait_for_end(
+            training_runs.sft_run_start(project=project, base_model=base, epochs=3, learning_rate=1e-3), worker
+        )
+        assert sft.status == "succeeded", f"{sft.error}\n{sft.log_tail}"
+        sft_version = ModelVersion.objects.get(training_run=sft)
+        assert (sft_version.kind, sft_version.base_model, sft.snapshot.kind) == ("policy", base, "sft")
+        assert any("loss" in line for line in sft.history)
+
+        # PPO from the admin, starting from the SFT policy against the current reward model.
+        form = {
+            "policy": sft_version.pk, "base_model": "unused", "reward_model": "", "snapshot": "", "kl_coef": "0.1",
+            "steps": "3", "batch_size": "4", "max_new_tokens": "6", "learning_rate": "0.001",
+        }  # fmt: skip
+        response = admin_client.post(reverse("admin:labeling_project_run_ppo", args=[project.pk]), form)
+        assert response.status_code == 302, response.content.decode()[-3000:]
+        ppo = wait_for_end(TrainingRun.objects.get(project=project, kind="ppo"), worker)
+        assert ppo.status == "succeeded", f"{ppo.error}\n{ppo.log_tail}"
+        policy = ModelVersion.objects.get(training_run=ppo)
+        assert (policy.kind, policy.parent, ppo.reward_model, ppo.snapshot.kind) == (
+            "policy", sft_version, reward, "prompts",
+        )  # fmt: skip
+        steps = [line for line in ppo.history if "kl" in line and "step" in line]
+        assert [line["step"] for line in steps] == [1, 2, 3] and steps[0]["kl"] == 0.0
+        assert ppo.metrics["value_model_from"] == "reward model"
+        page = admin_client.get(reverse("admin:labeling_trainingrun_change", args=[ppo.pk])).content.decode()
+        assert page.count("<polyline") >= 2  # score and KL over the steps
+
+        training_runs.model_version_make_current(version=policy)
+        tasks_before = ComparisonTask.objects.filter(project=project).count()
+        generate = wait_for_end(training_runs.generate_run_start(project=project, samples=2, max_new_tokens=5), worker)
+    assert generate.status == "succeeded", f"{generate.error}\n{generate.log_tail}"
+    new_tasks = ComparisonTask.objects.filter(project=project).order_by("id")[tasks_before:]
+    assert len(new_tasks) == 6 == generate.metrics["tasks_created"]
+    stored = Response.objects.filter(model_version=policy)
+    assert stored.count() == generate.metrics["responses_stored"] == 12 - generate.metrics["empty_responses"]
+    for task in new_tasks:
+        origins = Counter(response.origin for response in task.responses.all())
+        new = stored.filter(prompt=task.prompt).count()
+        # the new responses (two, less any empty one) beside earlier ones, up to the project's K = 3
+        assert origins == {policy.name: new, "human": 1} and new >= 1
+    orders = {
+        tuple(TaskResponse.objects.filter(task=task).order_by("position").values_list("response__origin", flat=True))
+        for task in new_tasks
+    }
+    assert len(orders) > 1  # shuffled: the new responses do not always come first
+
+
+@pytest.mark.django_db
+def test_runs_refuse_what_they_cannot_use(settings, artefacts):
+    settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
+    project = project_with_prompts(prompts=2)
+    with pytest.raises(ApplicationError, match="PPO needs a reward model"):
+        training_runs.ppo_run_start(project=project)
+    with pytest.raises(ApplicationError, match="Generating needs a policy"):
+        training_runs.generate_run_start(project=project)
+    other = reward_version(ProjectFactory(), artefacts, name="elsewhere")
+    with pytest.raises(ApplicationError, match="Pick a reward model of this project"):
+        training_runs.ppo_run_start(project=project, reward_model=other)
+    reward_version(project, artefacts)
+    with pytest.raises(ApplicationError, match="Beta|Kl coef must be positive"):
+        training_runs.ppo_run_start(project=project, kl_coef=0)
+    empty = ProjectFactory()
+    with pytest.raises(ApplicationError, match="sft snapshot is empty"):
+        training_runs.sft_run_start(project=empty)
+    assert not TrainingRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_better_reward_model_becomes_current_and_starts_ppo_when_the_project_asks(settings, artefacts):
+    settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
+    project = project_with_prompts(prompts=2, ppo_after_better_reward=True)
+    current = reward_version(project, artefacts, name="reward-1", accuracy=0.70)
+    worse = ModelVersion.objects.create(
+        project=project, kind="reward", name="reward-2", metrics={"eval_accuracy": 0.65}
+    )
+    assert training_runs._after_reward_model(worse) is None
+    better = ModelVersion.objects.create(
+        project=project, kind="reward", name="reward-3", artefact_path="models/reward-1", metrics={"eval_accuracy": 0.8}
+    )
+    run = training_runs._after_reward_model(better)
+    assert run is not None and (run.kind, run.reward_model, run.status) == ("ppo", better, "queued")
+    current.refresh_from_db()
+    better.refresh_from_db()
+    assert better.is_current and not current.is_current
+
+    project.ppo_after_better_reward = False
+    project.save()
+    best = ModelVersion.objects.create(project=project, kind="reward", name="reward-4", metrics={"eval_accuracy": 0.9})
+    assert training_runs._after_reward_model(best) is None

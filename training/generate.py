@@ -1,0 +1,90 @@
+"""A model writes responses to prompts, for the next round of human comparisons.
+
+Reads ``{"prompt_id", "prompt"}`` records (the ``prompts`` export), samples ``samples`` responses per prompt
+in batches with the same sampling loop PPO uses, and writes ``{"prompt_id", "response", "finished"}`` lines
+(``finished``: the response ended with EOS rather than at the length limit).
+"""
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from training.config import PPOConfig
+from training.data import DataError, _records, as_messages
+from training.models import load_causal_lm
+from training.ppo import sample
+
+MetricsSink = Callable[[dict], None]
+
+
+def read_prompts_with_ids(path: str | Path) -> list[tuple[int, list[dict]]]:
+    path = Path(path)
+    prompts = []
+    for number, record in _records(path):
+        try:
+            prompts.append((int(record["prompt_id"]), as_messages(record["prompt"])))
+        except (KeyError, TypeError, ValueError, DataError) as error:
+            raise DataError(f"{path.name}, record {number}: {error}") from None
+    if not prompts:
+        raise DataError(f"{path.name} holds no prompts.")
+    return prompts
+
+
+@torch.no_grad()
+def generate_responses(
+    model_name: str,
+    prompts_path: str | Path,
+    output_dir: str | Path,
+    *,
+    samples: int = 2,
+    max_new_tokens: int = 256,
+    temperature: float = 0.7,
+    batch_size: int = 16,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    on_metrics: MetricsSink | None = None,
+    model=None,
+    tokenizer=None,
+) -> dict:
+    """Write ``output_dir/responses.jsonl`` and ``output_dir/result.json``; returns the summary."""
+    emit = on_metrics or (lambda metrics: None)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    if model is None or tokenizer is None:
+        model, tokenizer = load_causal_lm(model_name, cache_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    prompts = read_prompts_with_ids(prompts_path)
+    jobs = [(prompt_id, messages) for prompt_id, messages in prompts for _ in range(samples)]
+    config = PPOConfig(max_new_tokens=max_new_tokens, temperature=temperature)
+    started, written, finished = time.monotonic(), 0, 0
+    partial = output_dir / "responses.jsonl.partial"
+    with open(partial, "w", encoding="utf-8") as out:
+        for first in range(0, len(jobs), batch_size):
+            batch = jobs[first : first + batch_size]
+            rollout = sample(model, tokenizer, [messages for _, messages in batch], config, device)
+            for (prompt_id, _), text, ended in zip(batch, rollout.texts, rollout.has_eos.tolist(), strict=True):
+                out.write(json.dumps({"prompt_id": prompt_id, "response": text, "finished": ended}) + "\n")
+                written += 1
+                finished += int(ended)
+            elapsed = time.monotonic() - started
+            progress = written / len(jobs)
+            emit({"step": first // batch_size + 1, "progress": round(progress, 4), "responses": written,
+                  "eta_s": elapsed / progress - elapsed})  # fmt: skip
+    partial.rename(output_dir / "responses.jsonl")
+    summary = {
+        "event": "done",
+        "prompts": len(prompts),
+        "responses": written,
+        "finished_rate": finished / max(written, 1),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    (output_dir / "result.json").write_text(
+        json.dumps({"responses_path": str(output_dir / "responses.jsonl"), "metrics": summary}, indent=2)
+    )
+    emit(summary)
+    return summary
