@@ -175,3 +175,38 @@ def test_a_reward_model_is_read_through_its_own_tokenizer(prompts_file, tmp_path
     prompts = [sample_["prompt"] for sample_ in samples]
     expected = score(reward_model, reward_tokenizer, prompts, [sample_["response"] for sample_ in samples], 512)
     assert [sample_["score"] for sample_ in samples] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_the_adaptive_controller_raises_beta_above_the_target_kl_and_lowers_it_below():
+    from training.ppo import AdaptiveKLController
+
+    controller = AdaptiveKLController(beta=0.1, target=6.0, horizon=1000)
+    controller.update(kl=12.0, episodes=100)  # twice the target: the error is clipped at +20%
+    assert controller.beta == pytest.approx(0.1 * (1 + 0.2 * 100 / 1000))
+    controller.beta = 0.1
+    controller.update(kl=5.4, episodes=100)  # 10% under
+    assert controller.beta == pytest.approx(0.1 * (1 - 0.1 * 100 / 1000))
+
+
+def test_ppo_ptx_lowers_the_language_model_loss_on_demonstrations(prompts_file, tmp_path):
+    demonstrations = tmp_path / "sft.jsonl"
+    demonstrations.write_text(
+        "\n".join(json.dumps({"prompt": f"q p{i}", "completion": f"w{i} w{i} good"}) for i in range(10))
+    )
+    policy, tokenizer = tiny_policy()
+    history = train_ppo(
+        config(steps=15, ptx_coef=1.0, ptx_batch_size=8), prompts_file, tmp_path / "out", ptx_path=demonstrations,
+        policy=policy, tokenizer=tokenizer, reward_function=good_count,
+    ).history  # fmt: skip
+    first, last = mean(history, "ptx_loss", lambda h: h[:3]), mean(history, "ptx_loss", lambda h: h[-3:])
+    assert last < first * 0.7, (first, last)
+
+
+def test_with_lora_the_reference_is_the_policy_with_its_adapters_off(prompts_file, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    result = run(prompts_file, tmp_path / "out", steps=6, lora=True, lora_rank=4, lora_alpha=8, learning_rate=1e-2)
+    assert result.history[0]["kl"] == 0.0  # adapters start at zero: policy and reference agree
+    assert result.history[-1]["kl"] > 0.0  # and part ways as the adapters learn
+    saved = AutoModelForCausalLM.from_pretrained(result.model_dir)  # merged: a plain model
+    assert not any("lora" in name for name in saved.state_dict())
