@@ -148,3 +148,31 @@ def test_a_better_reward_model_becomes_current_and_starts_ppo_when_the_project_a
     project.save()
     best = ModelVersion.objects.create(project=project, kind="reward", name="reward-4", metrics={"eval_accuracy": 0.9})
     assert training_runs._after_reward_model(best) is None
+
+
+@pytest.mark.django_db
+def test_the_admin_run_pages_show_their_forms_and_the_services_refusals(admin_client, settings, artefacts):
+    settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
+    project = project_with_prompts(prompts=2)
+    for page, field in [("run_sft", "epochs"), ("run_ppo", "kl_coef"), ("generate", "samples")]:
+        response = admin_client.get(reverse(f"admin:labeling_project_{page}", args=[project.pk]))
+        assert response.status_code == 200 and f'name="{field}"' in response.content.decode()
+    url = reverse("admin:labeling_project_generate", args=[project.pk])
+    form = {"policy": "", "snapshot": "", "samples": "2", "max_new_tokens": "16", "temperature": "0.7"}
+    page = admin_client.post(url, form).content.decode()
+    assert "Generating needs a policy" in page
+    response = admin_client.post(
+        reverse("admin:labeling_project_run_sft", args=[project.pk]),
+        {"snapshot": "", "parent": "", "base_model": "some/model", "epochs": "1", "learning_rate": "0.0001"},
+    )
+    run = TrainingRun.objects.get(project=project, kind="sft")
+    assert response.status_code == 302 and response["Location"].endswith(f"/trainingrun/{run.pk}/change/")
+    assert (run.base_model, run.snapshot.kind, run.snapshot.row_count) == ("some/model", "sft", 2)
+
+
+@pytest.mark.django_db
+def test_a_rater_can_not_reach_the_run_pages(client, rater):
+    project = project_with_prompts(prompts=1)
+    client.force_login(rater)
+    response = client.get(reverse("admin:labeling_project_run_ppo", args=[project.pk]))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
