@@ -121,6 +121,19 @@ def test_sampling_with_the_kv_cache_follows_the_full_forward_pass():
     assert torch.equal(ours, theirs[:, query["input_ids"].shape[1] :])
 
 
+def test_draw_samples_each_row_from_its_own_distribution():
+    from training.ppo import draw
+
+    torch.manual_seed(0)
+    first = torch.tensor([0.5, 0.2, 0.0, 0.3])
+    second = torch.tensor([0.0, 0.0, 1.0, 0.0])
+    tokens = draw(torch.stack([first, second]).repeat(20_000, 1)).view(20_000, 2)
+    frequencies = torch.bincount(tokens[:, 0], minlength=4) / 20_000
+    assert torch.allclose(frequencies, first, atol=0.01)
+    assert frequencies[2] == 0  # a token of probability 0 is never drawn
+    assert (tokens[:, 1] == 2).all()
+
+
 def test_gae_with_lambda_one_and_gamma_one_gives_the_reward_to_go_minus_the_value():
     rewards = torch.tensor([[0.0, -0.1, 1.0, 0.0]])
     values = torch.tensor([[0.5, 0.2, 0.3, 0.0]])
