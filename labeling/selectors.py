@@ -52,7 +52,14 @@ def project_list_with_counts() -> QuerySet[Project]:
 
 
 def _judgement_count() -> Coalesce:
-    rows = Judgement.objects.filter(task=OuterRef("pk")).order_by().values("task").annotate(n=Count("pk")).values("n")
+    # Only people fill a task's slots: AI feedback labels sit beside them.
+    rows = (
+        Judgement.objects.filter(task=OuterRef("pk"), source=Judgement.Source.HUMAN)
+        .order_by()
+        .values("task")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     return Coalesce(Subquery(rows, output_field=IntegerField()), Value(0))
 
 
@@ -106,7 +113,7 @@ def task_id_with_free_slot(
         WHERE t.project_id = %s AND t.status = %s AND t.is_gold = %s AND t.id > %s {passed}
           AND NOT EXISTS (SELECT 1 FROM {assignment} a WHERE a.task_id = t.id AND a.rater_id = %s)
           AND NOT EXISTS (SELECT 1 FROM {judgement} j WHERE j.task_id = t.id AND j.rater_id = %s)
-          AND (SELECT COUNT(*) FROM {judgement} j WHERE j.task_id = t.id)
+          AND (SELECT COUNT(*) FROM {judgement} j WHERE j.task_id = t.id AND j.source = 'human')
             + (SELECT COUNT(*) FROM {assignment} a
                WHERE a.task_id = t.id AND a.state = %s AND a.expires_at > %s) < t.required_judgements
         ORDER BY t.id
@@ -140,7 +147,7 @@ def task_slots_taken(*, task_id: int, now: datetime) -> int:
     """Judgements plus live leases on the task, counted now (one statement, so one snapshot)."""
     assignment, judgement = Assignment._meta.db_table, Judgement._meta.db_table
     sql = f"""
-        SELECT (SELECT COUNT(*) FROM {judgement} WHERE task_id = %s)
+        SELECT (SELECT COUNT(*) FROM {judgement} WHERE task_id = %s AND source = 'human')
              + (SELECT COUNT(*) FROM {assignment} WHERE task_id = %s AND state = %s AND expires_at > %s)
     """  # noqa: S608 (table names come from the models, values are parameters)
     with connection.cursor() as cursor:

@@ -1013,9 +1013,14 @@ def dataset_import(
 
 
 def _tasks_complete(task_ids: Sequence[int]) -> int:
-    """Open tasks among ``task_ids`` that have all the judgements they need become complete."""
+    """Open tasks among ``task_ids`` that have all the human judgements they need become complete (AI feedback
+    labels do not fill a task's slots)."""
     judgements = (
-        Judgement.objects.filter(task=OuterRef("pk")).order_by().values("task").annotate(n=Count("pk")).values("n")
+        Judgement.objects.filter(task=OuterRef("pk"), source=Judgement.Source.HUMAN)
+        .order_by()
+        .values("task")
+        .annotate(n=Count("pk"))
+        .values("n")
     )
     return ComparisonTask.objects.filter(
         pk__in=task_ids, status=ComparisonTask.Status.OPEN, required_judgements__lte=Subquery(judgements)
@@ -1134,3 +1139,42 @@ def _counting(records, progress: Callable[[str, int, int], None]):
         if count % 1000 == 0:
             progress("reading", count, 0)
         yield record
+
+
+# --- Constitutions -------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def constitution_import(*, name: str, data: bytes | str, description: str = "", make_default: bool = False):
+    """A new constitution from JSON in one of the layouts ``labeling.constitution`` reads; nothing is written
+    when the file is refused."""
+    from labeling.constitution import ConstitutionFormatError, parse_constitution
+    from labeling.models import Constitution, Principle
+
+    name = name.strip()
+    if not name:
+        raise ApplicationError("Give the constitution a name.", {"fields": {"name": ["This field is required."]}})
+    if Constitution.objects.filter(name=name).exists():
+        raise Conflict(f"There is already a constitution named '{name}'.")
+    try:
+        principles = parse_constitution(data)
+    except ConstitutionFormatError as error:
+        raise ApplicationError(f"The constitution file was refused: {error}") from None
+    constitution = Constitution.objects.create(name=name, description=description)
+    Principle.objects.bulk_create(
+        Principle(constitution=constitution, position=position, **principle)
+        for position, principle in enumerate(principles)
+    )
+    if make_default:
+        constitution_make_default(constitution=constitution)
+    return constitution
+
+
+@transaction.atomic
+def constitution_make_default(*, constitution):
+    from labeling.models import Constitution
+
+    Constitution.objects.filter(is_default=True).exclude(pk=constitution.pk).update(is_default=False)
+    Constitution.objects.filter(pk=constitution.pk).update(is_default=True)
+    constitution.refresh_from_db()
+    return constitution

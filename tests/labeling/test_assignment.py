@@ -219,6 +219,23 @@ def test_a_submission_on_a_task_the_rater_never_held_is_not_found(project, rater
         )
 
 
+def test_ai_feedback_labels_do_not_fill_a_tasks_slots(project, rater, make_task):
+    task = make_task(k=2, required_judgements=1)
+    first, second = task.response_ids()
+    services.judgement_create(
+        task=task, ranking=[[first], [second]], source="ai", probability=0.8, origin="feedback-model",
+        client_submission_id="ai-1",
+    )  # fmt: skip
+    task.refresh_from_db()
+    assert task.status == "open"
+    lease = services.task_next_for_rater(project=project, rater=rater)
+    assert lease.task == task
+    judge(lease, rater)
+    task.refresh_from_db()
+    assert task.status == "complete"
+    assert task.judgements.filter(source="human").count() == 1 == task.judgements.filter(source="ai").count()
+
+
 def test_reporting_a_problem_is_stored_and_moves_the_rater_on(project, rater, make_task):
     task = make_task(k=2)
     lease = services.task_next_for_rater(project=project, rater=rater)
