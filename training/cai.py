@@ -1,0 +1,233 @@
+"""Constitutional AI (Bai et al. 2022, arXiv 2212.08073): critique and revision (SL-CAI) and AI preference
+labels (RLAIF), driven by the principles of a constitution.
+
+- **Critique and revision**: the model answers a prompt; then, for ``rounds`` rounds, a principle is drawn at
+  random, the model criticises its last answer by the principle's critique request and rewrites it by its
+  revision request. Every round is kept.
+- **AI feedback**: the feedback model reads the paper's multiple-choice prompt (the conversation, the
+  principle's question, options (A) and (B), "The answer is:"). The probabilities of " (A)" and " (B)" are
+  normalised into a soft label. Both orders are scored and averaged, which cancels position bias and makes
+  swapping the two responses mirror the label exactly. The chain-of-thought variant lets the model reason
+  first and clamps its labels to 0.4..0.6, as the paper does.
+"""
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from training.ppo import generate, position_ids_for
+from training.text import policy_prompt
+
+CHAIN_OF_THOUGHT_RANGE = (0.4, 0.6)
+STOP_MARKERS = ("\n\nCritiqueRequest:", "\n\nRevisionRequest:", "\n\nHuman:", "\n\nCritique:", "\n\nRevision:")
+
+
+@dataclass(frozen=True)
+class PrincipleText:
+    id: int
+    name: str
+    critique_request: str = ""
+    revision_request: str = ""
+    comparison_question: str = ""
+
+
+# --- the prompts ---------------------------------------------------------------------------------------------
+
+
+def conversation_text(messages: Sequence[dict]) -> str:
+    """The conversation as the paper writes it: "Human: ..." and "Assistant: ..." turns."""
+    names = {"user": "Human", "assistant": "Assistant", "system": "System"}
+    return "\n\n".join(f"{names.get(turn['role'], turn['role'].capitalize())}: {turn['content']}" for turn in messages)
+
+
+def critique_prompt(messages: Sequence[dict], response: str, principle: PrincipleText, few_shot: str = "") -> str:
+    return (
+        f"{few_shot}{conversation_text(messages)}\n\nAssistant: {response}"
+        f"\n\nCritiqueRequest: {principle.critique_request}\n\nCritique:"
+    )
+
+
+def revision_prompt(
+    messages: Sequence[dict], response: str, principle: PrincipleText, critique: str, few_shot: str = ""
+) -> str:
+    return (
+        f"{critique_prompt(messages, response, principle, few_shot)} {critique}"
+        f"\n\nRevisionRequest: {principle.revision_request}\n\nRevision:"
+    )
+
+
+def feedback_prompt(
+    messages: Sequence[dict], question: str, first: str, second: str, *, chain_of_thought: bool = False
+) -> str:
+    return (
+        "Consider the following conversation between a human and an assistant:\n"
+        f"{conversation_text(messages)}\n"
+        f"{question}\n"
+        "Options:\n"
+        f"(A) {first}\n"
+        f"(B) {second}\n" + ("Let's think step by step:" if chain_of_thought else "The answer is:")
+    )
+
+
+# --- generation and scoring ----------------------------------------------------------------------------------
+
+
+def _cut(text: str) -> str:
+    """A completion up to the point where the model starts writing the next part of the dialogue itself."""
+    end = min((text.find(marker) for marker in STOP_MARKERS if marker in text), default=len(text))
+    return text[:end].strip()
+
+
+@torch.no_grad()
+def complete(model, tokenizer, texts: list[str], *, max_new_tokens: int, temperature: float, batch_size: int = 8):
+    """The model's continuation of each text (left-padded batches, the PPO sampling loop)."""
+    device = next(model.parameters()).device
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    results = []
+    for first in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[first : first + batch_size], padding=True, return_tensors="pt").to(device)
+        tokens = generate(
+            model, batch["input_ids"], batch["attention_mask"], max_new_tokens, temperature,
+            tokenizer.eos_token_id, tokenizer.pad_token_id,
+        )  # fmt: skip
+        results.extend(_cut(text) for text in tokenizer.batch_decode(tokens, skip_special_tokens=True))
+    return results
+
+
+@torch.no_grad()
+def continuation_logprobs(model, tokenizer, prompts: list[str], continuation: str, batch_size: int = 8):
+    """log P(continuation | prompt) for each prompt, summed over the continuation's tokens."""
+    device = next(model.parameters()).device
+    tokenizer.padding_side = "right"
+    totals = []
+    for first in range(0, len(prompts), batch_size):
+        rows, starts = [], []
+        for prompt in prompts[first : first + batch_size]:
+            prompt_ids = tokenizer(prompt)["input_ids"]
+            ids = tokenizer(prompt + continuation)["input_ids"]
+            shared = 0
+            while shared < min(len(prompt_ids), len(ids)) and prompt_ids[shared] == ids[shared]:
+                shared += 1
+            rows.append(ids)
+            starts.append(max(shared, 1))
+        width = max(len(ids) for ids in rows)
+        input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in rows], device=device)
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in rows], device=device)
+        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_for(mask)).logits.float()
+        logprobs = F.log_softmax(logits[:, :-1], dim=-1).gather(2, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        for row, (ids, start) in enumerate(zip(rows, starts, strict=True)):
+            totals.append(float(logprobs[row, start - 1 : len(ids) - 1].sum()))
+    return totals
+
+
+def option_a_probability(model, tokenizer, prompts: list[str]) -> list[float]:
+    """P(" (A)") / (P(" (A)") + P(" (B)")) after each multiple-choice prompt."""
+    option_a = continuation_logprobs(model, tokenizer, prompts, " (A)")
+    option_b = continuation_logprobs(model, tokenizer, prompts, " (B)")
+    return [float(torch.softmax(torch.tensor([a, b]), dim=0)[0]) for a, b in zip(option_a, option_b, strict=True)]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Which of two responses to a conversation better follows a principle's question."""
+
+    messages: list[dict]
+    question: str
+    first: str
+    second: str
+
+
+def ai_preferences(
+    model, tokenizer, comparisons: list[Comparison], *, chain_of_thought: bool = False, reasoning_tokens: int = 64
+) -> list[float]:
+    """For each comparison, the probability that ``first`` is the better response: the mean of P(A) with
+    ``first`` shown as (A) and P(B) with it shown as (B). Swapping first and second gives exactly 1 - p."""
+
+    def prompts(order_first: bool) -> list[str]:
+        texts = [
+            feedback_prompt(
+                c.messages,
+                c.question,
+                *((c.first, c.second) if order_first else (c.second, c.first)),
+                chain_of_thought=chain_of_thought,
+            )  # fmt: skip
+            for c in comparisons
+        ]
+        if chain_of_thought:  # the model reasons first; then it is asked for the answer
+            reasons = complete(model, tokenizer, texts, max_new_tokens=reasoning_tokens, temperature=1e-4)
+            texts = [f"{text} {reason}\nSo the answer is:" for text, reason in zip(texts, reasons, strict=True)]
+        return texts
+
+    shown_first = option_a_probability(model, tokenizer, prompts(True))
+    shown_second = option_a_probability(model, tokenizer, prompts(False))
+    labels = [(a + (1.0 - b)) / 2 for a, b in zip(shown_first, shown_second, strict=True)]
+    if chain_of_thought:
+        low, high = CHAIN_OF_THOUGHT_RANGE
+        labels = [min(max(label, low), high) for label in labels]
+    return labels
+
+
+# --- critique and revision -----------------------------------------------------------------------------------
+
+
+@dataclass
+class CritiqueChainResult:
+    messages: list[dict]
+    initial_response: str
+    rounds: list[dict]  # {"number", "principle_id", "critique", "revision"}
+
+    @property
+    def final_revision(self) -> str:
+        return self.rounds[-1]["revision"] if self.rounds else self.initial_response
+
+
+def critique_chains(
+    model,
+    tokenizer,
+    prompts: list[list[dict]],
+    principles: list[PrincipleText],
+    *,
+    rounds: int = 1,
+    seed: int = 0,
+    few_shot: str = "",
+    max_new_tokens: int = 128,
+    temperature: float = 0.7,
+    initial_responses: list[str] | None = None,
+) -> list[CritiqueChainResult]:
+    """Answer each prompt (or take ``initial_responses``), then ``rounds`` of critique and revision, each by
+    a principle drawn at random from those with a critique and a revision request."""
+    usable = [principle for principle in principles if principle.critique_request and principle.revision_request]
+    if not usable:
+        raise ValueError("No principle of this constitution has a critique and a revision request.")
+    draw = random.Random(seed)
+    if initial_responses is None:
+        initial_responses = complete(
+            model, tokenizer, [policy_prompt(tokenizer, messages) for messages in prompts],
+            max_new_tokens=max_new_tokens, temperature=temperature,
+        )  # fmt: skip
+    chains = [
+        CritiqueChainResult(messages=messages, initial_response=response, rounds=[])
+        for messages, response in zip(prompts, initial_responses, strict=True)
+    ]
+    for number in range(1, rounds + 1):
+        chosen = [draw.choice(usable) for _ in chains]
+        current = [chain.final_revision for chain in chains]
+        critiques = complete(
+            model, tokenizer,
+            [critique_prompt(c.messages, r, p, few_shot) for c, r, p in zip(chains, current, chosen, strict=True)],
+            max_new_tokens=max_new_tokens, temperature=temperature,
+        )  # fmt: skip
+        revisions = complete(
+            model, tokenizer,
+            [revision_prompt(c.messages, r, p, k, few_shot)
+             for c, r, p, k in zip(chains, current, chosen, critiques, strict=True)],
+            max_new_tokens=max_new_tokens, temperature=temperature,
+        )  # fmt: skip
+        for chain, principle, critique, revision in zip(chains, chosen, critiques, revisions, strict=True):
+            chain.rounds.append(
+                {"number": number, "principle_id": principle.id, "critique": critique, "revision": revision}
+            )
+    return chains
