@@ -174,12 +174,50 @@ class GenerateRunForm(forms.Form):
         self.fields["snapshot"].queryset = DatasetSnapshot.objects.filter(project=project, kind="prompts")
 
 
+class CritiqueRunForm(forms.Form):
+    constitution = forms.ModelChoiceField(
+        queryset=Constitution.objects.all(), required=False, empty_label="The default constitution"
+    )
+    policy = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.none(), required=False, empty_label="The base model below"
+    )
+    base_model = forms.CharField(initial="smollm2-135m-instruct")
+    snapshot = forms.ModelChoiceField(
+        queryset=DatasetSnapshot.objects.none(), required=False, empty_label="Freeze a snapshot of every prompt now"
+    )
+    rounds = forms.IntegerField(initial=1, min_value=1, max_value=8)
+    max_new_tokens = forms.IntegerField(initial=128, min_value=1)
+    temperature = forms.FloatField(initial=0.7, min_value=0.01)
+
+    def __init__(self, *args, project: Project, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["policy"].queryset = ModelVersion.objects.filter(project=project, kind="policy")
+        self.fields["snapshot"].queryset = DatasetSnapshot.objects.filter(project=project, kind="prompts")
+
+
+class AIFeedbackRunForm(forms.Form):
+    constitution = forms.ModelChoiceField(
+        queryset=Constitution.objects.all(), required=False, empty_label="The default constitution"
+    )
+    principle_ids = forms.ModelMultipleChoiceField(
+        queryset=Principle.objects.filter(is_active=True).exclude(comparison_question="").select_related("constitution"),
+        required=False, label="Principles", help_text="None chosen: every active principle of the constitution.",
+    )  # fmt: skip
+    model = forms.CharField(initial="smollm2-135m-instruct", help_text="The feedback model: any causal LM.")
+    chain_of_thought = forms.BooleanField(required=False, help_text="Reason first; labels clamped to 0.4..0.6.")
+
+    def __init__(self, *args, project: Project, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+
+
 # The run pages: URL part -> (form, service in training_runs, page title, button).
 RUN_PAGES = {
     "train-reward": (RewardRunForm, "reward_run_start", "Train a reward model", "Start training"),
     "run-sft": (SFTRunForm, "sft_run_start", "Run SFT", "Start fine-tuning"),
     "run-ppo": (PPORunForm, "ppo_run_start", "Run PPO", "Start PPO"),
     "generate": (GenerateRunForm, "generate_run_start", "Generate responses", "Start generating"),
+    "critique": (CritiqueRunForm, "critique_run_start", "Critique and revise", "Start"),
+    "ai-feedback": (AIFeedbackRunForm, "ai_feedback_run_start", "Label with AI feedback", "Start labelling"),
 }
 
 
@@ -212,27 +250,44 @@ class ProjectAdmin(admin.ModelAdmin):
         ("Members", {"fields": ["members"]}),
     ]
 
-    actions = ["import_data", "export_data", "train_reward_model", "run_sft", "run_ppo", "generate_responses"]
+    actions = [
+        "import_data", "export_data", "train_reward_model", "run_sft", "run_ppo", "generate_responses",
+        "critique_and_revise", "label_with_ai_feedback", "show_agreement",
+    ]  # fmt: skip
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
         return selectors.project_list_with_counts()
 
     def get_urls(self):
-        own = [
-            path(
-                "<int:project_id>/import/", self.admin_site.admin_view(self.import_view), name="labeling_project_import"
-            ),
-            path(
-                "<int:project_id>/export/", self.admin_site.admin_view(self.export_view), name="labeling_project_export"
-            ),
-        ] + [
-            path(
-                f"<int:project_id>/{slug}/",
-                self.admin_site.admin_view(partial(self.run_view, page=slug)),
-                name=f"labeling_project_{slug.replace('-', '_')}",
-            )
-            for slug in RUN_PAGES
-        ]
+        own = (
+            [
+                path(
+                    "<int:project_id>/import/",
+                    self.admin_site.admin_view(self.import_view),
+                    name="labeling_project_import",
+                ),
+                path(
+                    "<int:project_id>/export/",
+                    self.admin_site.admin_view(self.export_view),
+                    name="labeling_project_export",
+                ),
+            ]
+            + [
+                path(
+                    f"<int:project_id>/{slug}/",
+                    self.admin_site.admin_view(partial(self.run_view, page=slug)),
+                    name=f"labeling_project_{slug.replace('-', '_')}",
+                )
+                for slug in RUN_PAGES
+            ]
+            + [
+                path(
+                    "<int:project_id>/agreement/",
+                    self.admin_site.admin_view(self.agreement_view),
+                    name="labeling_project_agreement",
+                ),
+            ]
+        )
         return own + super().get_urls()
 
     def _one_project(self, request: HttpRequest, queryset: QuerySet[Project], what: str) -> Project | None:
@@ -273,6 +328,29 @@ class ProjectAdmin(admin.ModelAdmin):
     @admin.action(description="Generate responses with a policy (new comparison tasks)")
     def generate_responses(self, request: HttpRequest, queryset: QuerySet[Project]):
         return self._to_run_page(request, queryset, "generate")
+
+    @admin.action(description="Critique and revise (SL-CAI) with a constitution")
+    def critique_and_revise(self, request: HttpRequest, queryset: QuerySet[Project]):
+        return self._to_run_page(request, queryset, "critique")
+
+    @admin.action(description="Label pairs with AI feedback (RLAIF)")
+    def label_with_ai_feedback(self, request: HttpRequest, queryset: QuerySet[Project]):
+        return self._to_run_page(request, queryset, "ai_feedback")
+
+    @admin.action(description="Show AI and human agreement")
+    def show_agreement(self, request: HttpRequest, queryset: QuerySet[Project]):
+        return self._to_run_page(request, queryset, "agreement")
+
+    def agreement_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
+        project = get_object_or_404(Project, pk=project_id)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": project,
+            "title": f"AI and human agreement: {project.name}",
+            "agreement": selectors.ai_human_agreement(project=project),
+        }
+        return render(request, "admin/labeling/project/agreement.html", context)
 
     def save_model(self, request: HttpRequest, obj: Project, form, change: bool) -> None:
         super().save_model(request, obj, form, change)

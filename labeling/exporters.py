@@ -5,7 +5,8 @@
 - ``ranking``: one record per judgement, for listwise reward training: ``{"prompt", "responses",
   "ranking": [[index, ...], ...], "likert", "flags", "rater", "origin", "source", "probability", "margin",
   "all_bad", "task_id", "response_ids", "judgement_id", "created_at"}``; ``ranking`` groups positions in
-  ``responses``, best first; ``likert`` and ``flags`` hold one entry per response.
+  ``responses``, best first; ``likert`` and ``flags`` hold one entry per response; ``principle``
+  names the principle an AI feedback label answered (null for people).
 - ``sft``: demonstrations as ``{"prompt", "completion"}`` (or ``{"messages"}`` when conversational).
 - ``hh``: Anthropic HH-RLHF transcripts ``{"chosen", "rejected"}``.
 - ``prompts``: every prompt of the project (in the filter's time range) as ``{"prompt_id", "prompt"}``: what
@@ -129,7 +130,7 @@ def preference_records(selection, stats: ExportStats, *, conversational: bool = 
 
 RANKING_FIELDS = (
     "task_id", "id", "rater__username", "source", "origin", "ranking_text", "margin", "all_bad", "likert_text",
-    "flags_text", "probability", "created_at",
+    "flags_text", "probability", "created_at", "principle__name",
 )  # fmt: skip
 
 
@@ -153,6 +154,7 @@ def ranking_records(selection, stats: ExportStats, *, conversational: bool = Fal
                 flags,
                 probability,
                 created,
+                principle,
             ) = row
             content = contents[task_id]
             position, keys = content.position, content.keys
@@ -176,6 +178,7 @@ def ranking_records(selection, stats: ExportStats, *, conversational: bool = Fal
                 "response_ids": content.response_ids,
                 "judgement_id": judgement_id,
                 "created_at": created.isoformat(),
+                "principle": principle,
             }
 
 
@@ -264,6 +267,7 @@ def parquet_schema(kind: str, conversational: bool):
             ("response_ids", pa.list_(pa.int64())),
             ("judgement_id", pa.int64()),
             ("created_at", pa.string()),
+            ("principle", pa.string()),
         ]
     )
 

@@ -290,3 +290,33 @@ def prompts_for_export(*, selection: ExportFilter) -> QuerySet:
     if selection.until:
         prompts = prompts.filter(created_at__lt=selection.until)
     return prompts.order_by("id").values_list("id", "messages")
+
+
+def ai_human_agreement(*, project: Project) -> dict:
+    """Where people and the AI labeller judged the same pair (a task with two responses): how often the AI's
+    preferred response is the one the person put first, per principle and overall. Ties and "both bad" are
+    left out. Each (AI label, human judgement) pair counts once."""
+    human = {}
+    for task_id, ranking in Judgement.objects.filter(
+        task__project=project, source=Judgement.Source.HUMAN, all_bad=False
+    ).values_list("task_id", "ranking"):
+        if ranking and len(ranking) == 2 and len(ranking[0]) == 1:
+            human.setdefault(task_id, []).append(ranking[0][0])
+    rows: dict[str, list[int]] = {}
+    for task_id, ranking, principle in Judgement.objects.filter(
+        task__project=project, source=Judgement.Source.AI, task_id__in=list(human)
+    ).values_list("task_id", "ranking", "principle__name"):
+        if not ranking or len(ranking[0]) != 1:
+            continue
+        counts = rows.setdefault(principle or "(no principle)", [0, 0])
+        for winner in human[task_id]:
+            counts[0] += int(winner == ranking[0][0])
+            counts[1] += 1
+    by_principle = [
+        {"principle": name, "pairs": total, "agreement": agreed / total}
+        for name, (agreed, total) in sorted(rows.items())
+        if total
+    ]
+    agreed = sum(row["agreement"] * row["pairs"] for row in by_principle)
+    pairs = sum(row["pairs"] for row in by_principle)
+    return {"pairs": pairs, "agreement": agreed / pairs if pairs else None, "by_principle": by_principle}

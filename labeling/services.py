@@ -169,6 +169,7 @@ def judgement_create(
     seconds_spent: float | None = None,
     shown_order: list[int] | None = None,
     probability: float | None = None,
+    principle=None,
 ) -> Judgement:
     """Store one judgement exactly as given, then mark the task complete if it has enough."""
     judgement = Judgement(
@@ -185,6 +186,7 @@ def judgement_create(
         shown_order=shown_order or [],
         client_submission_id=client_submission_id,
         probability=probability,
+        principle=principle,
     )
     _save_validated(judgement)
     task_status_refresh(task=task)
@@ -1178,3 +1180,30 @@ def constitution_make_default(*, constitution):
     Constitution.objects.filter(pk=constitution.pk).update(is_default=True)
     constitution.refresh_from_db()
     return constitution
+
+
+@transaction.atomic
+def critique_chain_review(*, chain, reviewer: User, action: str, text: str = ""):
+    """A rater's review of a chain's final revision: accept it, accept an edit of it, or reject it. Accepting
+    stores the text as a demonstration (origin ``cai``), so it exports as SFT data. Reviewed once."""
+    from labeling.models import CritiqueChain
+
+    chain = CritiqueChain.objects.select_for_update().get(pk=chain.pk)
+    if chain.review_status != CritiqueChain.ReviewStatus.PENDING:
+        raise Conflict("This chain has been reviewed already.")
+    if action not in ("accept", "edit", "reject"):
+        raise ApplicationError("The action is accept, edit or reject.", {"fields": {"action": ["Unknown action."]}})
+    if action == "edit" and not text.strip():
+        raise ApplicationError("An edit needs the edited text.", {"fields": {"text": ["This field is required."]}})
+    chain.reviewed_by = reviewer
+    if action == "reject":
+        chain.review_status = CritiqueChain.ReviewStatus.REJECTED
+    else:
+        final = text.strip() if action == "edit" else chain.final_revision
+        chain.review_status = (
+            CritiqueChain.ReviewStatus.EDITED if action == "edit" else CritiqueChain.ReviewStatus.ACCEPTED
+        )
+        chain.reviewed_text = final if action == "edit" else ""
+        chain.demonstration = demonstration_create(prompt=chain.prompt, text=final, author=reviewer, origin="cai")
+    chain.save()
+    return chain

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from config.version import code_version
@@ -318,7 +318,7 @@ def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
     else:
         launch += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     config = run.config or {}
-    data = str(_artefacts() / run.snapshot.path)
+    data = str(_artefacts() / run.snapshot.path) if run.snapshot else ""
     common = ["--out", str(out_dir), "--metrics", str(out_dir / "metrics.jsonl"),
               "--cache-dir", str(settings.MODEL_CACHE_DIR)]  # fmt: skip
     start_from = _model_path(run.parent_model) if run.parent_model else run.base_model
@@ -344,6 +344,15 @@ def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
             "generate", "--prompts", data, *common, "--model", start_from,
             *_options(config, ("samples", "max_new_tokens", "temperature", "batch_size", "seed")),
         ]  # fmt: skip
+    elif run.kind == TrainingRun.Kind.CRITIQUE:
+        command = [
+            "critique", "--prompts", data, "--principles", str(out_dir / "principles.json"), *common,
+            "--model", start_from, *_options(config, ("rounds", "max_new_tokens", "temperature", "seed")),
+        ]  # fmt: skip
+    elif run.kind == TrainingRun.Kind.AI_FEEDBACK:
+        command = ["feedback", "--comparisons", str(out_dir / "comparisons.jsonl"), *common, "--model", start_from]
+        if config.get("chain_of_thought"):
+            command.append("--chain-of-thought")
     else:
         raise ApplicationError(f"No trainer runs '{run.get_kind_display()}' yet.")
     if config.get("lora"):
@@ -535,6 +544,7 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
     TrainingRun.objects.filter(pk=run.pk).update(output_dir=str(out_dir.relative_to(_artefacts())))
     log_path = out_dir / "log.txt"
     try:
+        _prepare_inputs(run, out_dir)
         follower = _MetricsFollower(out_dir / "metrics.jsonl")
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
@@ -556,6 +566,10 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
         if process.returncode == 0 and (out_dir / "result.json").exists():
             if run.kind == TrainingRun.Kind.GENERATE:
                 _register_generations(run, out_dir, timezone.now())
+            elif run.kind == TrainingRun.Kind.CRITIQUE:
+                _register_chains(run, out_dir, timezone.now())
+            elif run.kind == TrainingRun.Kind.AI_FEEDBACK:
+                _register_ai_labels(run, out_dir, timezone.now())
             else:
                 version = _register_model(run, out_dir, timezone.now())
                 if version.kind == ModelVersion.Kind.REWARD:
@@ -568,3 +582,178 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
     except Exception as error:  # the run must end failed, whatever went wrong around the trainer
         _finish(run, TrainingRun.Status.FAILED, error=f"{type(error).__name__}: {error}", log=log_path)
         raise
+
+
+# --- Constitutional AI runs ----------------------------------------------------------------------------------
+
+
+def _constitution_of(constitution):
+    from labeling.models import Constitution
+
+    constitution = constitution or Constitution.objects.filter(is_default=True).first()
+    if constitution is None:
+        raise ApplicationError("Pick a constitution (there is no default one).")
+    return constitution
+
+
+@transaction.atomic
+def critique_run_start(
+    *,
+    project: Project,
+    constitution=None,
+    policy: ModelVersion | None = None,
+    base_model: str = "smollm2-135m-instruct",
+    snapshot: DatasetSnapshot | None = None,
+    rounds: int = 1,
+    max_new_tokens: int = 128,
+    temperature: float = 0.7,
+    created_by: User | None = None,
+) -> TrainingRun:
+    """Queue SL-CAI on a ``prompts`` snapshot (a new one unless given): the model (a policy of the project,
+    else ``base_model``) answers, then criticises and revises its answer for ``rounds`` rounds by principles
+    drawn from the constitution (the default unless given)."""
+    constitution = _constitution_of(constitution)
+    if not constitution.principles.filter(is_active=True).exclude(critique_request="").exists():
+        raise ApplicationError(f"No active principle of '{constitution.name}' has a critique request.")
+    if policy is not None:
+        policy = _own_model(project, policy, ModelVersion.Kind.POLICY)
+    _positive(rounds=rounds, max_new_tokens=max_new_tokens, temperature=temperature)
+    snapshot = _snapshot_of(project, snapshot, "prompts", created_by)
+    return _create_run(
+        project=project, kind=TrainingRun.Kind.CRITIQUE, snapshot=snapshot, parent_model=policy,
+        base_model=policy.name if policy else base_model, created_by=created_by,
+        config={"constitution_id": constitution.pk, "rounds": rounds, "max_new_tokens": max_new_tokens,
+                "temperature": temperature},
+    )  # fmt: skip
+
+
+def _pair_tasks(project: Project):
+    from labeling.models import ComparisonTask
+
+    return ComparisonTask.objects.filter(project=project).annotate(k=Count("responses")).filter(k=2)
+
+
+@transaction.atomic
+def ai_feedback_run_start(
+    *,
+    project: Project,
+    constitution=None,
+    principle_ids: list[int] | None = None,
+    model: str = "smollm2-135m-instruct",
+    chain_of_thought: bool = False,
+    created_by: User | None = None,
+) -> TrainingRun:
+    """Queue AI feedback: the feedback model labels every pair task (K = 2) of the project by each chosen
+    principle with a comparison question (all active ones of the constitution by default)."""
+    constitution = _constitution_of(constitution)
+    principles = constitution.principles.filter(is_active=True).exclude(comparison_question="")
+    if principle_ids:
+        principles = principles.filter(pk__in=[getattr(principle, "pk", principle) for principle in principle_ids])
+    chosen = list(principles.values_list("pk", flat=True))
+    if not chosen:
+        raise ApplicationError(f"No chosen principle of '{constitution.name}' has a comparison question.")
+    if not _pair_tasks(project).exists():
+        raise ApplicationError("AI feedback labels pairs: this project has no task with exactly two responses.")
+    return _create_run(
+        project=project, kind=TrainingRun.Kind.AI_FEEDBACK, base_model=model, created_by=created_by,
+        config={"constitution_id": constitution.pk, "principle_ids": chosen, "chain_of_thought": chain_of_thought},
+    )  # fmt: skip
+
+
+def _prepare_inputs(run: TrainingRun, out_dir: Path) -> None:
+    """Files a run reads besides its snapshot, written when it starts (so it sees the tasks of that moment)."""
+    from labeling.models import Principle, TaskResponse
+
+    config = run.config or {}
+    if run.kind == TrainingRun.Kind.CRITIQUE:
+        principles = Principle.objects.filter(constitution_id=config["constitution_id"], is_active=True)
+        rows = [
+            {"id": p.pk, "name": p.name, "critique_request": p.critique_request,
+             "revision_request": p.revision_request, "comparison_question": p.comparison_question}
+            for p in principles
+        ]  # fmt: skip
+        (out_dir / "principles.json").write_text(json.dumps(rows))
+    elif run.kind == TrainingRun.Kind.AI_FEEDBACK:
+        principles = list(Principle.objects.filter(pk__in=config["principle_ids"]))
+        tasks = _pair_tasks(run.project).select_related("prompt").order_by("id")
+        with open(out_dir / "comparisons.jsonl", "w", encoding="utf-8") as out:
+            for task in tasks.iterator(chunk_size=500):
+                slots = list(TaskResponse.objects.filter(task=task).select_related("response").order_by("position"))
+                first, second = (slot.response for slot in slots)
+                for principle in principles:
+                    out.write(json.dumps({
+                        "task_id": task.pk, "principle_id": principle.pk, "prompt": task.prompt.messages,
+                        "question": principle.comparison_question, "first_id": first.pk, "second_id": second.pk,
+                        "first": first.text, "second": second.text,
+                    }) + "\n")  # fmt: skip
+
+
+def _finish_succeeded(run: TrainingRun, out_dir: Path, now, extra: dict) -> None:
+    result = json.loads((out_dir / "result.json").read_text())
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.SUCCEEDED, progress=1.0, finished_at=now, heartbeat_at=now,
+        log_tail=_log_tail(out_dir / "log.txt"), metrics={**(run.metrics or {}), **result["metrics"], **extra},
+    )  # fmt: skip
+
+
+@transaction.atomic
+def _register_chains(run: TrainingRun, out_dir: Path, now) -> int:
+    """Every chain the run wrote, with its rounds; chains on prompts that are gone are left out."""
+    from labeling.models import Constitution, CritiqueChain, CritiqueRound, Principle, Prompt
+
+    constitution = Constitution.objects.get(pk=run.config["constitution_id"])
+    principles = Principle.objects.in_bulk()
+    stored = 0
+    with open(out_dir / "chains.jsonl", encoding="utf-8") as lines:
+        records = [json.loads(line) for line in lines if line.strip()]
+    prompts = Prompt.objects.in_bulk([record["prompt_id"] for record in records])
+    for record in records:
+        prompt = prompts.get(record["prompt_id"])
+        if prompt is None or prompt.project_id != run.project_id or not record["rounds"]:
+            continue
+        chain = CritiqueChain.objects.create(
+            project=run.project, prompt=prompt, constitution=constitution, training_run=run,
+            model_name=run.base_model, initial_response=record["initial_response"],
+            final_revision=record["rounds"][-1]["revision"],
+        )  # fmt: skip
+        CritiqueRound.objects.bulk_create(
+            CritiqueRound(chain=chain, number=round_["number"], principle=principles[round_["principle_id"]],
+                          critique=round_["critique"], revision=round_["revision"])
+            for round_ in record["rounds"]
+        )  # fmt: skip
+        stored += 1
+    _finish_succeeded(run, out_dir, now, {"chains_stored": stored})
+    return stored
+
+
+@transaction.atomic
+def _register_ai_labels(run: TrainingRun, out_dir: Path, now) -> int:
+    """Each label as a judgement with source ``ai``: the preferred response first, the probability that it is
+    the better one (0.5 or more), the principle, and the feedback model as origin."""
+    from labeling.models import ComparisonTask, Judgement, Principle
+    from labeling.services import judgement_create
+
+    with open(out_dir / "labels.jsonl", encoding="utf-8") as lines:
+        labels = [json.loads(line) for line in lines if line.strip()]
+    tasks = ComparisonTask.objects.in_bulk([label["task_id"] for label in labels])
+    principles = Principle.objects.in_bulk([label["principle_id"] for label in labels])
+    origin = f"{run.base_model}"[-200:]
+    stored = 0
+    for label in labels:
+        task = tasks.get(label["task_id"])
+        if task is None or sorted(task.response_ids()) != sorted([label["first_id"], label["second_id"]]):
+            continue  # the task is gone or changed since the run started
+        client_id = f"run{run.pk}-t{task.pk}-p{label['principle_id']}"
+        if Judgement.objects.filter(origin=origin, client_submission_id=client_id).exists():
+            continue  # stored by an earlier attempt of this run
+        p = float(label["probability_first"])
+        preferred, other = (
+            (label["first_id"], label["second_id"]) if p >= 0.5 else (label["second_id"], label["first_id"])
+        )
+        judgement_create(
+            task=task, ranking=[[preferred], [other]], client_submission_id=client_id, source="ai", origin=origin,
+            probability=max(p, 1.0 - p), principle=principles[label["principle_id"]],
+        )  # fmt: skip
+        stored += 1
+    _finish_succeeded(run, out_dir, now, {"labels_stored": stored})
+    return stored

@@ -231,3 +231,119 @@ def critique_chains(
                 {"number": number, "principle_id": principle.id, "critique": critique, "revision": revision}
             )
     return chains
+
+
+# --- the commands the workers run ----------------------------------------------------------------------------
+
+
+def read_principles(path) -> list[PrincipleText]:
+    import json
+    from pathlib import Path
+
+    return [PrincipleText(**item) for item in json.loads(Path(path).read_text(encoding="utf-8"))]
+
+
+def run_critique(
+    model_name: str,
+    prompts_path,
+    principles_path,
+    output_dir,
+    *,
+    rounds: int = 1,
+    few_shot: str = "",
+    max_new_tokens: int = 128,
+    temperature: float = 0.7,
+    seed: int = 0,
+    batch_size: int = 16,
+    cache_dir=None,
+    on_metrics=None,
+    model=None,
+    tokenizer=None,
+) -> dict:
+    """Critique chains for every prompt of a ``prompts`` export, written to ``output_dir/chains.jsonl``."""
+    import json
+    import time
+    from pathlib import Path
+
+    from training.generate import read_prompts_with_ids
+    from training.models import load_causal_lm
+
+    emit = on_metrics or (lambda metrics: None)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    if model is None or tokenizer is None:
+        model, tokenizer = load_causal_lm(model_name, cache_dir)
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    prompts = read_prompts_with_ids(prompts_path)
+    principles = read_principles(principles_path)
+    started, written = time.monotonic(), 0
+    with open(output_dir / "chains.jsonl", "w", encoding="utf-8") as out:
+        for index, first in enumerate(range(0, len(prompts), batch_size)):
+            batch = prompts[first : first + batch_size]
+            chains = critique_chains(
+                model, tokenizer, [messages for _, messages in batch], principles, rounds=rounds,
+                seed=seed * 100_003 + index, few_shot=few_shot, max_new_tokens=max_new_tokens, temperature=temperature,
+            )  # fmt: skip
+            for (prompt_id, _), chain in zip(batch, chains, strict=True):
+                out.write(json.dumps({"prompt_id": prompt_id, "initial_response": chain.initial_response,
+                                      "rounds": chain.rounds}) + "\n")  # fmt: skip
+            written += len(batch)
+            elapsed = time.monotonic() - started
+            emit({"step": index + 1, "progress": round(written / len(prompts), 4), "chains": written,
+                  "eta_s": elapsed / written * (len(prompts) - written)})  # fmt: skip
+    summary = {"event": "done", "chains": written, "rounds": rounds, "seconds": round(time.monotonic() - started, 2)}
+    (output_dir / "result.json").write_text(json.dumps({"metrics": summary}))
+    emit(summary)
+    return summary
+
+
+def run_feedback(
+    model_name: str,
+    comparisons_path,
+    output_dir,
+    *,
+    chain_of_thought: bool = False,
+    batch_size: int = 16,
+    cache_dir=None,
+    on_metrics=None,
+    model=None,
+    tokenizer=None,
+) -> dict:
+    """Soft labels for every line of ``comparisons_path`` (``{"task_id", "principle_id", "prompt", "question",
+    "first_id", "second_id", "first", "second"}``), written to ``output_dir/labels.jsonl``."""
+    import json
+    import time
+    from pathlib import Path
+
+    from training.data import as_messages
+    from training.models import load_causal_lm
+
+    emit = on_metrics or (lambda metrics: None)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if model is None or tokenizer is None:
+        model, tokenizer = load_causal_lm(model_name, cache_dir)
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    lines = Path(comparisons_path).read_text(encoding="utf-8").splitlines()
+    items = [json.loads(line) for line in lines if line.strip()]
+    started = time.monotonic()
+    with open(output_dir / "labels.jsonl", "w", encoding="utf-8") as out:
+        for index, first in enumerate(range(0, len(items), batch_size)):
+            batch = items[first : first + batch_size]
+            comparisons = [
+                Comparison(as_messages(item["prompt"]), item["question"], item["first"], item["second"])
+                for item in batch
+            ]
+            labels = ai_preferences(model, tokenizer, comparisons, chain_of_thought=chain_of_thought)
+            for item, label in zip(batch, labels, strict=True):
+                keys = ("task_id", "principle_id", "first_id", "second_id")
+                out.write(json.dumps({**{key: item[key] for key in keys}, "probability_first": label}) + "\n")
+            done = first + len(batch)
+            elapsed = time.monotonic() - started
+            emit({"step": index + 1, "progress": round(done / max(len(items), 1), 4), "labels": done,
+                  "eta_s": elapsed / done * (len(items) - done)})  # fmt: skip
+    summary = {"event": "done", "labels": len(items), "seconds": round(time.monotonic() - started, 2)}
+    (output_dir / "result.json").write_text(json.dumps({"metrics": summary}))
+    emit(summary)
+    return summary

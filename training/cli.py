@@ -220,6 +220,59 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _critique_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompts", required=True, type=Path, help="a prompts export (prompt_id and prompt)")
+    parser.add_argument("--principles", required=True, type=Path, help="principles as JSON (the app writes it)")
+    _common_arguments(parser)
+    parser.add_argument("--model", required=True, help="the model: a named default, a hub id or a path")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--few-shot", type=Path, help="a text file put before every critique prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_critique(args: argparse.Namespace) -> int:
+    from training.cai import run_critique as critique
+
+    write, metrics_file = _metrics_writer(args.metrics)
+    try:
+        summary = critique(
+            args.model, args.prompts, args.principles, args.out, rounds=args.rounds,
+            few_shot=args.few_shot.read_text(encoding="utf-8") if args.few_shot else "",
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+            cache_dir=args.cache_dir, on_metrics=write,
+        )  # fmt: skip
+    finally:
+        if metrics_file:
+            metrics_file.close()
+    print(json.dumps(summary))
+    return 0
+
+
+def _feedback_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--comparisons", required=True, type=Path, help="the pairs to label (the app writes it)")
+    _common_arguments(parser)
+    parser.add_argument("--model", required=True, help="the feedback model: a named default, a hub id or a path")
+    parser.add_argument("--chain-of-thought", action="store_true", help="reason first; labels clamped to 0.4..0.6")
+
+
+def run_feedback(args: argparse.Namespace) -> int:
+    from training.cai import run_feedback as feedback
+
+    write, metrics_file = _metrics_writer(args.metrics)
+    try:
+        summary = feedback(
+            args.model, args.comparisons, args.out, chain_of_thought=args.chain_of_thought,
+            cache_dir=args.cache_dir, on_metrics=write,
+        )  # fmt: skip
+    finally:
+        if metrics_file:
+            metrics_file.close()
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description="RLHF Studio's trainer.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -227,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     _sft_arguments(commands.add_parser("sft", help="fine-tune a policy on demonstrations"))
     _ppo_arguments(commands.add_parser("ppo", help="tune a policy with PPO against a reward model"))
     _generate_arguments(commands.add_parser("generate", help="write responses to prompts with a policy"))
+    _critique_arguments(commands.add_parser("critique", help="critique-and-revise chains (SL-CAI)"))
+    _feedback_arguments(commands.add_parser("feedback", help="AI preference labels by principle (RLAIF)"))
     args = parser.parse_args(argv)
-    runners = {"reward": run_reward, "sft": run_sft, "ppo": run_ppo, "generate": run_generate}
+    runners = {"reward": run_reward, "sft": run_sft, "ppo": run_ppo, "generate": run_generate,
+               "critique": run_critique, "feedback": run_feedback}  # fmt: skip
     try:
         return runners[args.command](args)
     except (DataError, ModelNotFound, OSError, ValueError) as error:
