@@ -10,5 +10,6 @@ urlpatterns = [
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("p/<slug:slug>/", views.workbench, name="workbench"),
     path("p/<slug:slug>/demonstrate/", views.demonstrate, name="demonstrate"),
+    path("p/<slug:slug>/review/", views.review, name="review"),
     path("healthz", views.health, name="health"),
 ]

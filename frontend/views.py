@@ -65,6 +65,17 @@ def demonstrate(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+@permissions.rater_required
+def review(request: HttpRequest, slug: str) -> HttpResponse:
+    """Review the model's critique-and-revise chains: accept, edit or reject each final revision."""
+    project = _project_or_404(request, slug)
+    return render(
+        request,
+        "frontend/review.html",
+        {"project": project, "guidelines_html": markdown_to_safe_html(project.guidelines)},
+    )
+
+
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
     """For load balancers and compose: answers 200 when the database answers."""

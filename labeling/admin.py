@@ -815,3 +815,17 @@ class CritiqueChainAdmin(ReadOnlyAdmin):
     list_filter = ["project", "review_status", "constitution"]
     search_fields = ["initial_response", "final_revision"]
     inlines = [CritiqueRoundInline]
+
+
+@admin.register(Principle)
+class PrincipleAdmin(admin.ModelAdmin):
+    list_display = ["name", "constitution", "position", "is_active"]
+    list_filter = ["constitution", "is_active"]
+    search_fields = ["name", "critique_request", "revision_request", "comparison_question"]
+
+
+@admin.register(CritiqueRound)
+class CritiqueRoundAdmin(ReadOnlyAdmin):
+    list_display = ["chain", "number", "principle"]
+    list_filter = ["principle"]
+    search_fields = ["critique", "revision"]

@@ -18,6 +18,7 @@ from labeling.errors import ApplicationError, NotFound
 from labeling.models import (
     Assignment,
     ComparisonTask,
+    CritiqueChain,
     DatasetSnapshot,
     Demonstration,
     Flag,
@@ -261,6 +262,84 @@ class DemonstrationSubmitApi(APIView):
         return Response(
             {"demonstration_id": demonstration.pk, "prompt_id": prompt.pk},
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class CritiqueChainNextApi(APIView):
+    """GET: a critique chain of the project waiting for review (the oldest one this rater has not passed over),
+    or 204 when none is left."""
+
+    permission_classes = [permissions.IsRater]
+
+    class CritiqueChainNextQuery(serializers.Serializer):
+        exclude = serializers.RegexField(r"^\d+(,\d+)*$", required=False, help_text="Chain ids passed over.")
+
+    class CritiqueRoundOutput(serializers.Serializer):
+        number = serializers.IntegerField()
+        principle = serializers.CharField()
+        critique = serializers.CharField()
+        revision_html = serializers.CharField()
+
+    class CritiqueChainOutput(serializers.Serializer):
+        chain_id = serializers.IntegerField()
+        conversation = ConversationTurnOutput(many=True)
+        initial_response_html = serializers.CharField()
+        rounds = serializers.ListField(child=serializers.DictField())
+        final_revision = serializers.CharField()
+
+    @extend_schema(parameters=[CritiqueChainNextQuery], responses={200: CritiqueChainOutput, 204: None})
+    def get(self, request: Request, slug: str) -> Response:
+        project = _project_for_rater(request, slug)
+        query = self.CritiqueChainNextQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        exclude = [int(part) for part in query.validated_data.get("exclude", "").split(",") if part]
+        chain = selectors.critique_chain_next_for_review(project=project, exclude=exclude)
+        if chain is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(
+            {
+                "chain_id": chain.pk,
+                "conversation": conversation_payload(chain.prompt.messages),
+                "initial_response_html": markdown_to_safe_html(chain.initial_response),
+                "rounds": [
+                    {
+                        "number": r.number,
+                        "principle": r.principle.name,
+                        "critique": r.critique,
+                        "revision_html": markdown_to_safe_html(r.revision),
+                    }
+                    for r in chain.rounds.select_related("principle")
+                ],  # fmt: skip
+                "final_revision": chain.final_revision,
+            }
+        )
+
+
+class CritiqueChainReviewApi(APIView):
+    """POST {"action": "accept" | "edit" | "reject", "text"}: review a chain's final revision; an accepted (or
+    edited) revision becomes a demonstration."""
+
+    permission_classes = [permissions.IsRater]
+
+    class CritiqueChainReviewInput(serializers.Serializer):
+        action = serializers.ChoiceField(choices=["accept", "edit", "reject"])
+        text = serializers.CharField(required=False, allow_blank=True, default="", max_length=50000)
+
+    class CritiqueChainReviewOutput(serializers.Serializer):
+        chain_id = serializers.IntegerField()
+        review_status = serializers.CharField()
+        demonstration_id = serializers.IntegerField(allow_null=True)
+
+    @extend_schema(request=CritiqueChainReviewInput, responses=CritiqueChainReviewOutput)
+    def post(self, request: Request, chain_id: int) -> Response:
+        chain = get_object_or_404(
+            CritiqueChain.objects.filter(project__in=permissions.projects_visible_to(request.user)), pk=chain_id
+        )
+        data = self.CritiqueChainReviewInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        chain = services.critique_chain_review(chain=chain, reviewer=request.user, **data.validated_data)
+        return Response(
+            {"chain_id": chain.pk, "review_status": chain.review_status, "demonstration_id": chain.demonstration_id}
         )
 
 

@@ -37,8 +37,15 @@ def tasks_left_for_rater(*, user) -> QuerySet[ComparisonTask]:
 
 
 def project_list_for_user(*, user) -> QuerySet[Project]:
-    """The projects the user may see, each annotated with ``tasks_left`` for this user."""
-    return projects_visible_to(user).annotate(tasks_left=_count_per_project(tasks_left_for_rater(user=user), "project"))
+    """The projects the user may see, each annotated with ``tasks_left`` for this user and
+    ``chains_to_review`` (critique chains waiting for review)."""
+    from labeling.models import CritiqueChain
+
+    pending = CritiqueChain.objects.filter(review_status=CritiqueChain.ReviewStatus.PENDING)
+    return projects_visible_to(user).annotate(
+        tasks_left=_count_per_project(tasks_left_for_rater(user=user), "project"),
+        chains_to_review=_count_per_project(pending, "project"),
+    )
 
 
 def project_list_with_counts() -> QuerySet[Project]:
@@ -320,3 +327,11 @@ def ai_human_agreement(*, project: Project) -> dict:
     agreed = sum(row["agreement"] * row["pairs"] for row in by_principle)
     pairs = sum(row["pairs"] for row in by_principle)
     return {"pairs": pairs, "agreement": agreed / pairs if pairs else None, "by_principle": by_principle}
+
+
+def critique_chain_next_for_review(*, project: Project, exclude: list[int] = ()):
+    """The oldest chain of the project waiting for review, leaving out those passed over."""
+    from labeling.models import CritiqueChain
+
+    chains = CritiqueChain.objects.filter(project=project, review_status=CritiqueChain.ReviewStatus.PENDING)
+    return chains.exclude(pk__in=list(exclude)).select_related("prompt").order_by("created_at", "id").first()

@@ -1207,3 +1207,24 @@ def critique_chain_review(*, chain, reviewer: User, action: str, text: str = "")
         chain.demonstration = demonstration_create(prompt=chain.prompt, text=final, author=reviewer, origin="cai")
     chain.save()
     return chain
+
+
+@transaction.atomic
+def constitution_default_ensure():
+    """The shipped default constitution (made by a migration): created again if it was deleted, made the
+    default if no other constitution is."""
+    from labeling.constitution import DEFAULT_DESCRIPTION, DEFAULT_NAME, DEFAULT_PRINCIPLES
+    from labeling.models import Constitution, Principle
+
+    constitution, created = Constitution.objects.get_or_create(
+        name=DEFAULT_NAME, defaults={"description": DEFAULT_DESCRIPTION}
+    )
+    if created:
+        Principle.objects.bulk_create(
+            Principle(constitution=constitution, position=position, name=name, critique_request=critique,
+                      revision_request=revision, comparison_question=question)
+            for position, (name, critique, revision, question) in enumerate(DEFAULT_PRINCIPLES)
+        )  # fmt: skip
+    if not Constitution.objects.filter(is_default=True).exists():
+        constitution = constitution_make_default(constitution=constitution)
+    return constitution

@@ -14,6 +14,8 @@ urlpatterns = [
     path("tasks/<int:task_id>/problems", api.TaskProblemReportApi.as_view(), name="task-problem-report"),
     path("projects/<slug:slug>/demonstrations/next", api.DemonstrationNextApi.as_view(), name="demonstration-next"),
     path("prompts/<int:prompt_id>/demonstrations", api.DemonstrationSubmitApi.as_view(), name="demonstration-submit"),
+    path("projects/<slug:slug>/critique-chains/next", api.CritiqueChainNextApi.as_view(), name="critique-chain-next"),
+    path("critique-chains/<int:chain_id>/review", api.CritiqueChainReviewApi.as_view(), name="critique-chain-review"),
     # Projects and their content.
     path("projects", api.ProjectListApi.as_view(), name="projects"),
     path("projects/<slug:slug>", api.ProjectDetailApi.as_view(), name="project"),

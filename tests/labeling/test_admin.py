@@ -10,6 +10,8 @@ from django.utils import timezone
 from labeling import services
 from labeling.models import (
     Assignment,
+    CritiqueChain,
+    CritiqueRound,
     DatasetSnapshot,
     Judgement,
     ModelVersion,
@@ -42,6 +44,14 @@ def populated(project, rater, make_task):
     snapshot = DatasetSnapshot.objects.create(project=project, kind="ranking", path="r.jsonl", sha256="0" * 64)
     run = TrainingRun.objects.create(project=project, kind="reward", snapshot=snapshot, base_model="minilm-l6")
     ModelVersion.objects.create(project=project, kind="reward", name="rm-1", snapshot=snapshot, training_run=run)
+    constitution = services.constitution_default_ensure()
+    chain = CritiqueChain.objects.create(
+        project=project, prompt=task.prompt, constitution=constitution, model_name="m", initial_response="a",
+        final_revision="b",
+    )  # fmt: skip
+    CritiqueRound.objects.create(
+        chain=chain, number=1, principle=constitution.principles.first(), critique="c", revision="b"
+    )
     return task
 
 

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from labeling import exporters, selectors, services, training_runs
 from labeling.errors import ApplicationError, Conflict
-from labeling.models import ComparisonTask, Constitution, CritiqueChain, Demonstration, Judgement
+from labeling.models import ComparisonTask, CritiqueChain, Demonstration, Judgement
 from tests.factories import ProjectFactory, PromptFactory, ResponseFactory
 from tests.worker import celery_worker, wait_for_end
 from training.models import prepare_policy_tokenizer, tiny_causal_lm, tiny_tokenizer
@@ -45,7 +45,7 @@ def tiny_model_folder(folder) -> str:
 def test_critique_and_ai_feedback_runs_store_chains_and_soft_labels(admin_client, settings, artefacts, tmp_path):
     project = pair_project()
     model = tiny_model_folder(tmp_path / "model")
-    constitution = Constitution.objects.get(is_default=True)
+    constitution = services.constitution_default_ensure()
     chosen = list(constitution.principles.order_by("position")[:2])
     with celery_worker(tmp_path) as worker:
         settings.CELERY_TRAINING_QUEUE = worker.queue
@@ -90,7 +90,7 @@ def test_critique_and_ai_feedback_runs_store_chains_and_soft_labels(admin_client
 @pytest.mark.django_db
 def test_agreement_per_principle_and_overall_on_a_constructed_case():
     project = pair_project(tasks=4)
-    constitution = Constitution.objects.get(is_default=True)
+    constitution = services.constitution_default_ensure()
     honest, harmless = constitution.principles.get(name="Honest"), constitution.principles.get(name="Harmless")
     tasks = list(ComparisonTask.objects.filter(project=project).order_by("id"))
     # The person preferred the first response everywhere. Honest agrees on 3 of 4; Harmless on 1 of 2.
@@ -117,7 +117,7 @@ def test_agreement_per_principle_and_overall_on_a_constructed_case():
 @pytest.mark.django_db
 def test_a_reviewed_chain_becomes_a_demonstration_that_exports_as_sft_data(rater):
     project = pair_project(tasks=2)
-    constitution = Constitution.objects.get(is_default=True)
+    constitution = services.constitution_default_ensure()
     prompts = list(project.prompts.order_by("id"))
     chains = [
         CritiqueChain.objects.create(project=project, prompt=prompt, constitution=constitution, model_name="m",
@@ -171,3 +171,58 @@ def test_ai_labels_change_the_reward_loss_as_soft_labels_weighted_by_source():
         batch = collate([hard, soft], tokenizer, RewardConfig(source_weights={"human": 1.0, "ai": ai_weight}))
         expected = (hard_loss + ai_weight * soft_loss) / (1.0 + ai_weight)
         assert float(listwise_loss(rewards, batch)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.fixture
+def chains(rater):
+    project = pair_project(tasks=2)
+    project.members.add(rater)
+    constitution = services.constitution_default_ensure()
+    made = []
+    for prompt in project.prompts.order_by("id"):
+        chain = CritiqueChain.objects.create(
+            project=project, prompt=prompt, constitution=constitution, model_name="m",
+            initial_response="A <script>alert(1)</script> first try", final_revision=f"Revised answer {prompt.pk}.",
+        )  # fmt: skip
+        chain.rounds.create(number=1, principle=constitution.principles.first(), critique="Too curt.",
+                            revision=f"Revised answer {prompt.pk}.")  # fmt: skip
+        made.append(chain)
+    return project, made
+
+
+@pytest.mark.django_db
+def test_raters_review_chains_of_their_projects_through_the_api(chains, rater, other_rater):
+    from rest_framework.test import APIClient
+
+    project, made = chains
+    client = APIClient()
+    client.force_authenticate(rater)
+    url = reverse("api:critique-chain-next", args=[project.slug])
+    shown = client.get(url).json()
+    assert shown["chain_id"] == made[0].pk and shown["final_revision"] == made[0].final_revision
+    assert "<script>" not in shown["initial_response_html"] and shown["rounds"][0]["principle"] == "Helpful"
+    assert client.get(url, {"exclude": str(made[0].pk)}).json()["chain_id"] == made[1].pk
+    review = reverse("api:critique-chain-review", args=[made[0].pk])
+    assert client.post(review, {"action": "maybe"}, format="json").status_code == 400
+    done = client.post(review, {"action": "edit", "text": "Edited."}, format="json").json()
+    assert (
+        done["review_status"] == "edited" and Demonstration.objects.get(pk=done["demonstration_id"]).text == "Edited."
+    )
+    assert client.post(review, {"action": "accept"}, format="json").status_code == 409
+    client.post(reverse("api:critique-chain-review", args=[made[1].pk]), {"action": "reject"}, format="json")
+    assert client.get(url).status_code == 204
+
+    outsider = APIClient()
+    outsider.force_authenticate(other_rater)  # not a member of the project
+    assert outsider.get(url).status_code == 404
+    assert outsider.post(review, {"action": "accept"}, format="json").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_review_page_is_listed_for_members_with_chains_waiting(client, chains, rater):
+    project, made = chains
+    client.force_login(rater)
+    projects = client.get(reverse("frontend:projects")).content.decode()
+    assert "Review revisions (2)" in projects
+    page = client.get(reverse("frontend:review", args=[project.slug]))
+    assert page.status_code == 200 and b"review.js" in page.content
