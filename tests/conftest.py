@@ -43,4 +43,3 @@ def artefacts(settings, tmp_path):
     settings.ARTEFACTS_DIR = tmp_path / "artefacts"
     settings.MODEL_CACHE_DIR = tmp_path / "cache"
     return settings.ARTEFACTS_DIR
-
