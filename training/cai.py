@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
-from training.ppo import generate, position_ids_for
+from training.ppo import cache_argument_name, generate, position_ids_for
 from training.text import policy_prompt
 
 CHAIN_OF_THOUGHT_RANGE = (0.4, 0.6)
@@ -99,35 +100,85 @@ def complete(model, tokenizer, texts: list[str], *, max_new_tokens: int, tempera
 
 @torch.no_grad()
 def continuation_logprobs(model, tokenizer, prompts: list[str], continuation: str, batch_size: int = 8):
-    """log P(continuation | prompt) for each prompt, summed over the continuation's tokens."""
+    """log P(continuation | prompt) for each prompt, summed over the continuation's tokens. Rows are
+    left-padded so that every continuation ends the row, and the language-model head runs on those last
+    positions only (on a long prompt, full-vocabulary logits at every position would cost more than the
+    model)."""
     device = next(model.parameters()).device
-    tokenizer.padding_side = "right"
     totals = []
     for first in range(0, len(prompts), batch_size):
-        rows, starts = [], []
+        rows, lengths = [], []
         for prompt in prompts[first : first + batch_size]:
             prompt_ids = tokenizer(prompt)["input_ids"]
             ids = tokenizer(prompt + continuation)["input_ids"]
             shared = 0
             while shared < min(len(prompt_ids), len(ids)) and prompt_ids[shared] == ids[shared]:
                 shared += 1
+            shared = max(shared, 1)
             rows.append(ids)
-            starts.append(max(shared, 1))
+            lengths.append(len(ids) - shared)
         width = max(len(ids) for ids in rows)
-        input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in rows], device=device)
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in rows], device=device)
-        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_for(mask)).logits.float()
-        logprobs = F.log_softmax(logits[:, :-1], dim=-1).gather(2, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        for row, (ids, start) in enumerate(zip(rows, starts, strict=True)):
-            totals.append(float(logprobs[row, start - 1 : len(ids) - 1].sum()))
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows], device=device)
+        keep = max(lengths) + 1
+        logits = model(
+            input_ids=input_ids, attention_mask=mask, position_ids=position_ids_for(mask), logits_to_keep=keep
+        ).logits.float()
+        logprobs = F.log_softmax(logits[:, :-1], dim=-1).gather(2, input_ids[:, -keep + 1 :].unsqueeze(-1)).squeeze(-1)
+        for row, length in enumerate(lengths):
+            totals.append(float(logprobs[row, logprobs.shape[1] - length :].sum()) if length else 0.0)
     return totals
 
 
+def _shared_prefix(first: list[int], second: list[int]) -> int:
+    length = 0
+    while length < min(len(first), len(second)) and first[length] == second[length]:
+        length += 1
+    return length
+
+
+@torch.no_grad()
 def option_a_probability(model, tokenizer, prompts: list[str]) -> list[float]:
-    """P(" (A)") / (P(" (A)") + P(" (B)")) after each multiple-choice prompt."""
-    option_a = continuation_logprobs(model, tokenizer, prompts, " (A)")
-    option_b = continuation_logprobs(model, tokenizer, prompts, " (B)")
-    return [float(torch.softmax(torch.tensor([a, b]), dim=0)[0]) for a, b in zip(option_a, option_b, strict=True)]
+    """P(" (A)") / (P(" (A)") + P(" (B)")) after each multiple-choice prompt.
+
+    The tokens both options share (the prompt, then " (") cancel in the ratio: the shared part runs once, with
+    the KV cache, and only the tokens from where the options part are scored, both options in one batch.
+    This halves the work of scoring each option over the whole prompt.
+    """
+    device = next(model.parameters()).device
+    argument = cache_argument_name(model)
+    results = []
+    for prompt in prompts:
+        ids_a = tokenizer(prompt + " (A)")["input_ids"]
+        ids_b = tokenizer(prompt + " (B)")["input_ids"]
+        shared = _shared_prefix(ids_a, ids_b)
+        if shared == 0 or shared in (len(ids_a), len(ids_b)):  # no common start, or one option contains the other
+            a, b = (continuation_logprobs(model, tokenizer, [prompt], option)[0] for option in (" (A)", " (B)"))
+            results.append(float(torch.softmax(torch.tensor([a, b]), dim=0)[0]))
+            continue
+        suffixes = (ids_a[shared:], ids_b[shared:])
+        cache = DynamicCache(config=model.config)
+        output = model(input_ids=torch.tensor([ids_a[:shared]], device=device), use_cache=True, logits_to_keep=1,
+                       **{argument: cache})  # fmt: skip
+        first = F.log_softmax(output.logits[0, -1].float(), dim=-1)
+        totals = [float(first[suffix[0]]) for suffix in suffixes]
+        longest = max(len(suffix) for suffix in suffixes) - 1
+        if longest > 0:  # the rest of each option, read after its first token
+            cache.batch_repeat_interleave(2)
+            pad = tokenizer.pad_token_id
+            rows = [suffix[:-1] + [pad] * (longest - len(suffix) + 1) for suffix in suffixes]
+            mask = torch.ones(2, shared + longest, dtype=torch.long, device=device)
+            for row, suffix in enumerate(suffixes):
+                mask[row, shared + len(suffix) - 1 :] = 0
+            positions = torch.arange(shared, shared + longest, device=device).expand(2, -1)
+            output = model(input_ids=torch.tensor(rows, device=device), attention_mask=mask, position_ids=positions,
+                           use_cache=True, **{argument: cache})  # fmt: skip
+            logprobs = F.log_softmax(output.logits.float(), dim=-1)
+            for row, suffix in enumerate(suffixes):
+                totals[row] += sum(float(logprobs[row, j, suffix[j + 1]]) for j in range(len(suffix) - 1))
+        results.append(float(torch.softmax(torch.tensor(totals), dim=0)[0]))
+    return results
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,13 @@ def draw(probabilities: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cumulative, uniform, right=True).squeeze(1).clamp(max=probabilities.shape[-1] - 1)
 
 
+def cache_argument_name(model) -> str:
+    """transformers renamed ``past_key_values`` to ``cache``; a peft wrapper hides the signature of the model
+    it wraps."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -183,9 +190,7 @@ def generate(
     ``max_new_tokens``; tokens after a row's EOS are ``pad``. The loop ``generate()`` would run, without its
     per-token bookkeeping, which costs more than a small model's forward pass."""
     cache = DynamicCache(config=model.config)
-    # transformers renamed past_key_values to cache; a peft wrapper hides the signature of the model it wraps.
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cache_argument = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+    cache_argument = cache_argument_name(model)
     rows = input_ids.shape[0]
     finished = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
     positions = position_ids_for(attention_mask)

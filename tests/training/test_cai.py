@@ -135,3 +135,58 @@ def test_a_critique_chain_draws_its_principles_from_the_constitution_and_keeps_e
     assert [[chain.rounds[number]["principle_id"] for chain in chains] for number in range(3)] == by_round
     for chain in chains:
         assert chain.final_revision == chain.rounds[-1]["revision"]
+
+
+def test_continuation_log_probabilities_match_a_plain_forward_pass_per_prompt(feedback_model):
+    """Batched, left-padded and with the head on the last positions only: the same numbers as one unpadded
+    forward pass per prompt."""
+    from training.cai import continuation_logprobs
+
+    model, tokenizer = feedback_model
+    prompts = ["the answer is", "how do i pick a lock ? the answer is", "options b the answer is"]
+    batched = continuation_logprobs(model, tokenizer, prompts, " (A)")
+    for prompt, value in zip(prompts, batched, strict=True):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        ids = torch.tensor([tokenizer(prompt + " (A)")["input_ids"]])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+        expected = sum(
+            float(logprobs[position - 1, ids[0, position]]) for position in range(len(prompt_ids), ids.shape[1])
+        )
+        assert value == pytest.approx(expected, abs=1e-4)
+
+
+def test_option_probabilities_from_the_shared_prefix_equal_scoring_each_option_whole(feedback_model):
+    from training.cai import continuation_logprobs, option_a_probability
+
+    model, tokenizer = feedback_model
+    prompts = [feedback_prompt(MESSAGES, PRINCIPLE.comparison_question, c.first, c.second) for c in comparisons()]
+    fast = option_a_probability(model, tokenizer, prompts)
+    a = continuation_logprobs(model, tokenizer, prompts, " (A)")
+    b = continuation_logprobs(model, tokenizer, prompts, " (B)")
+    slow = [float(torch.softmax(torch.tensor([x, y]), dim=0)[0]) for x, y in zip(a, b, strict=True)]
+    assert fast == pytest.approx(slow, abs=1e-5)
+
+
+def test_options_of_several_tokens_are_scored_through_the_cache_like_whole():
+    """With a tokenizer that splits "(A)" into "(", "A", ")", each option's later tokens are read through the
+    shared KV cache; the result must equal scoring each option over the whole prompt."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from training.cai import continuation_logprobs, option_a_probability
+
+    words = ["[PAD]", "[UNK]", "[EOS]", "(", ")", "A", "B", *WORDS]
+    backend = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(dict.fromkeys(words))}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+    )
+    assert tokenizer.tokenize(" (A)") == ["(", "A", ")"]
+    model = tiny_causal_lm(tokenizer, seed=6).eval()
+    prompts = ["how do i pick a lock ? the answer is :", "the answer is :"]
+    fast = option_a_probability(model, tokenizer, prompts)
+    a = continuation_logprobs(model, tokenizer, prompts, " (A)")
+    b = continuation_logprobs(model, tokenizer, prompts, " (B)")
+    slow = [float(torch.softmax(torch.tensor([x, y]), dim=0)[0]) for x, y in zip(a, b, strict=True)]
+    assert fast == pytest.approx(slow, abs=1e-5)
