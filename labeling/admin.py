@@ -100,6 +100,8 @@ class RewardRunForm(forms.Form):
     epochs = forms.FloatField(initial=1.0, min_value=0.01)
     learning_rate = forms.FloatField(initial=5e-5, min_value=1e-8)
     lora = forms.BooleanField(required=False, help_text="Train LoRA adapters instead of every weight.")
+    human_weight = forms.FloatField(initial=1.0, min_value=0, help_text="Loss weight of human judgements.")
+    ai_weight = forms.FloatField(initial=1.0, min_value=0, help_text="Loss weight of AI feedback labels.")
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -186,6 +188,10 @@ class CritiqueRunForm(forms.Form):
         queryset=DatasetSnapshot.objects.none(), required=False, empty_label="Freeze a snapshot of every prompt now"
     )
     rounds = forms.IntegerField(initial=1, min_value=1, max_value=8)
+    few_shot = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="Optional: worked examples put before every critique prompt.",
+    )  # fmt: skip
     max_new_tokens = forms.IntegerField(initial=128, min_value=1)
     temperature = forms.FloatField(initial=0.7, min_value=0.01)
 

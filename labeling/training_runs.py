@@ -54,6 +54,8 @@ def reward_run_start(
     epochs: float = 1.0,
     learning_rate: float = 5e-5,
     lora: bool = False,
+    human_weight: float = 1.0,
+    ai_weight: float = 1.0,
     created_by: User | None = None,
 ) -> TrainingRun:
     """Queue a reward-model run on the project's rankings: a new snapshot of them (human and AI judgements,
@@ -69,6 +71,8 @@ def reward_run_start(
         raise ApplicationError("The snapshot holds no judgements to train on.")
     if epochs <= 0 or learning_rate <= 0:
         raise ApplicationError("Epochs and the learning rate must be positive.")
+    if human_weight < 0 or ai_weight < 0 or human_weight + ai_weight == 0:
+        raise ApplicationError("Source weights must be 0 or more, and not both 0.")
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(
@@ -76,7 +80,13 @@ def reward_run_start(
                 kind=TrainingRun.Kind.REWARD,
                 snapshot=snapshot,
                 base_model=base_model,
-                config={"epochs": epochs, "learning_rate": learning_rate, "lora": lora},
+                config={
+                    "epochs": epochs,
+                    "learning_rate": learning_rate,
+                    "lora": lora,
+                    "human_weight": human_weight,
+                    "ai_weight": ai_weight,
+                },  # fmt: skip
                 created_by=created_by,
             )
     except IntegrityError:
@@ -326,7 +336,8 @@ def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
         command = [
             "reward", "--data", data, *common, "--model", run.base_model,
             "--epochs", str(config.get("epochs", 1.0)), "--learning-rate", str(config.get("learning_rate", 5e-5)),
-            *_options(config, ("max_length", "prompts_per_batch", "logging_steps", "eval_fraction")),
+            *_options(config, ("max_length", "prompts_per_batch", "logging_steps", "eval_fraction", "human_weight",
+                               "ai_weight")),
         ]  # fmt: skip
     elif run.kind == TrainingRun.Kind.SFT:
         command = [
@@ -346,7 +357,8 @@ def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
         ]  # fmt: skip
     elif run.kind == TrainingRun.Kind.CRITIQUE:
         command = [
-            "critique", "--prompts", data, "--principles", str(out_dir / "principles.json"), *common,
+            "critique", "--prompts", data, "--principles", str(out_dir / "principles.json"),
+            "--few-shot", str(out_dir / "few_shot.txt"), *common,
             "--model", start_from, *_options(config, ("rounds", "max_new_tokens", "temperature", "seed")),
         ]  # fmt: skip
     elif run.kind == TrainingRun.Kind.AI_FEEDBACK:
@@ -607,6 +619,7 @@ def critique_run_start(
     rounds: int = 1,
     max_new_tokens: int = 128,
     temperature: float = 0.7,
+    few_shot: str = "",
     created_by: User | None = None,
 ) -> TrainingRun:
     """Queue SL-CAI on a ``prompts`` snapshot (a new one unless given): the model (a policy of the project,
@@ -623,7 +636,7 @@ def critique_run_start(
         project=project, kind=TrainingRun.Kind.CRITIQUE, snapshot=snapshot, parent_model=policy,
         base_model=policy.name if policy else base_model, created_by=created_by,
         config={"constitution_id": constitution.pk, "rounds": rounds, "max_new_tokens": max_new_tokens,
-                "temperature": temperature},
+                "temperature": temperature, "few_shot": few_shot},
     )  # fmt: skip
 
 
@@ -673,6 +686,7 @@ def _prepare_inputs(run: TrainingRun, out_dir: Path) -> None:
             for p in principles
         ]  # fmt: skip
         (out_dir / "principles.json").write_text(json.dumps(rows))
+        (out_dir / "few_shot.txt").write_text(config.get("few_shot", ""), encoding="utf-8")
     elif run.kind == TrainingRun.Kind.AI_FEEDBACK:
         principles = list(Principle.objects.filter(pk__in=config["principle_ids"]))
         tasks = _pair_tasks(run.project).select_related("prompt").order_by("id")

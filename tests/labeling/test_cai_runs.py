@@ -5,6 +5,7 @@ their agreement with people."""
 import io
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,3 +227,24 @@ def test_the_review_page_is_listed_for_members_with_chains_waiting(client, chain
     assert "Review revisions (2)" in projects
     page = client.get(reverse("frontend:review", args=[project.slug]))
     assert page.status_code == 200 and b"review.js" in page.content
+
+
+@pytest.mark.django_db
+def test_runs_pass_source_weights_and_the_few_shot_prefix_to_the_trainer(settings, artefacts, tmp_path):
+    settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
+    project = pair_project(tasks=2)
+    reward = training_runs.reward_run_start(project=project, human_weight=1.0, ai_weight=0.25)
+    command = training_runs.trainer_command(reward, tmp_path)
+    assert command[command.index("--ai-weight") + 1] == "0.25" and command[command.index("--human-weight") + 1] == "1.0"
+    with pytest.raises(ApplicationError, match="Source weights"):
+        training_runs.reward_run_start(project=project, human_weight=0, ai_weight=0)
+
+    critique = training_runs.critique_run_start(project=project, few_shot="Human: hi\n\nAssistant: hello")
+    training_runs._prepare_inputs(critique, tmp_path)
+    command = training_runs.trainer_command(critique, tmp_path)
+    few_shot = command[command.index("--few-shot") + 1]
+    assert Path(few_shot).read_text(encoding="utf-8") == "Human: hi\n\nAssistant: hello"
+    principles = json.loads((tmp_path / "principles.json").read_text())
+    assert {p["name"] for p in principles} == set(
+        services.constitution_default_ensure().principles.values_list("name", flat=True)
+    )
