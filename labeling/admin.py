@@ -181,8 +181,9 @@ class CritiqueRunForm(forms.Form):
         queryset=Constitution.objects.all(), required=False, empty_label="The default constitution"
     )
     policy = forms.ModelChoiceField(
-        queryset=ModelVersion.objects.none(), required=False, empty_label="The base model below"
-    )
+        queryset=ModelVersion.objects.none(), required=False,
+        empty_label="The current policy (or the base model below if there is none)",
+    )  # fmt: skip
     base_model = forms.CharField(initial="smollm2-135m-instruct")
     snapshot = forms.ModelChoiceField(
         queryset=DatasetSnapshot.objects.none(), required=False, empty_label="Freeze a snapshot of every prompt now"

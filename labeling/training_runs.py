@@ -622,14 +622,13 @@ def critique_run_start(
     few_shot: str = "",
     created_by: User | None = None,
 ) -> TrainingRun:
-    """Queue SL-CAI on a ``prompts`` snapshot (a new one unless given): the model (a policy of the project,
-    else ``base_model``) answers, then criticises and revises its answer for ``rounds`` rounds by principles
-    drawn from the constitution (the default unless given)."""
+    """Queue SL-CAI on a ``prompts`` snapshot (a new one unless given): the model (the policy given, else the
+    project's current policy, else ``base_model``) answers, then criticises and revises its answer for
+    ``rounds`` rounds by principles drawn from the constitution (the default unless given)."""
     constitution = _constitution_of(constitution)
     if not constitution.principles.filter(is_active=True).exclude(critique_request="").exists():
         raise ApplicationError(f"No active principle of '{constitution.name}' has a critique request.")
-    if policy is not None:
-        policy = _own_model(project, policy, ModelVersion.Kind.POLICY)
+    policy = _own_model(project, policy, ModelVersion.Kind.POLICY)
     _positive(rounds=rounds, max_new_tokens=max_new_tokens, temperature=temperature)
     snapshot = _snapshot_of(project, snapshot, "prompts", created_by)
     return _create_run(
