@@ -100,8 +100,20 @@ class RewardRunForm(forms.Form):
     epochs = forms.FloatField(initial=1.0, min_value=0.01)
     learning_rate = forms.FloatField(initial=5e-5, min_value=1e-8)
     lora = forms.BooleanField(required=False, help_text="Train LoRA adapters instead of every weight.")
-    human_weight = forms.FloatField(initial=1.0, min_value=0, help_text="Loss weight of human judgements.")
-    ai_weight = forms.FloatField(initial=1.0, min_value=0, help_text="Loss weight of AI feedback labels.")
+    human_weight = forms.FloatField(
+        initial=1.0, min_value=0, required=False, help_text="Loss weight of human judgements (blank: 1)."
+    )
+    ai_weight = forms.FloatField(
+        initial=1.0, min_value=0, required=False, help_text="Loss weight of AI feedback labels (blank: 1)."
+    )
+
+    def clean_human_weight(self) -> float:
+        value = self.cleaned_data["human_weight"]
+        return 1.0 if value is None else value
+
+    def clean_ai_weight(self) -> float:
+        value = self.cleaned_data["ai_weight"]
+        return 1.0 if value is None else value
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, **kwargs)
