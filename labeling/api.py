@@ -35,7 +35,7 @@ LABELS = "ABCDEFGHI"
 
 def _project_for_rater(request: Request, slug: str) -> Project:
     """The project, if the user may label it; 404 otherwise, so that other projects stay invisible."""
-    project = permissions.projects_visible_to(request.user).filter(slug=slug).first()
+    project = selectors.project_for_labelling(user=request.user, slug=slug)
     if project is None:
         raise NotFound(f"No project '{slug}' is open to you.")
     return project

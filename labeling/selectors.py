@@ -1,5 +1,6 @@
 """Reads that are more than one ``.get()``: what a rater has left to do, what the admin lists."""
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -9,8 +10,17 @@ from django.db import connection
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, TextField, Value
 from django.db.models.functions import Cast, Coalesce
 
-from labeling.models import Assignment, ComparisonTask, Demonstration, Judgement, Project, Prompt, TaskResponse
-from labeling.permissions import projects_visible_to
+from labeling.models import (
+    Assignment,
+    ComparisonTask,
+    Demonstration,
+    Judgement,
+    Project,
+    Prompt,
+    Response,
+    TaskResponse,
+)
+from labeling.permissions import is_rater, is_staff, projects_visible_to
 
 
 def _count_per_project(queryset: QuerySet, project_field: str) -> Coalesce:
@@ -202,13 +212,23 @@ class TaskContent:
 
 
 def task_content(*, task_id: int) -> TaskContent:
-    """The prompt and the response texts of a task, in one query."""
-    rows = list(
-        TaskResponse.objects.filter(task_id=task_id)
-        .order_by("position")
-        .values_list("response_id", "response__text", "task__prompt__messages")
-    )
-    return TaskContent(messages=rows[0][2] if rows else [], texts={row[0]: row[1] for row in rows})
+    """The prompt and the response texts of a task, in one query (plain SQL: it runs on every "next task", and
+    the ORM takes longer to compile it than the database takes to run it)."""
+    slot, response, task, prompt = (model._meta.db_table for model in (TaskResponse, Response, ComparisonTask, Prompt))
+    sql = f"""
+        SELECT s.response_id, r.text, p.messages FROM {slot} s
+        JOIN {response} r ON r.id = s.response_id
+        JOIN {task} t ON t.id = s.task_id
+        JOIN {prompt} p ON p.id = t.prompt_id
+        WHERE s.task_id = %s ORDER BY s.position
+    """  # noqa: S608 (table names come from the models, values are parameters)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [task_id])
+        rows = cursor.fetchall()
+    messages = rows[0][2] if rows else []
+    if isinstance(messages, str):  # SQLite hands JSON back as text
+        messages = json.loads(messages)
+    return TaskContent(messages=messages, texts={row[0]: row[1] for row in rows})
 
 
 def task_contents(*, task_ids: list[int]) -> dict[int, TaskContent]:
@@ -335,3 +355,18 @@ def critique_chain_next_for_review(*, project: Project, exclude: list[int] = ())
 
     chains = CritiqueChain.objects.filter(project=project, review_status=CritiqueChain.ReviewStatus.PENDING)
     return chains.exclude(pk__in=list(exclude)).select_related("prompt").order_by("created_at", "id").first()
+
+
+def project_for_labelling(*, user, slug: str) -> Project | None:
+    """The project with this slug if the user may label it: staff any, a rater their own (plain SQL for
+    raters, who ask on every "next task")."""
+    if is_staff(user):
+        return Project.objects.filter(slug=slug).first()
+    if not is_rater(user):
+        return None
+    members = Project.members.through._meta.db_table
+    sql = f"""
+        SELECT p.* FROM {Project._meta.db_table} p JOIN {members} m ON m.project_id = p.id
+        WHERE p.slug = %s AND m.user_id = %s
+    """  # noqa: S608 (table names come from the models, values are parameters)
+    return next(iter(Project.objects.raw(sql, [slug, user.pk])), None)
