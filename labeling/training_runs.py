@@ -674,7 +674,8 @@ def ai_feedback_run_start(
 
 def _prepare_inputs(run: TrainingRun, out_dir: Path) -> None:
     """Files a run reads besides its snapshot, written when it starts (so it sees the tasks of that moment)."""
-    from labeling.models import Principle, TaskResponse
+    from labeling import selectors
+    from labeling.models import Principle
 
     config = run.config or {}
     if run.kind == TrainingRun.Kind.CRITIQUE:
@@ -688,17 +689,17 @@ def _prepare_inputs(run: TrainingRun, out_dir: Path) -> None:
         (out_dir / "few_shot.txt").write_text(config.get("few_shot", ""), encoding="utf-8")
     elif run.kind == TrainingRun.Kind.AI_FEEDBACK:
         principles = list(Principle.objects.filter(pk__in=config["principle_ids"]))
-        tasks = _pair_tasks(run.project).select_related("prompt").order_by("id")
+        task_ids = list(_pair_tasks(run.project).order_by("id").values_list("pk", flat=True))
         with open(out_dir / "comparisons.jsonl", "w", encoding="utf-8") as out:
-            for task in tasks.iterator(chunk_size=500):
-                slots = list(TaskResponse.objects.filter(task=task).select_related("response").order_by("position"))
-                first, second = (slot.response for slot in slots)
-                for principle in principles:
-                    out.write(json.dumps({
-                        "task_id": task.pk, "principle_id": principle.pk, "prompt": task.prompt.messages,
-                        "question": principle.comparison_question, "first_id": first.pk, "second_id": second.pk,
-                        "first": first.text, "second": second.text,
-                    }) + "\n")  # fmt: skip
+            for start in range(0, len(task_ids), 500):  # the texts of 500 tasks per query
+                for task_id, content in selectors.task_contents(task_ids=task_ids[start : start + 500]).items():
+                    (first_id, first), (second_id, second) = content.texts.items()
+                    for principle in principles:
+                        out.write(json.dumps({
+                            "task_id": task_id, "principle_id": principle.pk, "prompt": content.messages,
+                            "question": principle.comparison_question, "first_id": first_id,
+                            "second_id": second_id, "first": first, "second": second,
+                        }) + "\n")  # fmt: skip
 
 
 def _finish_succeeded(run: TrainingRun, out_dir: Path, now, extra: dict) -> None:

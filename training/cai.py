@@ -11,14 +11,19 @@ labels (RLAIF), driven by the principles of a constitution.
   first and clamps its labels to 0.4..0.6, as the paper does.
 """
 
+import json
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from training.data import as_messages, read_prompts_with_ids
+from training.models import causal_lm_for_inference
 from training.ppo import cache_argument_name, generate, position_ids_for
 from training.text import policy_prompt
 
@@ -288,9 +293,6 @@ def critique_chains(
 
 
 def read_principles(path) -> list[PrincipleText]:
-    import json
-    from pathlib import Path
-
     return [PrincipleText(**item) for item in json.loads(Path(path).read_text(encoding="utf-8"))]
 
 
@@ -312,20 +314,11 @@ def run_critique(
     tokenizer=None,
 ) -> dict:
     """Critique chains for every prompt of a ``prompts`` export, written to ``output_dir/chains.jsonl``."""
-    import json
-    import time
-    from pathlib import Path
-
-    from training.generate import read_prompts_with_ids
-    from training.models import load_causal_lm
-
     emit = on_metrics or (lambda metrics: None)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    if model is None or tokenizer is None:
-        model, tokenizer = load_causal_lm(model_name, cache_dir)
-    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    model, tokenizer = causal_lm_for_inference(model_name, cache_dir, model, tokenizer)
     prompts = read_prompts_with_ids(prompts_path)
     principles = read_principles(principles_path)
     started, written = time.monotonic(), 0
@@ -363,19 +356,10 @@ def run_feedback(
 ) -> dict:
     """Soft labels for every line of ``comparisons_path`` (``{"task_id", "principle_id", "prompt", "question",
     "first_id", "second_id", "first", "second"}``), written to ``output_dir/labels.jsonl``."""
-    import json
-    import time
-    from pathlib import Path
-
-    from training.data import as_messages
-    from training.models import load_causal_lm
-
     emit = on_metrics or (lambda metrics: None)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if model is None or tokenizer is None:
-        model, tokenizer = load_causal_lm(model_name, cache_dir)
-    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    model, tokenizer = causal_lm_for_inference(model_name, cache_dir, model, tokenizer)
     lines = Path(comparisons_path).read_text(encoding="utf-8").splitlines()
     items = [json.loads(line) for line in lines if line.strip()]
     started = time.monotonic()

@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from tqdm import tqdm
@@ -55,13 +56,10 @@ def run_reward(args: argparse.Namespace) -> int:
         lora=args.lora,
         normalize=not args.no_normalize,
     )
-    metrics_file = open(args.metrics, "a", encoding="utf-8") if args.metrics else None  # noqa: SIM115
     bar = tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {postfix}", disable=not sys.stderr.isatty())
 
     def on_metrics(line: dict) -> None:
-        if metrics_file:
-            metrics_file.write(json.dumps(line) + "\n")
-            metrics_file.flush()
+        write(line)
         if line.get("event") == "done":
             return
         if "progress" in line:
@@ -72,28 +70,25 @@ def run_reward(args: argparse.Namespace) -> int:
                 f"epoch {line['epoch']}: held-out accuracy {line['eval_accuracy']:.3f}, loss {line['eval_loss']:.4f}"
             )
 
-    try:
+    with _metrics_sink(args.metrics) as write, bar:
         result = train_reward_model(
             config, args.data, args.out, reference_path=args.reference, on_metrics=on_metrics, cache_dir=args.cache_dir
         )
-    finally:
-        bar.close()
-        if metrics_file:
-            metrics_file.close()
     print(json.dumps(result.metrics))
     return 0
 
 
-def _metrics_writer(path: Path | None):
-    """A sink that appends each metrics dict as a JSON line to ``path`` (if given) and returns the file."""
-    metrics_file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+@contextmanager
+def _metrics_sink(path: Path | None):
+    """A function that appends each metrics dict as a JSON line to ``path`` (when given), open for the block."""
+    with open(path, "a", encoding="utf-8") if path else nullcontext() as metrics_file:
 
-    def write(line: dict) -> None:
-        if metrics_file:
-            metrics_file.write(json.dumps(line) + "\n")
-            metrics_file.flush()
+        def write(line: dict) -> None:
+            if metrics_file:
+                metrics_file.write(json.dumps(line) + "\n")
+                metrics_file.flush()
 
-    return write, metrics_file
+        yield write
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +122,6 @@ def run_sft(args: argparse.Namespace) -> int:
         gradient_accumulation_steps=args.gradient_accumulation_steps, max_length=args.max_length, seed=args.seed,
         logging_steps=args.logging_steps, lora=args.lora,
     )  # fmt: skip
-    write, metrics_file = _metrics_writer(args.metrics)
     bar = tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {postfix}", disable=not sys.stderr.isatty())
 
     def on_metrics(line: dict) -> None:
@@ -136,12 +130,8 @@ def run_sft(args: argparse.Namespace) -> int:
             bar.n = line["progress"]
             bar.set_postfix(loss=f"{line['loss']:.4f}", eta=f"{line['eta_s']:.0f}s")
 
-    try:
+    with _metrics_sink(args.metrics) as write, bar:
         result = train_sft(config, args.data, args.out, on_metrics=on_metrics, cache_dir=args.cache_dir)
-    finally:
-        bar.close()
-        if metrics_file:
-            metrics_file.close()
     print(json.dumps(result.metrics))
     return 0
 
@@ -170,7 +160,6 @@ def run_ppo(args: argparse.Namespace) -> int:
 
     fields = {name: getattr(args, name) for name in PPOConfig.__dataclass_fields__ if hasattr(args, name)}
     config = PPOConfig(**fields)
-    write, metrics_file = _metrics_writer(args.metrics)
     bar = tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {postfix}", disable=not sys.stderr.isatty())
 
     def on_metrics(line: dict) -> None:
@@ -179,15 +168,11 @@ def run_ppo(args: argparse.Namespace) -> int:
             bar.n = line["progress"]
             bar.set_postfix(score=f"{line['score']:.3f}", kl=f"{line['kl']:.3f}", eta=f"{line['eta_s']:.0f}s")
 
-    try:
+    with _metrics_sink(args.metrics) as write, bar:
         result = train_ppo(
             config, args.prompts, args.out, ptx_path=args.ptx_data, on_metrics=on_metrics,
             cache_dir=args.cache_dir, resume=not args.no_resume,
         )  # fmt: skip
-    finally:
-        bar.close()
-        if metrics_file:
-            metrics_file.close()
     print(json.dumps(result.metrics))
     return 0
 
@@ -206,16 +191,12 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     from training.generate import generate_responses
 
-    write, metrics_file = _metrics_writer(args.metrics)
-    try:
+    with _metrics_sink(args.metrics) as write:
         summary = generate_responses(
             args.model, args.prompts, args.out, samples=args.samples, max_new_tokens=args.max_new_tokens,
             temperature=args.temperature, batch_size=args.batch_size, seed=args.seed, cache_dir=args.cache_dir,
             on_metrics=write,
         )  # fmt: skip
-    finally:
-        if metrics_file:
-            metrics_file.close()
     print(json.dumps(summary))
     return 0
 
@@ -235,17 +216,13 @@ def _critique_arguments(parser: argparse.ArgumentParser) -> None:
 def run_critique(args: argparse.Namespace) -> int:
     from training.cai import run_critique as critique
 
-    write, metrics_file = _metrics_writer(args.metrics)
-    try:
+    with _metrics_sink(args.metrics) as write:
         summary = critique(
             args.model, args.prompts, args.principles, args.out, rounds=args.rounds,
             few_shot=args.few_shot.read_text(encoding="utf-8") if args.few_shot else "",
             max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
             cache_dir=args.cache_dir, on_metrics=write,
         )  # fmt: skip
-    finally:
-        if metrics_file:
-            metrics_file.close()
     print(json.dumps(summary))
     return 0
 
@@ -260,15 +237,11 @@ def _feedback_arguments(parser: argparse.ArgumentParser) -> None:
 def run_feedback(args: argparse.Namespace) -> int:
     from training.cai import run_feedback as feedback
 
-    write, metrics_file = _metrics_writer(args.metrics)
-    try:
+    with _metrics_sink(args.metrics) as write:
         summary = feedback(
             args.model, args.comparisons, args.out, chain_of_thought=args.chain_of_thought,
             cache_dir=args.cache_dir, on_metrics=write,
         )  # fmt: skip
-    finally:
-        if metrics_file:
-            metrics_file.close()
     print(json.dumps(summary))
     return 0
 

@@ -163,3 +163,17 @@ def read_prompts(path: str | Path) -> list[list[dict[str, str]]]:
     if not prompts:
         raise DataError(f"{path.name} holds no prompts.")
     return prompts
+
+
+def read_prompts_with_ids(path: str | Path) -> list[tuple[int, list[dict]]]:
+    """``(prompt_id, messages)`` from a ``prompts`` export, in file order."""
+    path = Path(path)
+    prompts = []
+    for number, record in _records(path):
+        try:
+            prompts.append((int(record["prompt_id"]), as_messages(record["prompt"])))
+        except (KeyError, TypeError, ValueError, DataError) as error:
+            raise DataError(f"{path.name}, record {number}: {error}") from None
+    if not prompts:
+        raise DataError(f"{path.name} holds no prompts.")
+    return prompts

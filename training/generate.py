@@ -13,24 +13,11 @@ from pathlib import Path
 import torch
 
 from training.config import PPOConfig
-from training.data import DataError, _records, as_messages
-from training.models import load_causal_lm
+from training.data import read_prompts_with_ids
+from training.models import causal_lm_for_inference
 from training.ppo import sample
 
 MetricsSink = Callable[[dict], None]
-
-
-def read_prompts_with_ids(path: str | Path) -> list[tuple[int, list[dict]]]:
-    path = Path(path)
-    prompts = []
-    for number, record in _records(path):
-        try:
-            prompts.append((int(record["prompt_id"]), as_messages(record["prompt"])))
-        except (KeyError, TypeError, ValueError, DataError) as error:
-            raise DataError(f"{path.name}, record {number}: {error}") from None
-    if not prompts:
-        raise DataError(f"{path.name} holds no prompts.")
-    return prompts
 
 
 @torch.no_grad()
@@ -54,10 +41,8 @@ def generate_responses(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    if model is None or tokenizer is None:
-        model, tokenizer = load_causal_lm(model_name, cache_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
+    model, tokenizer = causal_lm_for_inference(model_name, cache_dir, model, tokenizer)
+    device = next(model.parameters()).device
     prompts = read_prompts_with_ids(prompts_path)
     jobs = [(prompt_id, messages) for prompt_id, messages in prompts for _ in range(samples)]
     config = PPOConfig(max_new_tokens=max_new_tokens, temperature=temperature)

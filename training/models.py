@@ -163,3 +163,12 @@ def tiny_causal_lm(tokenizer: PreTrainedTokenizerBase, *, layers: int = 2, hidde
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, activation_function="gelu_pytorch_tanh",
     )  # fmt: skip
     return GPT2LMHeadModel(config)
+
+
+def causal_lm_for_inference(name: str, cache_dir: str | Path | None = None, model=None, tokenizer=None):
+    """``(model, tokenizer)`` ready to generate or score: loaded unless given, on the GPU when there is one,
+    in eval mode."""
+    if model is None or tokenizer is None:
+        model, tokenizer = load_causal_lm(name, cache_dir)
+    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    return model, tokenizer
