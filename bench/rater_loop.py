@@ -99,6 +99,10 @@ def seed(rounds: list[int], submissions: int, overlap: int, k: int) -> dict[int,
                 for j in range(k)
             )
             plan[r] = {"slug": project.slug, "usernames": [user.username for user in users], "tasks": task_count}
+    # The stored HTML, as the beat job fills it in within a minute of an import.
+    from labeling.services import stored_html_fill
+
+    stored_html_fill(limit=10**9)
     # Fresh planner statistics, as autovacuum keeps them on a live database: without them PostgreSQL plans
     # for empty tables.
     with connection.cursor() as cursor:

@@ -64,7 +64,7 @@ def task_kind(project: Project, k: int) -> str:
 def task_payload(assignment: Assignment, project: Project) -> dict:
     """What the task page needs: the conversation and the responses in this rater's order, as safe HTML
     (and as text, for the word diff)."""
-    content = selectors.task_content(task_id=assignment.task_id)
+    content = getattr(assignment, "content", None) or selectors.task_content(task_id=assignment.task_id)
     order = assignment.shown_order or sorted(content.texts)
     kind = task_kind(project, len(order))
     return {
@@ -72,12 +72,15 @@ def task_payload(assignment: Assignment, project: Project) -> dict:
         "kind": kind,
         "rate": project.rate_enabled,
         "expires_at": assignment.expires_at.isoformat(),
-        "conversation": conversation_payload(content.messages),
+        "conversation": [
+            {"role": turn["role"], "html": html}
+            for turn, html in zip(content.messages, content.messages_html, strict=True)
+        ],
         "responses": [
             {
                 "id": response_id,
                 "label": LABELS[position] if kind == "compare" else str(position + 1),
-                "html": markdown_to_safe_html(content.texts[response_id]),
+                "html": content.html[response_id],
                 "text": content.texts[response_id],
             }
             for position, response_id in enumerate(order)

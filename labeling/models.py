@@ -110,12 +110,19 @@ class Prompt(models.Model):
     content_hash = models.CharField(
         max_length=64, blank=True, editable=False, help_text="sha256 of the conversation, to find duplicates."
     )
+    messages_html = models.JSONField(
+        default=list, blank=True, editable=False, help_text="Each turn as safe HTML, rendered when stored."
+    )
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["project", "content_hash"], name="prompt_project_content")]
+        indexes = [
+            models.Index(fields=["project", "content_hash"], name="prompt_project_content"),
+            # Only the prompts still to render: what the HTML job looks for.
+            models.Index(fields=["id"], condition=Q(messages_html=[]), name="prompt_html_missing"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["project", "external_id"],
@@ -156,6 +163,9 @@ class Response(models.Model):
 
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
     text = models.TextField()
+    html = models.TextField(
+        blank=True, default="", editable=False, help_text="The text as safe HTML, rendered when stored."
+    )
     origin = models.CharField(
         max_length=200,
         default=HUMAN,
@@ -170,6 +180,7 @@ class Response(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [models.CheckConstraint(condition=~Q(origin=""), name="response_origin_not_empty")]
+        indexes = [models.Index(fields=["id"], condition=Q(html=""), name="response_html_missing")]
 
     def __str__(self) -> str:
         return f"Response {self.pk} ({self.origin})"

@@ -6,7 +6,10 @@ only the tags, attributes and URL schemes listed here. ``javascript:`` links and
 survive either step.
 """
 
+import hashlib
 from functools import lru_cache
+from importlib.metadata import version
+from pathlib import Path
 
 import nh3
 from markdown_it import MarkdownIt
@@ -64,6 +67,36 @@ def markdown_to_safe_html(text: str) -> str:
         link_rel="noopener noreferrer nofollow",
         filter_style_properties={"text-align"},
     )
+
+
+# HTML is stored beside the text it was rendered from (responses and prompts, at import), marked with a digest of
+# that text, of this module's source and of the renderers' versions. HTML of a text edited since, rendered under
+# other rules or by an older sanitiser is never served: the text is rendered again instead.
+_RULES = Path(__file__).read_bytes() + repr([version(name) for name in ("markdown-it-py", "nh3", "pygments")]).encode()
+_RULES_DIGEST = hashlib.sha256(_RULES).hexdigest()[:16]
+
+
+def _mark(text: str) -> str:
+    return f"<!--md:{_RULES_DIGEST}:{hashlib.blake2b(text.encode(), digest_size=12).hexdigest()}-->"
+
+
+def html_for_storage(text: str) -> str:
+    """The safe HTML of ``text``, marked with the text and the rules it was rendered under."""
+    return _mark(text) + markdown_to_safe_html(text)
+
+
+def html_from_storage(text: str, stored: str | None) -> str:
+    """The stored HTML when it was rendered from this very text under today's rules, else ``text`` rendered now."""
+    if stored:
+        mark = _mark(text)
+        if stored.startswith(mark):
+            return stored[len(mark) :]
+    return markdown_to_safe_html(text)
+
+
+def messages_html_for_storage(messages: list[dict]) -> list[str]:
+    """The stored HTML of each turn of a conversation."""
+    return [html_for_storage(str(turn.get("content", ""))) for turn in messages]
 
 
 def highlight_stylesheet() -> str:

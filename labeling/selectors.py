@@ -1,15 +1,18 @@
 """Reads that are more than one ``.get()``: what a rater has left to do, what the admin lists."""
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
+from functools import cache, cached_property
 
 import orjson
 from django.db import connection
+from django.db import models as db_models
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, TextField, Value
 from django.db.models.functions import Cast, Coalesce
 
+from labeling import rendering
 from labeling.models import (
     Assignment,
     ComparisonTask,
@@ -196,6 +199,9 @@ def prompt_next_for_demonstration(*, project: Project, author, exclude: list[int
 class TaskContent:
     messages: list[dict]
     texts: dict[int, str]  # response id -> text, in the task's stored order
+    # Safe HTML of each turn and of each response (``task_content`` only).
+    messages_html: list[str] = field(default_factory=list)
+    html: dict[int, str] = field(default_factory=dict)
 
     @cached_property
     def response_ids(self) -> list[int]:
@@ -212,11 +218,11 @@ class TaskContent:
 
 
 def task_content(*, task_id: int) -> TaskContent:
-    """The prompt and the response texts of a task, in one query (plain SQL: it runs on every "next task", and
-    the ORM takes longer to compile it than the database takes to run it)."""
+    """The prompt and the response texts of a task, with their safe HTML, in one query (plain SQL: it runs on
+    every "next task", and the ORM takes longer to compile it than the database takes to run it)."""
     slot, response, task, prompt = (model._meta.db_table for model in (TaskResponse, Response, ComparisonTask, Prompt))
     sql = f"""
-        SELECT s.response_id, r.text, p.messages FROM {slot} s
+        SELECT s.response_id, r.text, r.html, p.messages, p.messages_html FROM {slot} s
         JOIN {response} r ON r.id = s.response_id
         JOIN {task} t ON t.id = s.task_id
         JOIN {prompt} p ON p.id = t.prompt_id
@@ -225,10 +231,25 @@ def task_content(*, task_id: int) -> TaskContent:
     with connection.cursor() as cursor:
         cursor.execute(sql, [task_id])
         rows = cursor.fetchall()
-    messages = rows[0][2] if rows else []
+    return task_content_from_rows(rows)
+
+
+def task_content_from_rows(rows: Sequence[tuple]) -> TaskContent:
+    """A ``TaskContent`` from rows of (response id, text, html, prompt messages, prompt messages' html)."""
+    messages, messages_html = (rows[0][3], rows[0][4]) if rows else ([], [])
     if isinstance(messages, str):  # SQLite hands JSON back as text
-        messages = json.loads(messages)
-    return TaskContent(messages=messages, texts={row[0]: row[1] for row in rows})
+        messages, messages_html = json.loads(messages), json.loads(messages_html)
+    if len(messages_html) != len(messages):
+        messages_html = [None] * len(messages)
+    return TaskContent(
+        messages=messages,
+        texts={row[0]: row[1] for row in rows},
+        messages_html=[
+            rendering.html_from_storage(str(turn.get("content", "")), stored)
+            for turn, stored in zip(messages, messages_html, strict=True)
+        ],
+        html={row[0]: rendering.html_from_storage(row[1], row[2]) for row in rows},
+    )
 
 
 def task_contents(*, task_ids: list[int]) -> dict[int, TaskContent]:
@@ -370,3 +391,54 @@ def project_for_labelling(*, user, slug: str) -> Project | None:
         WHERE p.slug = %s AND m.user_id = %s
     """  # noqa: S608 (table names come from the models, values are parameters)
     return next(iter(Project.objects.raw(sql, [slug, user.pk])), None)
+
+
+@cache
+def _converters(model: type[db_models.Model], vendor: str) -> list:
+    """Each column's database converters, as the ORM applies them (JSON from SQLite text, durations, ...)."""
+    table = model._meta.db_table
+    converters = []
+    for model_field in model._meta.concrete_fields:
+        column = model_field.get_col(table)
+        converters.append((column, connection.ops.get_db_converters(column) + column.get_db_converters(connection)))
+    return converters
+
+
+def columns_of(model: type[db_models.Model], alias: str = "") -> str:
+    """The select list of all of ``model``'s columns, in field order, for ``instance_from_row``."""
+    quote = connection.ops.quote_name
+    prefix = alias or model._meta.db_table
+    return ", ".join(f"{prefix}.{quote(model_field.column)}" for model_field in model._meta.concrete_fields)
+
+
+def instance_from_row(model: type[db_models.Model], values: Sequence) -> db_models.Model:
+    """A model instance from the values of ``columns_of(model)`` in a plain-SQL row, as the ORM would build it."""
+    converted = []
+    for (column, converters), value in zip(_converters(model, connection.vendor), values, strict=True):
+        for converter in converters:
+            value = converter(value, column, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, None, converted)
+
+
+def assignment_of_rater(*, task_id: int, rater_id: int) -> Assignment | None:
+    """The rater's assignment on a task, with its task and the task's project loaded, in one query (plain SQL:
+    it runs on every submission, and the ORM takes longer to compile the join than the database to run it)."""
+    columns = ", ".join(columns_of(model) for model in (Assignment, ComparisonTask, Project))
+    assignment, task, project = (model._meta.db_table for model in (Assignment, ComparisonTask, Project))
+    sql = f"""
+        SELECT {columns} FROM {assignment}
+        JOIN {task} ON {task}.id = {assignment}.task_id
+        JOIN {project} ON {project}.id = {task}.project_id
+        WHERE {assignment}.task_id = %s AND {assignment}.rater_id = %s
+    """  # noqa: S608 (table and column names come from the models, values are parameters)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [task_id, rater_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    widths = [len(Assignment._meta.concrete_fields), len(ComparisonTask._meta.concrete_fields)]
+    lease = instance_from_row(Assignment, row[: widths[0]])
+    lease.task = instance_from_row(ComparisonTask, row[widths[0] : widths[0] + widths[1]])
+    lease.task.project = instance_from_row(Project, row[widths[0] + widths[1] :])
+    return lease

@@ -21,7 +21,7 @@ from django.db.models import Count, OuterRef, Subquery
 from django.utils import timezone
 
 from config.version import code_version
-from labeling import selectors, validation
+from labeling import rendering, selectors, validation
 from labeling.errors import ApplicationError, Conflict, NotFound
 from labeling.importers import oasst_ranked_groups, plain_prompts
 from labeling.models import (
@@ -92,7 +92,9 @@ def prompt_create(
     metadata: dict | None = None,
 ) -> Prompt:
     prompt = Prompt(project=project, messages=messages, source=source, external_id=external_id, metadata=metadata or {})
-    _save_validated(prompt)
+    _validate(prompt)
+    prompt.messages_html = rendering.messages_html_for_storage(messages)
+    prompt.save()
     return prompt
 
 
@@ -108,7 +110,9 @@ def response_create(
     if model_version is not None:
         origin = model_version.name
     response = Response(prompt=prompt, text=text, origin=origin, model_version=model_version, metadata=metadata or {})
-    _save_validated(response)
+    _validate(response)
+    response.html = rendering.html_for_storage(text)
+    response.save()
     return response
 
 
@@ -198,6 +202,34 @@ def demonstration_create(*, prompt: Prompt, text: str, author: User | None = Non
     demonstration = Demonstration(prompt=prompt, text=text, author=author, origin=origin)
     _save_validated(demonstration)
     return demonstration
+
+
+HTML_BATCH = 500
+
+
+def stored_html_fill(*, limit: int = 20_000) -> int:
+    """Render and store the HTML of up to ``limit`` prompts and responses stored without it (imports leave it
+    to this job, run every minute by Celery beat). Each batch commits on its own. Returns how many rows."""
+    done = 0
+    for model, field, render in (
+        (Prompt, "messages_html", lambda prompt: rendering.messages_html_for_storage(prompt.messages)),
+        (Response, "html", lambda response: rendering.html_for_storage(response.text)),
+    ):
+        source = "messages" if model is Prompt else "text"
+        missing = [] if model is Prompt else ""
+        while done < limit:
+            rows = list(
+                model.objects.filter(**{field: missing}).exclude(**{source: missing}).order_by("id")
+                .only("id", source)[: min(HTML_BATCH, limit - done)]
+            )  # fmt: skip
+            if not rows:
+                break
+            for row in rows:
+                setattr(row, field, render(row))
+            with transaction.atomic():
+                model.objects.bulk_update(rows, [field])
+            done += len(rows)
+    return done
 
 
 @transaction.atomic
@@ -416,13 +448,29 @@ def _lease_next_in_python(*, project: Project, rater: User, now: datetime) -> As
 
 
 def _lease_next_in_postgres(*, project: Project, rater: User, now: datetime) -> Assignment | None:
-    """The same steps as ``_lease_next_in_python``, in one round trip (migration 0008)."""
+    """The same steps as ``_lease_next_in_python`` (migration 0008), and the task's content for the page, in one
+    round trip: the content rides on the assignment as ``content``."""
     want_gold = random.random() < project.gold_rate
-    leases = Assignment.objects.raw(
-        "SELECT * FROM labeling_lease_next(%s, %s, %s, %s, %s)",
-        [project.pk, rater.pk, want_gold, now, project.lease_timeout],
-    )
-    return next(iter(leases), None)
+    slot, response, task, prompt = (model._meta.db_table for model in (TaskResponse, Response, ComparisonTask, Prompt))
+    sql = f"""
+        WITH lease AS (SELECT * FROM labeling_lease_next(%s, %s, %s, %s, %s))
+        SELECT {selectors.columns_of(Assignment, "lease")}, s.response_id, r.text, r.html, p.messages, p.messages_html
+        FROM lease
+        JOIN {task} t ON t.id = lease.task_id
+        JOIN {prompt} p ON p.id = t.prompt_id
+        LEFT JOIN {slot} s ON s.task_id = lease.task_id
+        LEFT JOIN {response} r ON r.id = s.response_id
+        ORDER BY s.position
+    """  # noqa: S608 (table and column names come from the models, values are parameters)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [project.pk, rater.pk, want_gold, now, project.lease_timeout])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    width = len(Assignment._meta.concrete_fields)
+    assignment = selectors.instance_from_row(Assignment, rows[0][:width])
+    assignment.content = selectors.task_content_from_rows([row[width:] for row in rows if row[width] is not None])
+    return assignment
 
 
 @_retry_when_sqlite_is_locked
@@ -599,7 +647,7 @@ def judgement_submit(
         "rationale": rationale,
         "client_submission_id": client_submission_id,
     }
-    assignment = Assignment.objects.select_related("task__project").filter(task_id=task_id, rater=rater).first()
+    assignment = selectors.assignment_of_rater(task_id=task_id, rater_id=rater.pk)
     if assignment is None:
         raise NotFound(f"You hold no task {task_id}. Ask for your next task.")
     submit = _submit_in_postgres if connection.vendor == "postgresql" else _submit_in_python

@@ -13,6 +13,12 @@ def assignment_expire_stale_task() -> int:
     return services.assignment_expire_stale()
 
 
+@shared_task
+def stored_html_fill_task() -> int:
+    """Render the prompts and responses that imports stored without HTML (scheduled every minute)."""
+    return services.stored_html_fill()
+
+
 @shared_task(bind=True, acks_late=True)
 def training_run_execute_task(self, run_id: int) -> str:
     """Run the trainer for a queued run (queue ``training``); returns the run's final status."""

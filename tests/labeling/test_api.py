@@ -7,8 +7,8 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from labeling import services
-from labeling.models import Assignment, Demonstration, Judgement, Prompt, TaskProblemReport
+from labeling import rendering, services
+from labeling.models import Assignment, Demonstration, Judgement, Prompt, Response, TaskProblemReport
 from tests.factories import PASSWORD, ProjectFactory, PromptFactory, ResponseFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -42,6 +42,29 @@ def test_the_next_task_lists_responses_in_the_raters_order_as_safe_html(api, pro
     assert [response["label"] for response in payload["responses"]] == ["1", "2", "3"]
     assert payload["conversation"][0]["html"].startswith("<p>Question number")
     assert "gold" not in str(payload)
+
+
+def test_the_next_task_serves_the_html_stored_by_the_render_job_and_renders_edited_text_again(api, project, make_task):
+    task = make_task(k=2)  # written without HTML, as imports write them
+    assert services.stored_html_fill() == 3  # the prompt and two responses
+    assert services.stored_html_fill() == 0
+    first, second = (slot.response for slot in task.slots.order_by("position"))
+    assert first.html.startswith("<!--md:") and second.html.startswith("<!--md:")
+    # What is stored is what is served: mark a stored copy so that it shows.
+    marked = rendering.html_for_storage(first.text).replace("<p>", "<p class=s>")
+    Response.objects.filter(pk=first.pk).update(html=marked)
+    Response.objects.filter(pk=second.pk).update(text="**edited**")
+    html = {response["id"]: response["html"] for response in next_task(api, project)["responses"]}
+    assert html[first.pk].startswith("<p class=s>")
+    assert html[second.pk] == "<p><strong>edited</strong></p>\n"
+
+
+def test_responses_and_prompts_made_one_by_one_are_stored_with_their_html(project):
+    prompt = services.prompt_create(project=project, messages=[{"role": "user", "content": "*Why?*"}])
+    response = services.response_create(prompt=prompt, text="`code`")
+    assert rendering.html_from_storage("*Why?*", prompt.messages_html[0]) == "<p><em>Why?</em></p>\n"
+    assert response.html == rendering.html_for_storage("`code`")
+    assert services.stored_html_fill() == 0
 
 
 def test_a_pair_is_a_compare_task_labelled_a_and_b(api, project, make_task):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from labeling import rendering
 from labeling.rendering import highlight_stylesheet, markdown_to_safe_html
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,3 +49,16 @@ def test_code_in_an_unknown_language_is_escaped_as_is():
 def test_the_shipped_highlight_stylesheet_matches_the_renderer():
     shipped = (ROOT / "frontend" / "static" / "frontend" / "highlight.css").read_text()
     assert highlight_stylesheet() in shipped
+
+
+def test_stored_html_is_served_only_for_the_text_and_the_rules_it_was_rendered_under(monkeypatch):
+    stored = rendering.html_for_storage("**bold**")
+    assert rendering.html_from_storage("**bold**", stored) == markdown_to_safe_html("**bold**")
+    # The text was edited after rendering: render the new text.
+    assert rendering.html_from_storage("*new*", stored) == markdown_to_safe_html("*new*")
+    # Unmarked HTML is never trusted.
+    assert "<script" not in rendering.html_from_storage("x", "<script>alert(1)</script>")
+    # Other rules (this module changed, or the sanitiser was upgraded): render again.
+    marked_elsewhere = stored.replace("<strong>", "<strong class=old>")
+    monkeypatch.setattr(rendering, "_RULES_DIGEST", "0" * 16)
+    assert rendering.html_from_storage("**bold**", marked_elsewhere) == markdown_to_safe_html("**bold**")

@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
-from labeling.models import Assignment
-from labeling.tasks import assignment_expire_stale_task
+from labeling.models import Assignment, Prompt, Response
+from labeling.tasks import assignment_expire_stale_task, stored_html_fill_task
 from tests.worker import celery_worker
 
 
@@ -38,3 +38,15 @@ def test_the_lease_expiry_schedule_is_in_the_database_for_beat(db):
     schedule = PeriodicTask.objects.get(name="Return abandoned leases")
     assert schedule.task == assignment_expire_stale_task.name
     assert (schedule.interval.every, schedule.interval.period, schedule.enabled) == (60, "seconds", True)
+
+
+def test_the_html_render_job_is_scheduled_every_minute_and_renders_what_imports_left(db, make_task):
+    from django_celery_beat.models import PeriodicTask
+
+    schedule = PeriodicTask.objects.get(name="Render new prompts and responses")
+    assert schedule.task == stored_html_fill_task.name
+    assert (schedule.interval.every, schedule.interval.period, schedule.enabled) == (60, "seconds", True)
+    task = make_task(k=3)
+    assert stored_html_fill_task() == 4
+    assert not Response.objects.filter(tasks=task, html="").exists()
+    assert Prompt.objects.get(pk=task.prompt_id).messages_html[0].startswith("<!--md:")
