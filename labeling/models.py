@@ -314,6 +314,8 @@ class Assignment(models.Model):
         indexes = [
             models.Index(fields=["state", "expires_at"], name="assignment_state_expiry"),
             models.Index(fields=["rater", "task"], name="assignment_rater_task"),
+            # A rater's live lease, whatever their history: the first look of every "next task".
+            models.Index(fields=["rater"], condition=Q(state="leased"), name="assignment_live_by_rater"),
         ]
 
     def __str__(self) -> str:

@@ -1,6 +1,6 @@
 """Prompts and responses keep their safe HTML beside their text, so that serving a task renders nothing.
 Imports leave it empty (rendering would slow them several times over); a Celery beat job fills it in. And the
-lease function is planned as the one row it returns."""
+lease and submit functions keep to their indexes."""
 
 from django.db import migrations, models
 
@@ -20,18 +20,28 @@ def schedule(apps, schema_editor):
 
 # The lease call now joins the task's content to the lease; a set-returning function is planned as 1,000 rows
 # unless told otherwise, which turns the join into full scans of four tables. It returns at most one row.
-# (A CREATE OR REPLACE of the function resets this: say ROWS 1 there too.)
-ONE_ROW = "ALTER FUNCTION labeling_lease_next(bigint, bigint, boolean, timestamptz, interval) ROWS {rows}"
+# Inside both functions every statement looks up a few rows by key, and PL/pgSQL keeps a plan for the life of
+# the connection: a plan made while the tables were nearly empty (a new project, or right after a restore)
+# scans them whole long after they have grown. With sequential scans off, the plans use the indexes whatever
+# the statistics say. (A CREATE OR REPLACE of a function resets these: repeat them there.)
+LEASE = "labeling_lease_next(bigint, bigint, boolean, timestamptz, interval)"
+SUBMIT = "labeling_judgement_submit(bigint, timestamptz, jsonb)"
+TUNE = [f"ALTER FUNCTION {LEASE} ROWS 1", f"ALTER FUNCTION {LEASE} SET enable_seqscan = off",
+        f"ALTER FUNCTION {SUBMIT} SET enable_seqscan = off"]  # fmt: skip
+UNTUNE = [f"ALTER FUNCTION {LEASE} ROWS 1000", f"ALTER FUNCTION {LEASE} RESET enable_seqscan",
+          f"ALTER FUNCTION {SUBMIT} RESET enable_seqscan"]  # fmt: skip
 
 
-def lease_returns_one_row(apps, schema_editor):
+def functions_tune(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(ONE_ROW.format(rows=1))
+        for statement in TUNE:
+            schema_editor.execute(statement)
 
 
-def lease_returns_many_rows(apps, schema_editor):
+def functions_untune(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(ONE_ROW.format(rows=1000))
+        for statement in UNTUNE:
+            schema_editor.execute(statement)
 
 
 def unschedule(apps, schema_editor):
@@ -67,6 +77,10 @@ class Migration(migrations.Migration):
             model_name="response",
             index=models.Index(condition=models.Q(html=""), fields=["id"], name="response_html_missing"),
         ),
+        migrations.AddIndex(
+            model_name="assignment",
+            index=models.Index(condition=models.Q(state="leased"), fields=["rater"], name="assignment_live_by_rater"),
+        ),
         migrations.RunPython(schedule, unschedule),
-        migrations.RunPython(lease_returns_one_row, lease_returns_many_rows),
+        migrations.RunPython(functions_tune, functions_untune),
     ]
