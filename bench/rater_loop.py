@@ -1,6 +1,7 @@
 """Raters in a loop against the real app: throughput, latency and integrity of next-task and submit.
 
-Starts the app on PostgreSQL under gunicorn (a fresh database, dropped afterwards), then R simulated raters
+Starts the app on PostgreSQL under gunicorn (a fresh database, dropped afterwards), warms it up with 200
+submissions by 8 raters on a project of their own (not counted), then R simulated raters
 (threads on loopback, each with its own logged-in session) repeat "next task" then "submit" over the same
 HTTP calls the rater page makes, until a fixed number of submissions is stored. Prints submissions per
 second, p50/p95/p99 latency of each call, and integrity checks (stored = sent, no task over its overlap,
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _postgres import DEFAULT_SERVER_URL, scratch_database  # noqa: E402
 
 PASSWORD = "bench-password-not-secret"
+WARMUP = (8, 200)  # raters, submissions
 
 
 def parse_args() -> argparse.Namespace:
@@ -59,8 +61,9 @@ def parse_args() -> argparse.Namespace:
 # --- the database ------------------------------------------------------------------------------------------
 
 
-def seed(rounds: list[int], submissions: int, overlap: int, k: int) -> dict[int, dict]:
-    """One project per R with enough tasks for the run, R raters in it; everything in bulk."""
+def seed(rounds: dict[str, tuple[int, int]], overlap: int, k: int) -> dict[str, dict]:
+    """One project per round (name: (raters, submissions)) with enough tasks for it and its raters in it;
+    everything in bulk."""
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import Group
     from django.db import connection, transaction
@@ -71,12 +74,13 @@ def seed(rounds: list[int], submissions: int, overlap: int, k: int) -> dict[int,
     password_hash = make_password(PASSWORD)
     plan = {}
     with transaction.atomic():
-        for r in rounds:
+        for name, (r, submissions) in rounds.items():
+            slug = f"bench-{name.lower()}"
             project = Project.objects.create(
-                name=f"Bench R={r}", slug=f"bench-r{r}", overlap=overlap, responses_per_task=k, rate_enabled=False
+                name=f"Bench {name}", slug=slug, overlap=overlap, responses_per_task=k, rate_enabled=False
             )
             users = User.objects.bulk_create(
-                User(username=f"bench-r{r}-rater{i}", password=password_hash) for i in range(r)
+                User(username=f"{slug}-rater{i}", password=password_hash) for i in range(r)
             )
             raters_group.user_set.add(*users)
             project.members.add(*users)
@@ -98,7 +102,7 @@ def seed(rounds: list[int], submissions: int, overlap: int, k: int) -> dict[int,
                 for index, task in enumerate(tasks)
                 for j in range(k)
             )
-            plan[r] = {"slug": project.slug, "usernames": [user.username for user in users], "tasks": task_count}
+            plan[name] = {"slug": project.slug, "usernames": [user.username for user in users], "tasks": task_count}
     # The stored HTML, as the beat job fills it in within a minute of an import.
     from labeling.services import stored_html_fill
 
@@ -293,14 +297,20 @@ def run_round(port: int, slug: str, usernames: list[str], target: int) -> dict:
 def main() -> None:
     args = parse_args()
     with scratch_database(args.server_url, f"rlhf_bench_{os.getpid()}") as env:
-        plan = seed(args.raters, args.submissions, args.overlap, args.k)
+        rounds = {f"R{r}": (r, args.submissions) for r in args.raters}
+        plan = seed({"warmup": WARMUP, **rounds}, args.overlap, args.k)
         port = free_port()
         server = start_server(env, port, args.workers, args.threads)
         try:
             print(f"gunicorn {args.workers}x{args.threads} threads on PostgreSQL; K={args.k}, overlap {args.overlap}")
+            # A server that has just started compiles, connects and prepares on its first requests: warm it up
+            # on a project of its own, as a server that has been up for a while is. Not counted; checked.
+            warmup = run_round(port, plan["warmup"]["slug"], plan["warmup"]["usernames"], WARMUP[1])
+            if not warmup["integrity"]["ok"] or warmup["errors"]:
+                raise SystemExit(f"the warm-up round failed: {warmup['integrity']} {warmup['errors']}")
             results = {}
             for r in args.raters:
-                result = run_round(port, plan[r]["slug"], plan[r]["usernames"], args.submissions)
+                result = run_round(port, plan[f"R{r}"]["slug"], plan[f"R{r}"]["usernames"], args.submissions)
                 results[f"R{r}"] = result
                 print(
                     f"R={r:>2}: {result['submissions']} submissions in {result['seconds']} s = "
