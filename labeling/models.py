@@ -110,8 +110,13 @@ class Prompt(models.Model):
     content_hash = models.CharField(
         max_length=64, blank=True, editable=False, help_text="sha256 of the conversation, to find duplicates."
     )
+    # db_default too: rows that other writers insert (COPY, plain SQL) count as not rendered yet.
     messages_html = models.JSONField(
-        default=list, blank=True, editable=False, help_text="Each turn as safe HTML, rendered when stored."
+        default=list,
+        db_default=[],
+        blank=True,
+        editable=False,
+        help_text="Each turn as safe HTML, rendered when stored.",
     )
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -164,7 +169,7 @@ class Response(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
     text = models.TextField()
     html = models.TextField(
-        blank=True, default="", editable=False, help_text="The text as safe HTML, rendered when stored."
+        blank=True, default="", db_default="", editable=False, help_text="The text as safe HTML, rendered when stored."
     )
     origin = models.CharField(
         max_length=200,

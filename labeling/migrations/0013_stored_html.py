@@ -59,14 +59,22 @@ class Migration(migrations.Migration):
             model_name="prompt",
             name="messages_html",
             field=models.JSONField(
-                blank=True, default=list, editable=False, help_text="Each turn as safe HTML, rendered when stored."
+                blank=True,
+                default=list,
+                db_default=[],
+                editable=False,
+                help_text="Each turn as safe HTML, rendered when stored.",
             ),
         ),
         migrations.AddField(
             model_name="response",
             name="html",
             field=models.TextField(
-                blank=True, default="", editable=False, help_text="The text as safe HTML, rendered when stored."
+                blank=True,
+                default="",
+                db_default="",
+                editable=False,
+                help_text="The text as safe HTML, rendered when stored.",
             ),
         ),
         migrations.AddIndex(

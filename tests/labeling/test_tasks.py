@@ -50,3 +50,18 @@ def test_the_html_render_job_is_scheduled_every_minute_and_renders_what_imports_
     assert stored_html_fill_task() == 4
     assert not Response.objects.filter(tasks=task, html="").exists()
     assert Prompt.objects.get(pk=task.prompt_id).messages_html[0].startswith("<!--md:")
+
+
+def test_rows_written_in_plain_sql_without_html_count_as_not_rendered(db, make_task):
+    from django.db import connection
+
+    task = make_task(k=2)
+    stored_html_fill_task()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO labeling_response (prompt_id, text, origin, metadata, created_at) "
+            "VALUES (%s, %s, 'human', '{}', CURRENT_TIMESTAMP)",
+            [task.prompt_id, "*plain*"],
+        )
+    assert stored_html_fill_task() == 1
+    assert Response.objects.get(text="*plain*").html.endswith("<p><em>plain</em></p>\n")
