@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from labeling import exporters, importers, selectors, services, training_runs
+from labeling import exporters, importers, rendering, selectors, services, training_runs
 from labeling.errors import ApplicationError
 from labeling.models import (
     Assignment,
@@ -488,6 +488,18 @@ class PromptAdmin(admin.ModelAdmin):
     list_select_related = ["project"]
     inlines = [ResponseInline]
 
+    # Text edited here is stored with its HTML again, as every other write stores it.
+    def save_model(self, request: HttpRequest, obj: Prompt, form, change: bool) -> None:
+        obj.messages_html = rendering.messages_html_for_storage(obj.messages)
+        super().save_model(request, obj, form, change)
+
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        for response in formset.save(commit=False):
+            response.html = rendering.html_for_storage(response.text)
+            response.save()
+        for response in formset.deleted_objects:
+            response.delete()
+
 
 @admin.register(Response)
 class ResponseAdmin(admin.ModelAdmin):
@@ -496,6 +508,10 @@ class ResponseAdmin(admin.ModelAdmin):
     search_fields = ["text", "origin"]
     raw_id_fields = ["prompt", "model_version"]
     list_select_related = ["prompt"]
+
+    def save_model(self, request: HttpRequest, obj: Response, form, change: bool) -> None:
+        obj.html = rendering.html_for_storage(obj.text)
+        super().save_model(request, obj, form, change)
 
     @admin.display(description="text")
     def short_text(self, response: Response) -> str:

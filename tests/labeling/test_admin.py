@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils import timezone
 
-from labeling import services
+from labeling import rendering, services
 from labeling.models import (
     Assignment,
     CritiqueChain,
@@ -16,6 +16,7 @@ from labeling.models import (
     Judgement,
     ModelVersion,
     Project,
+    Response,
     TaskProblemReport,
     TrainingRun,
 )
@@ -117,3 +118,31 @@ def test_staff_mark_problem_reports_resolved(admin_client, populated):
     assert response.status_code == 302
     report.refresh_from_db()
     assert report.resolved
+
+
+def test_text_edited_in_the_admin_is_stored_with_its_new_html(admin_client, populated):
+    response = populated.prompt.responses.first()
+    page = admin_client.post(
+        reverse("admin:labeling_response_change", args=[response.pk]),
+        {"prompt": response.prompt_id, "text": "**edited**", "origin": response.origin, "metadata": "{}"},
+    )
+    assert page.status_code == 302, page.content.decode()[:2000]
+    response.refresh_from_db()
+    assert response.html == rendering.html_for_storage("**edited**")
+
+    prompt, others = populated.prompt, list(populated.prompt.responses.order_by("id"))
+    inline = {"responses-TOTAL_FORMS": len(others), "responses-INITIAL_FORMS": len(others),
+              "responses-MIN_NUM_FORMS": 0, "responses-MAX_NUM_FORMS": 1000}  # fmt: skip
+    for index, other in enumerate(others):
+        text = "*inline*" if index == 1 else other.text
+        inline |= {f"responses-{index}-id": other.pk, f"responses-{index}-prompt": prompt.pk,
+                   f"responses-{index}-text": text, f"responses-{index}-origin": other.origin}  # fmt: skip
+    page = admin_client.post(
+        reverse("admin:labeling_prompt_change", args=[prompt.pk]),
+        {"project": prompt.project_id, "messages": '[{"role": "user", "content": "_new question_"}]',
+         "source": prompt.source, "external_id": "", "metadata": "{}", **inline},
+    )  # fmt: skip
+    assert page.status_code == 302, page.content.decode()[:2000]
+    prompt.refresh_from_db()
+    assert prompt.messages_html == [rendering.html_for_storage("_new question_")]
+    assert Response.objects.get(pk=others[1].pk).html == rendering.html_for_storage("*inline*")
