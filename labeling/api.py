@@ -48,8 +48,10 @@ def _task_for_rater(request: Request, task_id: int) -> ComparisonTask:
     return task
 
 
-def conversation_payload(messages: list[dict]) -> list[dict]:
-    return [{"role": turn["role"], "html": markdown_to_safe_html(turn["content"])} for turn in messages]
+def conversation_payload(messages: list[dict], html: list[str] | None = None) -> list[dict]:
+    """Each turn's role and safe HTML: ``html`` when given (read with the task), else rendered now."""
+    html = html or [markdown_to_safe_html(turn["content"]) for turn in messages]
+    return [{"role": turn["role"], "html": turn_html} for turn, turn_html in zip(messages, html, strict=True)]
 
 
 def task_kind(project: Project, k: int) -> str:
@@ -72,10 +74,7 @@ def task_payload(assignment: Assignment, project: Project) -> dict:
         "kind": kind,
         "rate": project.rate_enabled,
         "expires_at": assignment.expires_at.isoformat(),
-        "conversation": [
-            {"role": turn["role"], "html": html}
-            for turn, html in zip(content.messages, content.messages_html, strict=True)
-        ],
+        "conversation": conversation_payload(content.messages, content.messages_html),
         "responses": [
             {
                 "id": response_id,

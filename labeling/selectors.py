@@ -217,16 +217,26 @@ class TaskContent:
         return {response_id: index for index, response_id in enumerate(self.texts)}
 
 
+def task_content_sql() -> tuple[str, str]:
+    """The select list and the joins that read a task's content, from a task aliased ``t``: one row per
+    response, in the task's order, of (response id, text, html, prompt messages, prompt messages' html), for
+    ``task_content_from_rows``. The lease call on PostgreSQL reads them in its own statement."""
+    slot, response, prompt = (model._meta.db_table for model in (TaskResponse, Response, Prompt))
+    columns = "s.response_id, r.text, r.html, p.messages, p.messages_html"
+    joins = f"""
+        JOIN {prompt} p ON p.id = t.prompt_id
+        LEFT JOIN {slot} s ON s.task_id = t.id
+        LEFT JOIN {response} r ON r.id = s.response_id
+    """
+    return columns, joins
+
+
 def task_content(*, task_id: int) -> TaskContent:
     """The prompt and the response texts of a task, with their safe HTML, in one query (plain SQL: it runs on
     every "next task", and the ORM takes longer to compile it than the database takes to run it)."""
-    slot, response, task, prompt = (model._meta.db_table for model in (TaskResponse, Response, ComparisonTask, Prompt))
+    columns, joins = task_content_sql()
     sql = f"""
-        SELECT s.response_id, r.text, r.html, p.messages, p.messages_html FROM {slot} s
-        JOIN {response} r ON r.id = s.response_id
-        JOIN {task} t ON t.id = s.task_id
-        JOIN {prompt} p ON p.id = t.prompt_id
-        WHERE s.task_id = %s ORDER BY s.position
+        SELECT {columns} FROM {ComparisonTask._meta.db_table} t {joins} WHERE t.id = %s ORDER BY s.position
     """  # noqa: S608 (table names come from the models, values are parameters)
     with connection.cursor() as cursor:
         cursor.execute(sql, [task_id])
@@ -235,8 +245,9 @@ def task_content(*, task_id: int) -> TaskContent:
 
 
 def task_content_from_rows(rows: Sequence[tuple]) -> TaskContent:
-    """A ``TaskContent`` from rows of (response id, text, html, prompt messages, prompt messages' html)."""
+    """A ``TaskContent`` from the rows that ``task_content_sql`` selects."""
     messages, messages_html = (rows[0][3], rows[0][4]) if rows else ([], [])
+    rows = [row for row in rows if row[0] is not None]  # a task without responses still has its prompt
     if isinstance(messages, str):  # SQLite hands JSON back as text
         messages, messages_html = json.loads(messages), json.loads(messages_html)
     if len(messages_html) != len(messages):

@@ -211,15 +211,13 @@ def stored_html_fill(*, limit: int = 20_000) -> int:
     """Render and store the HTML of up to ``limit`` prompts and responses stored without it (imports leave it
     to this job, run every minute by Celery beat). Each batch commits on its own. Returns how many rows."""
     done = 0
-    for model, field, render in (
-        (Prompt, "messages_html", lambda prompt: rendering.messages_html_for_storage(prompt.messages)),
-        (Response, "html", lambda response: rendering.html_for_storage(response.text)),
+    for model, field, source, empty, render in (
+        (Prompt, "messages_html", "messages", [], lambda prompt: rendering.messages_html_for_storage(prompt.messages)),
+        (Response, "html", "text", "", lambda response: rendering.html_for_storage(response.text)),
     ):
-        source = "messages" if model is Prompt else "text"
-        missing = [] if model is Prompt else ""
         while done < limit:
             rows = list(
-                model.objects.filter(**{field: missing}).exclude(**{source: missing}).order_by("id")
+                model.objects.filter(**{field: empty}).exclude(**{source: empty}).order_by("id")
                 .only("id", source)[: min(HTML_BATCH, limit - done)]
             )  # fmt: skip
             if not rows:
@@ -451,15 +449,11 @@ def _lease_next_in_postgres(*, project: Project, rater: User, now: datetime) -> 
     """The same steps as ``_lease_next_in_python`` (migration 0008), and the task's content for the page, in one
     round trip: the content rides on the assignment as ``content``."""
     want_gold = random.random() < project.gold_rate
-    slot, response, task, prompt = (model._meta.db_table for model in (TaskResponse, Response, ComparisonTask, Prompt))
+    content_columns, content_joins = selectors.task_content_sql()
     sql = f"""
         WITH lease AS (SELECT * FROM labeling_lease_next(%s, %s, %s, %s, %s))
-        SELECT {selectors.columns_of(Assignment, "lease")}, s.response_id, r.text, r.html, p.messages, p.messages_html
-        FROM lease
-        JOIN {task} t ON t.id = lease.task_id
-        JOIN {prompt} p ON p.id = t.prompt_id
-        LEFT JOIN {slot} s ON s.task_id = lease.task_id
-        LEFT JOIN {response} r ON r.id = s.response_id
+        SELECT {selectors.columns_of(Assignment, "lease")}, {content_columns}
+        FROM lease JOIN {ComparisonTask._meta.db_table} t ON t.id = lease.task_id {content_joins}
         ORDER BY s.position
     """  # noqa: S608 (table and column names come from the models, values are parameters)
     with connection.cursor() as cursor:
@@ -469,7 +463,7 @@ def _lease_next_in_postgres(*, project: Project, rater: User, now: datetime) -> 
         return None
     width = len(Assignment._meta.concrete_fields)
     assignment = selectors.instance_from_row(Assignment, rows[0][:width])
-    assignment.content = selectors.task_content_from_rows([row[width:] for row in rows if row[width] is not None])
+    assignment.content = selectors.task_content_from_rows([row[width:] for row in rows])
     return assignment
 
 
