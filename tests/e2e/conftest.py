@@ -70,10 +70,11 @@ class Session:
     def goto(self, path: str) -> None:
         self.page.goto(self.base_url + path)
 
-    def shot(self, name: str) -> Path:
+    def shot(self, name: str, full_page: bool = True) -> Path:
+        """A screenshot of the whole page, or of the window alone (what the rater sees) with full_page=False."""
         self.shots += 1
         path = self.output_dir / f"{self.shots:02d}-{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        self.page.screenshot(path=str(path), full_page=full_page)
         return path
 
     def log_in(self, username: str, password: str) -> None:
@@ -88,8 +89,14 @@ class Session:
 
 
 @pytest.fixture
-def session(browser, live_server, output_dir):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def viewport() -> dict:
+    """The browser window's size; a test parametrizes `viewport` to run at other sizes."""
+    return {"width": 1280, "height": 900}
+
+
+@pytest.fixture
+def session(browser, live_server, output_dir, viewport):
+    context = browser.new_context(viewport=viewport)
     page = context.new_page()
     page.set_default_timeout(15000)
     yield Session(page, live_server.url, output_dir)

@@ -1,6 +1,8 @@
 // The rater's workbench: compare, rank, rate and flag responses, keyboard first.
 // Talks to the same JSON API that scripts use: POST next task, POST judgement, skip, report.
 // Response and prompt HTML comes sanitised from the server; everything else is inserted as text.
+// The verdict or the ranking, and Submit, sit in a dock that stays at the bottom of the window (app.css):
+// what the rater sees of the task is the window above that dock.
 
 import { api, drawConversation, showError, whileBusy } from "./server.js";
 
@@ -27,6 +29,27 @@ function setStatus(text) {
   $("status").textContent = text;
 }
 
+// --- messages ----------------------------------------------------------------------------------------------
+// A message stands beside the control that needs the rater, in a live region so that screen readers announce
+// it, and lasts until the rater changes their judgement (refresh clears it).
+
+function clearMessages() {
+  document.querySelectorAll("#task .message").forEach((box) => {
+    box.textContent = "";
+  });
+}
+
+function say(box, text) {
+  clearMessages();
+  box.textContent = text;
+}
+
+// A failed call: beside Submit while a task is on screen, at the top of the page otherwise.
+function fail(text) {
+  if ($("task").hidden) showError(text);
+  else say($("dock-message"), text);
+}
+
 // --- loading and drawing a task ----------------------------------------------------------------------------
 
 async function loadNext() {
@@ -34,7 +57,7 @@ async function loadNext() {
   try {
     task = await api(root.dataset.csrf, root.dataset.nextUrl);
   } catch (error) {
-    showError(error.message);
+    fail(error.message);
     return;
   }
   if (task === null) {
@@ -88,24 +111,34 @@ function draw() {
     const card = el(
       "article",
       { class: "response card", id: `response-${response.id}`, "data-id": response.id, "data-index": index },
-      el("header", {}, el("span", { class: "badge", text: response.label }), el("span", { class: "place muted" })),
+      el(
+        "header",
+        {},
+        el("span", { class: "badge", text: response.label }),
+        el("span", { class: "place muted" }),
+        el("span", { class: "scored muted" }),
+      ),
       body,
     );
     if (task.rate) card.append(ratingControls(response));
     responses.append(card);
   });
 
-  $("compare-panel").hidden = task.kind !== "compare";
-  $("rank-panel").hidden = task.kind !== "rank";
   fillDiffPickers();
   if (!$("diff").hidden) drawDiff();
   refresh();
 }
 
 function ratingControls(response) {
-  const scale = el("div", { class: "likert", role: "radiogroup", "aria-label": `Score for ${response.label}` });
+  const message = el("p", { class: "message", id: `message-${response.id}`, "aria-live": "assertive" });
+  const scale = el("div", {
+    class: "likert",
+    role: "group",
+    "aria-label": `Score for ${response.label}`,
+    "aria-describedby": message.id,
+  });
   for (let score = 1; score <= 7; score++) {
-    const button = el("button", { type: "button", "data-score": score, role: "radio", text: String(score) });
+    const button = el("button", { type: "button", "data-score": score, "aria-pressed": "false", text: String(score) });
     button.addEventListener("click", () => setScore(response.id, score));
     scale.append(button);
   }
@@ -120,7 +153,7 @@ function ratingControls(response) {
     "div",
     { class: "rating" },
     el("div", { class: "muted", text: "Score 1 (very bad) to 7 (excellent)" }),
-    scale,
+    el("div", { class: "score" }, scale, message),
     el("div", { class: "muted flags-title", text: "Flags (F, then a number)" }),
     flagList,
   );
@@ -131,27 +164,34 @@ function labelOf(id) {
 }
 
 function refresh() {
+  clearMessages();
+
   // Rating state.
   task.responses.forEach((response, index) => {
     const card = $(`response-${response.id}`);
     card.classList.toggle("current", step === "rate" && index === cursor);
     card.classList.toggle("flag-mode", step === "rate" && index === cursor && flagMode);
     card.querySelectorAll("[data-score]").forEach((button) => {
-      button.setAttribute("aria-checked", String(likert[response.id] === Number(button.dataset.score)));
+      button.setAttribute("aria-pressed", String(likert[response.id] === Number(button.dataset.score)));
     });
     card.querySelectorAll("[data-flag]").forEach((button) => {
       button.setAttribute("aria-pressed", String((flags[response.id] || []).includes(button.dataset.flag)));
     });
     const place = ranking.findIndex((group) => group.includes(response.id));
     card.querySelector(".place").textContent = task.kind === "rank" && place >= 0 ? `rank ${place + 1}` : "";
+    card.querySelector(".scored").textContent = likert[response.id] ? `scored ${likert[response.id]}` : "";
   });
+
+  // The comparison or the ranking joins the dock once rating is done (at once when the project does not rate).
+  $("compare-panel").hidden = !(step === "judge" && task.kind === "compare");
+  $("rank-panel").hidden = !(step === "judge" && task.kind === "rank");
 
   // Compare state.
   document.querySelectorAll("[data-choice]").forEach((button) => {
-    button.setAttribute("aria-checked", String(button.dataset.choice === verdict));
+    button.setAttribute("aria-pressed", String(button.dataset.choice === verdict));
   });
   document.querySelectorAll("[data-strength]").forEach((button) => {
-    button.setAttribute("aria-checked", String(Number(button.dataset.strength) === strength));
+    button.setAttribute("aria-pressed", String(Number(button.dataset.strength) === strength));
     button.disabled = verdict === "tie" || verdict === "bad";
   });
 
@@ -168,6 +208,71 @@ function refresh() {
         : `${what[task.kind][0].toUpperCase()}${what[task.kind].slice(1)}`;
   $("submit").textContent = "";
   $("submit").append(steps && step === "rate" ? "Next " : "Submit ", el("kbd", { text: "Enter" }));
+}
+
+// --- the response in view ----------------------------------------------------------------------------------
+// The rating keys act on the current response, which is outlined and kept on screen: scoring one moves on to
+// the next and scrolls just enough to show its start; scrolling away carries the cursor to the response the
+// rater now sees; and a key pressed while the current response is off screen brings it into view first.
+
+function cardAt(index) {
+  return $(`response-${task.responses[index].id}`);
+}
+
+// The part of the window the rater sees: from its top to the top of the dock.
+function visibleArea() {
+  return { top: 0, bottom: Math.min(window.innerHeight, $("dock").getBoundingClientRect().top) };
+}
+
+function shownHeight(node) {
+  const box = node.getBoundingClientRect();
+  const view = visibleArea();
+  return Math.max(0, Math.min(box.bottom, view.bottom) - Math.max(box.top, view.top));
+}
+
+// In view: a quarter of the node shows, or it fills a quarter of what the rater sees.
+function inView(node) {
+  const view = visibleArea();
+  return shownHeight(node) >= Math.min(node.getBoundingClientRect().height, view.bottom - view.top) / 4;
+}
+
+// Scroll as little as shows the whole node, or its start (40% of the window) when it is taller than that.
+function bringIntoView(node) {
+  const margin = 16;
+  const box = node.getBoundingClientRect();
+  const view = visibleArea();
+  const want = Math.min(box.height, (view.bottom - view.top) * 0.4);
+  if (box.top < view.top + margin) window.scrollBy(0, box.top - view.top - margin);
+  else if (box.top + want > view.bottom - margin) window.scrollBy(0, box.top + want - view.bottom + margin);
+}
+
+// When the current response has left the screen, the response the rater sees most of becomes current.
+function followView() {
+  if (!task || step !== "rate" || $("task").hidden || inView(cardAt(cursor))) return false;
+  let best = -1;
+  let bestShown = 0;
+  task.responses.forEach((_, index) => {
+    const shown = shownHeight(cardAt(index));
+    if (shown > bestShown) [best, bestShown] = [index, shown];
+  });
+  if (best < 0 || !inView(cardAt(best))) return false;
+  cursor = best;
+  return true;
+}
+
+let followPending = false;
+function onScroll() {
+  if (followPending) return;
+  followPending = true;
+  requestAnimationFrame(() => {
+    followPending = false;
+    if (followView()) refresh();
+  });
+}
+
+// The dock floats over the end of the page: scrolling into view (focus, a found word) stops above it.
+function onDockResize() {
+  document.documentElement.style.scrollPaddingBottom = `${$("dock").offsetHeight + 16}px`;
 }
 
 // --- ranking (keys and drag and drop) ----------------------------------------------------------------------
@@ -251,13 +356,64 @@ function toggleFlag(id, value) {
   refresh();
 }
 
+// A rating key (a score, F and a flag, J/K): on the response in view, brought into view first if need be.
+function onRatingKey(key, digit) {
+  const move = { ArrowRight: 1, k: 1, ArrowLeft: -1, j: -1 }[key];
+  const flag = flagMode && digit >= 1 && digit <= FLAGS.length;
+  const score = !flagMode && digit >= 1 && digit <= 7;
+  if (!(key === "f" || move || flag || score)) return false;
+
+  followView();
+  if (!inView(cardAt(cursor))) bringIntoView(cardAt(cursor));
+  const current = task.responses[cursor];
+  let moveTo = null;
+  if (key === "f") flagMode = !flagMode;
+  else if (move) moveTo = cursor + move;
+  else if (flag) toggleFlag(current.id, FLAGS[digit - 1][0]);
+  else {
+    setScore(current.id, digit);
+    moveTo = cursor + 1;
+  }
+  moveTo = moveTo === null ? null : Math.max(0, Math.min(moveTo, task.responses.length - 1));
+  if (moveTo !== null && moveTo !== cursor) {
+    cursor = moveTo;
+    bringIntoView(cardAt(cursor));
+  }
+  refresh();
+  return true;
+}
+
 // --- submitting --------------------------------------------------------------------------------------------
+
+// What Enter still needs before it can go on (the message and where it goes), or null.
+function missing() {
+  const unscored = task.rate ? task.responses.findIndex((response) => likert[response.id] === undefined) : -1;
+  if (unscored >= 0) return { text: "Score every response from 1 to 7 first.", response: unscored };
+  if (step === "rate" && task.kind !== "rate") return null;
+  if (task.kind === "compare" && !verdict) return { text: "Choose A, B, tie or both bad.", box: $("compare-message") };
+  if (task.kind === "rank" && ranking.flat().length !== task.responses.length) {
+    return { text: "Place every response in the ranking first.", box: $("rank-message") };
+  }
+  return null;
+}
+
+// Say what is missing beside its control: the verdict and the ranking are in the dock, always on screen; an
+// unscored response becomes the current one and its scale comes into view with the message under it.
+function point({ text, response, box }) {
+  if (response === undefined) {
+    say(box, text);
+    return;
+  }
+  cursor = response;
+  flagMode = false;
+  refresh();
+  const card = cardAt(response);
+  say(card.querySelector(".message"), text);
+  bringIntoView(card.querySelector(".score"));
+}
 
 function judgement() {
   const ids = task.responses.map((response) => response.id);
-  if (task.rate && ids.some((id) => likert[id] === undefined)) {
-    throw new Error("Score every response from 1 to 7 first.");
-  }
   const body = {
     client_submission_id: submissionId,
     likert: Object.fromEntries(Object.entries(likert).map(([id, score]) => [String(id), score])),
@@ -265,38 +421,43 @@ function judgement() {
     rationale: $("rationale").value,
   };
   if (task.kind === "compare") {
-    if (!verdict) throw new Error("Choose A, B, tie or both bad.");
     const [a, b] = ids;
     body.ranking = { a: [[a], [b]], b: [[b], [a]], tie: [[a, b]], bad: [[a, b]] }[verdict];
     body.all_bad = verdict === "bad";
     body.margin = verdict === "a" || verdict === "b" ? strength : null;
   } else if (task.kind === "rank") {
-    if (ranking.flat().length !== ids.length) throw new Error("Place every response in the ranking first.");
     body.ranking = ranking;
   }
   return body;
 }
 
 async function submit() {
-  if (!task) return;
+  const problem = missing();
+  if (problem) {
+    point(problem);
+    return;
+  }
   await whileBusy(state, $("submit"), async () => {
-    const body = judgement();
-    await api(root.dataset.csrf, `${root.dataset.apiRoot}tasks/${task.task_id}/judgements`, { body, attempts: 3 });
+    const path = `${root.dataset.apiRoot}tasks/${task.task_id}/judgements`;
+    try {
+      await api(root.dataset.csrf, path, { body: judgement(), attempts: 3 });
+    } catch (error) {
+      fail(error.message);
+      return;
+    }
     submitted += 1;
     await loadNext();
   });
 }
 
 function advance() {
+  if (!task) return;
   if (step === "rate" && task.kind !== "rate") {
-    const unscored = task.responses.findIndex((response) => likert[response.id] === undefined);
-    if (unscored >= 0) {
-      cursor = unscored;
-      showError("Score every response from 1 to 7 first.");
-      refresh();
+    const problem = missing();
+    if (problem) {
+      point(problem);
       return;
     }
-    showError("");
     step = "judge";
     flagMode = false;
     refresh();
@@ -327,7 +488,12 @@ async function leave(kind) {
   await whileBusy(state, $("submit"), async () => {
     const path = `${root.dataset.apiRoot}tasks/${task.task_id}/${kind === "skip" ? "skip" : "problems"}`;
     const body = kind === "skip" ? { reason: text } : { message: text };
-    await api(root.dataset.csrf, path, { body, attempts: 3 });
+    try {
+      await api(root.dataset.csrf, path, { body, attempts: 3 });
+    } catch (error) {
+      fail(error.message);
+      return;
+    }
     await loadNext();
   });
 }
@@ -345,45 +511,85 @@ function fillDiffPickers() {
   }
 }
 
+// Words with the spaces that follow them: the diff compares words, and keeps the spaces between them.
+function words(text) {
+  return Array.from(text.matchAll(/(\S+)(\s*)/g), ([, word, space]) => ({ word, space }));
+}
+
+// Runs of kept, removed and added words, [{kind: "same" | "del" | "ins", text, space}], where `space` is the
+// spacing after the run (the new text's, or the old text's after a removal). A removal comes before the
+// addition that replaces it. Null when the texts are too long to compare word by word.
 function wordDiff(before, after) {
-  const a = before.split(/(\s+)/).filter(Boolean);
-  const b = after.split(/(\s+)/).filter(Boolean);
+  const a = words(before);
+  const b = words(after);
   if (a.length * b.length > 4_000_000) return null;
   const width = b.length + 1;
   const lengths = new Uint32Array((a.length + 1) * width);
   for (let i = a.length - 1; i >= 0; i--) {
     for (let j = b.length - 1; j >= 0; j--) {
       lengths[i * width + j] =
-        a[i] === b[j] ? lengths[(i + 1) * width + j + 1] + 1 : Math.max(lengths[(i + 1) * width + j], lengths[i * width + j + 1]);
+        a[i].word === b[j].word
+          ? lengths[(i + 1) * width + j + 1] + 1
+          : Math.max(lengths[(i + 1) * width + j], lengths[i * width + j + 1]);
     }
   }
-  const parts = [];
+  const runs = [];
+  const add = (kind, token) => {
+    const last = runs[runs.length - 1];
+    if (last && last.kind === kind) {
+      last.text += last.space + token.word;
+      last.space = token.space;
+    } else runs.push({ kind, text: token.word, space: token.space });
+  };
   let i = 0;
   let j = 0;
   while (i < a.length || j < b.length) {
-    if (i < a.length && j < b.length && a[i] === b[j]) parts.push(["same", a[i++]]), j++;
-    else if (j < b.length && (i === a.length || lengths[i * width + j + 1] >= lengths[(i + 1) * width + j])) parts.push(["ins", b[j++]]);
-    else parts.push(["del", a[i++]]);
+    if (i < a.length && j < b.length && a[i].word === b[j].word) {
+      add("same", b[j]);
+      i++;
+      j++;
+    } else if (i < a.length && (j === b.length || lengths[(i + 1) * width + j] >= lengths[i * width + j + 1])) {
+      add("del", a[i++]);
+    } else add("ins", b[j++]);
   }
-  return parts;
+  return runs;
 }
 
 function drawDiff() {
   const byId = (id) => task.responses.find((response) => String(response.id) === id);
   const left = byId($("diff-left").value);
   const right = byId($("diff-right").value);
-  const parts = wordDiff(left.text, right.text);
+  const runs = wordDiff(left.text, right.text);
   const body = $("diff-body");
-  if (parts === null) {
+  if (runs === null) {
     body.replaceChildren(el("p", { class: "muted", text: "These responses are too long to compare word by word." }));
     return;
   }
-  body.replaceChildren(...parts.map(([kind, text]) => (kind === "same" ? document.createTextNode(text) : el(kind, { text }))));
+  const nodes = [];
+  runs.forEach((run, index) => {
+    const next = runs[index + 1];
+    nodes.push(run.kind === "same" ? document.createTextNode(run.text) : el(run.kind, { text: run.text }));
+    // A removal and the addition that replaces it stand side by side: always a space between them.
+    const space = run.kind === "del" && next?.kind === "ins" ? " " : run.space || (next ? " " : "");
+    if (space) nodes.push(document.createTextNode(space));
+  });
+  body.replaceChildren(...nodes);
+}
+
+// --- the guidelines and the word diff open and close -------------------------------------------------------
+
+function setOpen(id, open) {
+  const opener = document.querySelector(`[aria-controls="${id}"]`);
+  // Closing with the focus inside the panel hands the focus back to the button that opens it.
+  if (!open && $(id).contains(document.activeElement)) opener.focus();
+  $(id).hidden = !open;
+  opener.setAttribute("aria-expanded", String(open));
+  if (id === "guidelines") document.querySelector(".desk").classList.toggle("with-guidelines", open);
+  if (id === "diff" && open && task) drawDiff();
 }
 
 function toggle(id) {
-  $(id).hidden = !$(id).hidden;
-  if (id === "diff" && !$(id).hidden && task) drawDiff();
+  setOpen(id, $(id).hidden);
 }
 
 // --- the lease timer ---------------------------------------------------------------------------------------
@@ -426,6 +632,11 @@ function onKey(event) {
     if (event.key === "Escape") event.target.blur();
     return;
   }
+  if (event.key === "Escape" && !$("guidelines").hidden) {
+    event.preventDefault();
+    setOpen("guidelines", false);
+    return;
+  }
   if (!task || $("task").hidden) {
     if (event.key === "?") $("help").showModal();
     return;
@@ -441,24 +652,14 @@ function onKey(event) {
   else if (key === "s") leave("skip");
   else if (key === "p") leave("report");
   else if (event.key === "Enter") advance();
-  else if (step === "rate") {
-    const current = task.responses[cursor];
-    if (key === "f") flagMode = !flagMode;
-    else if (event.key === "ArrowRight" || key === "k") cursor = Math.min(cursor + 1, task.responses.length - 1);
-    else if (event.key === "ArrowLeft" || key === "j") cursor = Math.max(cursor - 1, 0);
-    else if (digit !== null && flagMode && digit >= 1 && digit <= FLAGS.length) toggleFlag(current.id, FLAGS[digit - 1][0]);
-    else if (digit !== null && !flagMode && digit >= 1 && digit <= 7) {
-      setScore(current.id, digit);
-      cursor = Math.min(cursor + 1, task.responses.length - 1);
-    } else handled = false;
-    refresh();
-  } else if (task.kind === "compare") {
+  else if (step === "rate") handled = onRatingKey(event.key.startsWith("Arrow") ? event.key : key, digit);
+  else if (task.kind === "compare") {
     if (["a", "b"].includes(key)) verdict = key;
     else if (key === "t") verdict = "tie";
     else if (key === "x") verdict = "bad";
     else if (digit !== null && digit >= 1 && digit <= 3) strength = strength === digit ? null : digit;
     else handled = false;
-    refresh();
+    if (handled) refresh();
   } else if (task.kind === "rank") {
     if (event.key === "=") tiePending = true;
     else if (digit !== null && digit >= 1 && digit <= task.responses.length) {
@@ -489,6 +690,7 @@ root.addEventListener("click", (event) => {
   else if (action === "report") leave("report");
   else if (action === "help") $("help").showModal();
   else if (action === "guidelines") toggle("guidelines");
+  else if (action === "guidelines-close") setOpen("guidelines", false);
   else if (action === "diff") toggle("diff");
   else if (action === "close") target.closest("dialog").close();
   else if (target.dataset.choice) {
@@ -502,6 +704,8 @@ root.addEventListener("click", (event) => {
 });
 $("diff-left").addEventListener("change", drawDiff);
 $("diff-right").addEventListener("change", drawDiff);
+window.addEventListener("scroll", onScroll, { passive: true });
+new ResizeObserver(onDockResize).observe($("dock"));
 setupPool();
 loadNext();
 
