@@ -10,7 +10,7 @@ from functools import partial
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
@@ -567,25 +567,94 @@ class JudgementAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
 
 
+class ProblemReportOutcomeFilter(admin.SimpleListFilter):
+    """Outcome, open by default: the reports that hold a task back are the ones that need an admin."""
+
+    title = "outcome"
+    parameter_name = "outcome"
+    ALL = "all"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [*TaskProblemReport.Outcome.choices, (self.ALL, "All")]
+
+    def _chosen(self) -> str:
+        return self.value() or TaskProblemReport.Outcome.OPEN
+
+    def choices(self, changelist):
+        for value, label in self.lookup_choices:
+            yield {
+                "selected": self._chosen() == value,
+                "query_string": changelist.get_query_string({self.parameter_name: value}),
+                "display": label,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[TaskProblemReport]) -> QuerySet[TaskProblemReport]:
+        chosen = self._chosen()
+        return queryset if chosen == self.ALL else queryset.filter(outcome=chosen)
+
+
 @admin.register(TaskProblemReport)
-class TaskProblemReportAdmin(admin.ModelAdmin):
-    """Raters' reports of broken tasks; an admin reads them and marks them resolved."""
+class TaskProblemReportAdmin(ReadOnlyAdmin):
+    """Raters' reports of broken tasks. While a report is open its task is held back: no rater is given it.
+    The list opens on the open reports; an admin fixes the task and resolves the report, or dismisses a report
+    that was wrong, and the task goes back to the pool once none of its reports is open. Who closed a report
+    and when is kept; the reports themselves are written only by services."""
 
-    list_display = ["id", "task", "rater", "message", "resolved", "created_at"]
-    list_filter = ["resolved", "task__project"]
-    search_fields = ["message", "rater__username"]
-    list_select_related = ["task", "rater"]
-    fields = ["task", "rater", "message", "resolved", "created_at"]
-    readonly_fields = ["task", "rater", "message", "created_at"]
-    actions = ["mark_resolved"]
+    list_display = [
+        "id", "task", "project", "rater", "message", "outcome", "task_held_back", "created_at", "closed_by",
+        "closed_at",
+    ]  # fmt: skip
+    list_filter = [ProblemReportOutcomeFilter, "task__project"]
+    search_fields = ["message", "rater__username", "=task__id"]
+    list_select_related = ["task__project", "rater", "closed_by"]
+    fields = ["task", "rater", "message", "outcome", "created_at", "closed_by", "closed_at"]
+    actions = ["resolve", "dismiss"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TaskProblemReport]:
+        held_back = Exists(selectors.open_problem_reports(task=OuterRef("task")))
+        return super().get_queryset(request).annotate(task_is_held_back=held_back)
 
-    @admin.action(description="Mark the selected reports resolved")
-    def mark_resolved(self, request: HttpRequest, queryset: QuerySet[TaskProblemReport]) -> None:
-        updated = queryset.update(resolved=True)
-        self.message_user(request, f"{updated} report(s) marked resolved.")
+    @admin.display(description="project", ordering="task__project")
+    def project(self, report: TaskProblemReport) -> Project:
+        return report.task.project
+
+    @admin.display(description="task held back", boolean=True, ordering="task_is_held_back")
+    def task_held_back(self, report: TaskProblemReport) -> bool:
+        return report.task_is_held_back
+
+    def has_close_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("labeling.change_taskproblemreport")
+
+    @admin.action(
+        description="Resolve the selected reports (the task was fixed: back to the pool)", permissions=["close"]
+    )
+    def resolve(self, request: HttpRequest, queryset: QuerySet[TaskProblemReport]) -> None:
+        self._close(request, queryset, services.task_problem_report_resolve, "resolved")
+
+    @admin.action(description="Dismiss the selected reports (nothing wrong: back to the pool)", permissions=["close"])
+    def dismiss(self, request: HttpRequest, queryset: QuerySet[TaskProblemReport]) -> None:
+        self._close(request, queryset, services.task_problem_report_dismiss, "dismissed")
+
+    def _close(self, request: HttpRequest, queryset: QuerySet[TaskProblemReport], service, done: str) -> None:
+        closed, refusals = [], []
+        for report in queryset:
+            try:
+                closed.append(service(report=report, closed_by=request.user))
+            except ApplicationError as error:
+                refusals.append(error.message)
+        if closed:
+            task_ids = {report.task_id for report in closed}
+            held = set(
+                TaskProblemReport.objects.filter(
+                    task_id__in=task_ids, outcome=TaskProblemReport.Outcome.OPEN
+                ).values_list("task_id", flat=True)
+            )
+            message = f"{len(closed)} report(s) {done}; {len(task_ids - held)} task(s) back in the pool"
+            if held:
+                message += f", {len(held)} still held back by other open reports"
+            self.message_user(request, f"{message}.", messages.SUCCESS)
+        for refusal in refusals:
+            self.message_user(request, refusal, messages.WARNING)
 
 
 @admin.register(Demonstration)

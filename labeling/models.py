@@ -474,18 +474,56 @@ class Judgement(models.Model):
             raise ValidationError(errors)
 
 
+class ProblemReportOutcome(models.TextChoices):
+    OPEN = "open", "Open"
+    RESOLVED = "resolved", "Resolved"
+    DISMISSED = "dismissed", "Dismissed"
+
+
 class TaskProblemReport(models.Model):
-    """A rater's note that something is wrong with a task (broken text, wrong language, unsafe to judge)."""
+    """A rater's note that something is wrong with a task (broken text, wrong language, unsafe to judge).
+
+    While a report is open its task is held back: the lease call hands it to nobody. An admin closes the
+    report as resolved (the task was fixed) or dismissed (the report was wrong); either way the task goes back
+    to the pool once none of its reports is open.
+    """
+
+    Outcome = ProblemReportOutcome
 
     task = models.ForeignKey(ComparisonTask, on_delete=models.CASCADE, related_name="problem_reports")
     rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="problem_reports")
     message = models.TextField()
-    resolved = models.BooleanField(default=False)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.OPEN)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The admin who resolved or dismissed the report.",
+    )
+    closed_at = models.DateTimeField(null=True, blank=True, help_text="When the report was resolved or dismissed.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [models.CheckConstraint(condition=~Q(message=""), name="problem_report_message_not_empty")]
+        constraints = [
+            models.CheckConstraint(condition=~Q(message=""), name="problem_report_message_not_empty"),
+            models.CheckConstraint(
+                condition=_in_choices("outcome", ProblemReportOutcome), name="problem_report_outcome_valid"
+            ),
+            # Reports closed before outcomes were recorded (migration 0014) have neither closer nor time.
+            models.CheckConstraint(
+                condition=~Q(outcome="open") | Q(closed_by__isnull=True, closed_at__isnull=True),
+                name="problem_report_open_not_closed",
+                violation_error_message="An open report has no closer and no closing time.",
+            ),
+        ]
+        indexes = [
+            # The lease call asks, for every task it considers, whether the task has an open report: an index
+            # holding only the open ones stays as small as the set of held-back tasks.
+            models.Index(fields=["task"], condition=Q(outcome="open"), name="problem_report_open_by_task"),
+        ]
 
     def __str__(self) -> str:
         return f"Problem with task {self.task_id} reported by {self.rater}"

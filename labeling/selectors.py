@@ -21,6 +21,7 @@ from labeling.models import (
     Project,
     Prompt,
     Response,
+    TaskProblemReport,
     TaskResponse,
 )
 from labeling.permissions import is_rater, is_staff, projects_visible_to
@@ -38,14 +39,40 @@ def _count_per_project(queryset: QuerySet, project_field: str) -> Coalesce:
     return Coalesce(Subquery(rows, output_field=IntegerField()), Value(0))
 
 
+def open_problem_reports(*, task) -> QuerySet[TaskProblemReport]:
+    """The open problem reports of ``task`` (a task, an id or an ``OuterRef`` to one). While a task has one it
+    is held back: the lease call hands it to nobody."""
+    return TaskProblemReport.objects.filter(task=task, outcome=TaskProblemReport.Outcome.OPEN)
+
+
+def held_back_sql(task: str) -> str:
+    """A plain-SQL condition, true while the task whose id is ``task`` (a column such as ``t.id``) has an open
+    problem report. The outcome is a literal, not a parameter, so that the condition matches the partial index
+    of open reports in a prepared statement's generic plan too (PostgreSQL) and in SQLite's planner."""
+    report, open_ = TaskProblemReport._meta.db_table, TaskProblemReport.Outcome.OPEN.value
+    return f"EXISTS (SELECT 1 FROM {report} pr WHERE pr.task_id = {task} AND pr.outcome = '{open_}')"
+
+
+def task_held_back(*, task_id: int) -> bool:
+    """Whether the task has an open problem report, asked in a fresh statement (plain SQL: it runs on every
+    lease on SQLite)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {held_back_sql('%s')}", [task_id])
+        return bool(cursor.fetchone()[0])
+
+
 def tasks_left_for_rater(*, user) -> QuerySet[ComparisonTask]:
-    """Open tasks the rater has neither judged nor finished with (submitted or skipped)."""
+    """Open tasks the rater has neither judged nor finished with (submitted or skipped), leaving out those held
+    back by an open problem report."""
     judged = Judgement.objects.filter(rater=user).values("task_id")
     finished = Assignment.objects.filter(
         rater=user, state__in=[Assignment.State.SUBMITTED, Assignment.State.SKIPPED]
     ).values("task_id")
     return (
-        ComparisonTask.objects.filter(status=ComparisonTask.Status.OPEN).exclude(pk__in=judged).exclude(pk__in=finished)
+        ComparisonTask.objects.filter(status=ComparisonTask.Status.OPEN)
+        .exclude(pk__in=judged)
+        .exclude(pk__in=finished)
+        .exclude(Exists(open_problem_reports(task=OuterRef("pk"))))
     )
 
 
@@ -95,12 +122,13 @@ def _live_lease_count(now: datetime) -> Coalesce:
 
 
 def tasks_with_free_slots(*, project: Project, rater, now: datetime) -> QuerySet[ComparisonTask]:
-    """Open tasks of the project that the rater has never held or judged and whose judgements plus live
-    leases are still fewer than the judgements it needs."""
+    """Open tasks of the project that the rater has never held or judged, that no open problem report holds
+    back, and whose judgements plus live leases are still fewer than the judgements it needs."""
     return (
         ComparisonTask.objects.filter(project=project, status=ComparisonTask.Status.OPEN)
         .exclude(Exists(Assignment.objects.filter(task=OuterRef("pk"), rater=rater)))
         .exclude(Exists(Judgement.objects.filter(task=OuterRef("pk"), rater=rater)))
+        .exclude(Exists(open_problem_reports(task=OuterRef("pk"))))
         .alias(slots_taken=_judgement_count() + _live_lease_count(now))
         .filter(slots_taken__lt=F("required_judgements"))
     )
@@ -117,7 +145,8 @@ def task_id_with_free_slot(
     lock: bool = False,
 ) -> tuple[int, int] | None:
     """``(id, required_judgements)`` of the first task (by id, above ``after_id``) that
-    ``tasks_with_free_slots`` would list, with ``is_gold`` as asked.
+    ``tasks_with_free_slots`` would list (so none held back by an open problem report), with ``is_gold`` as
+    asked.
 
     Written in SQL because it runs on every "next task" and the ORM takes longer to compile it than the
     database takes to run it. With ``lock`` (PostgreSQL) the row is locked FOR UPDATE, and rows other raters
@@ -133,6 +162,7 @@ def task_id_with_free_slot(
         WHERE t.project_id = %s AND t.status = %s AND t.is_gold = %s AND t.id > %s {passed}
           AND NOT EXISTS (SELECT 1 FROM {assignment} a WHERE a.task_id = t.id AND a.rater_id = %s)
           AND NOT EXISTS (SELECT 1 FROM {judgement} j WHERE j.task_id = t.id AND j.rater_id = %s)
+          AND NOT {held_back_sql("t.id")}
           AND (SELECT COUNT(*) FROM {judgement} j WHERE j.task_id = t.id AND j.source = 'human')
             + (SELECT COUNT(*) FROM {assignment} a
                WHERE a.task_id = t.id AND a.state = %s AND a.expires_at > %s) < t.required_judgements

@@ -17,12 +17,12 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, OperationalError, connection, models, transaction
-from django.db.models import Count, OuterRef, Subquery
+from django.db.models import Count, Exists, OuterRef, Subquery
 from django.utils import timezone
 
 from config.version import code_version
 from labeling import rendering, selectors, validation
-from labeling.errors import ApplicationError, Conflict, NotFound
+from labeling.errors import ApplicationError, Conflict, NotFound, PermissionDenied
 from labeling.importers import oasst_ranked_groups, plain_prompts
 from labeling.models import (
     Assignment,
@@ -38,7 +38,7 @@ from labeling.models import (
     TaskResponse,
     User,
 )
-from labeling.permissions import RATERS_GROUP
+from labeling.permissions import RATERS_GROUP, is_staff
 
 
 def _validate(instance: models.Model, *, constraints: bool = True, exclude: Sequence[str] = ()) -> None:
@@ -407,8 +407,12 @@ def _lease_first_free_slot(*, project: Project, rater: User, gold: bool, now: da
         if candidate is None:
             return None
         task_id, required = candidate
-        # A fresh statement: it sees leases committed after the candidate query took its snapshot.
-        if selectors.task_slots_taken(task_id=task_id, now=now) >= required:
+        # Fresh statements: they see leases and problem reports committed after the candidate query took its
+        # snapshot.
+        if (
+            selectors.task_held_back(task_id=task_id)
+            or selectors.task_slots_taken(task_id=task_id, now=now) >= required
+        ):
             passed_over.append(task_id)
             continue
         shown_order = list(TaskResponse.objects.filter(task_id=task_id).values_list("response_id", flat=True))
@@ -424,6 +428,8 @@ def _lease_first_free_slot(*, project: Project, rater: User, gold: bool, now: da
 
 def _lease_next_in_python(*, project: Project, rater: User, now: datetime) -> Assignment | None:
     with transaction.atomic():
+        # A live lease on a task held back by a problem report stays valid (a submission on it is accepted),
+        # but it is not handed back: the rater moves on, and gets it again if the report is closed in time.
         current = (
             Assignment.objects.filter(
                 rater=rater,
@@ -432,6 +438,7 @@ def _lease_next_in_python(*, project: Project, rater: User, now: datetime) -> As
                 state=Assignment.State.LEASED,
                 expires_at__gt=now,
             )
+            .exclude(Exists(selectors.open_problem_reports(task=OuterRef("task"))))
             .order_by("leased_at")
             .first()
         )
@@ -470,7 +477,10 @@ def _lease_next_in_postgres(*, project: Project, rater: User, now: datetime) -> 
 @_retry_when_sqlite_is_locked
 def task_next_for_rater(*, project: Project, rater: User, now: datetime | None = None) -> Assignment | None:
     """The rater's live lease in this project, or a new lease on a task they have not seen that still has a
-    free slot (gold tasks mixed in at the project's gold rate). None when nothing is left for them."""
+    free slot (gold tasks mixed in at the project's gold rate). None when nothing is left for them.
+
+    A task with an open problem report is held back: nobody gets a new lease on it, and a live lease on it is
+    not handed back either. Leases taken before the report stay valid, so their submissions are accepted."""
     lease_next = _lease_next_in_postgres if connection.vendor == "postgresql" else _lease_next_in_python
     for attempt in range(BUSY_RETRIES):
         moment = now or timezone.now()
@@ -686,20 +696,68 @@ def assignment_skip(*, rater: User, task_id: int, reason: str) -> Assignment:
 @_retry_when_sqlite_is_locked
 def task_problem_report(*, rater: User, task_id: int, message: str) -> TaskProblemReport:
     """Store a rater's report of a problem with a task and pass the task on, so they are not asked to
-    judge something broken."""
+    judge something broken. While the report is open no rater is given the task (see ``task_next_for_rater``)."""
     message = message.strip()
     if not message:
         raise ApplicationError("Describe the problem.", {"fields": {"message": ["This field is required."]}})
     with transaction.atomic():
-        task = ComparisonTask.objects.filter(pk=task_id).first()
+        # The rater's assignment, then the task, in the order a submission locks them. A lease call that is
+        # picking this task either commits first (its lease is then one the report leaves in place) or skips
+        # the locked row, and any later look at the task sees the report.
+        held = Assignment.objects.select_for_update().filter(
+            task_id=task_id, rater=rater, state__in=[Assignment.State.LEASED, Assignment.State.EXPIRED]
+        )
+        held_ids = list(held.values_list("pk", flat=True))
+        task = ComparisonTask.objects.select_for_update().filter(pk=task_id).first()
         if task is None:
             raise NotFound(f"There is no task {task_id}.")
         report = TaskProblemReport.objects.create(task=task, rater=rater, message=message[:5000])
-        held = Assignment.objects.filter(
-            task=task, rater=rater, state__in=[Assignment.State.LEASED, Assignment.State.EXPIRED]
+        Assignment.objects.filter(pk__in=held_ids).update(
+            state=Assignment.State.SKIPPED, skip_reason=f"Reported a problem: {message[:1900]}"
         )
-        held.update(state=Assignment.State.SKIPPED, skip_reason=f"Reported a problem: {message[:1900]}")
         return report
+
+
+def _task_problem_report_close(
+    *, report: TaskProblemReport, outcome: str, closed_by: User, now: datetime | None
+) -> TaskProblemReport:
+    """Close an open report with ``outcome``, recording who closed it and when (inside the caller's
+    transaction). Its task goes back to the pool once none of its reports is open."""
+    if not is_staff(closed_by):
+        raise PermissionDenied("Only administrators resolve or dismiss problem reports.")
+    report = TaskProblemReport.objects.select_for_update().filter(pk=report.pk).first()
+    if report is None:
+        raise NotFound("That problem report no longer exists.")
+    if report.outcome != TaskProblemReport.Outcome.OPEN:
+        raise Conflict(f"Report {report.pk} is already {report.get_outcome_display().lower()}.")
+    report.outcome = outcome
+    report.closed_by = closed_by
+    report.closed_at = now or timezone.now()
+    _validate(report, exclude=["task", "rater", "closed_by"])
+    report.save(update_fields=["outcome", "closed_by", "closed_at"])
+    return report
+
+
+@transaction.atomic
+def task_problem_report_resolve(
+    *, report: TaskProblemReport, closed_by: User, now: datetime | None = None
+) -> TaskProblemReport:
+    """An admin fixed what the report points at (a cut-off response edited, say): the task goes back to the
+    pool. Staff only."""
+    return _task_problem_report_close(
+        report=report, outcome=TaskProblemReport.Outcome.RESOLVED, closed_by=closed_by, now=now
+    )
+
+
+@transaction.atomic
+def task_problem_report_dismiss(
+    *, report: TaskProblemReport, closed_by: User, now: datetime | None = None
+) -> TaskProblemReport:
+    """An admin found nothing wrong with the task: the report is set aside and the task goes back to the pool
+    unchanged. Staff only."""
+    return _task_problem_report_close(
+        report=report, outcome=TaskProblemReport.Outcome.DISMISSED, closed_by=closed_by, now=now
+    )
 
 
 @_retry_when_sqlite_is_locked

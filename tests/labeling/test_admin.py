@@ -109,15 +109,59 @@ def test_a_project_with_k_of_ten_is_refused_by_the_admin_form(admin_client, rate
     assert not Project.objects.filter(slug="too-wide").exists()
 
 
-def test_staff_mark_problem_reports_resolved(admin_client, populated):
-    report = TaskProblemReport.objects.get()
-    response = admin_client.post(
+def close_in_admin(client, action: str, *reports):
+    return client.post(
         reverse("admin:labeling_taskproblemreport_changelist"),
-        {"action": "mark_resolved", "_selected_action": [report.pk]},
+        {"action": action, "_selected_action": [report.pk for report in reports]},
     )
+
+
+@pytest.mark.parametrize("action, outcome", [("resolve", "resolved"), ("dismiss", "dismissed")])
+def test_staff_resolve_or_dismiss_problem_reports_in_the_admin(admin_client, admin_user, populated, action, outcome):
+    report = TaskProblemReport.objects.get()
+    response = close_in_admin(admin_client, action, report)
     assert response.status_code == 302
     report.refresh_from_db()
-    assert report.resolved
+    assert (report.outcome, report.closed_by) == (outcome, admin_user)
+    assert timezone.now() - report.closed_at < timedelta(minutes=1)
+    page = admin_client.get(response.url).content.decode()
+    assert f"1 report(s) {outcome}; 1 task(s) back in the pool." in page
+
+
+def test_the_report_list_opens_on_open_reports_and_says_which_tasks_are_held_back(
+    admin_client, admin_user, populated, rater
+):
+    fixed = TaskProblemReport.objects.get()
+    services.task_problem_report_resolve(report=fixed, closed_by=admin_user)
+    services.task_problem_report(rater=rater, task_id=populated.pk, message="Answer C is empty.")
+    changelist = reverse("admin:labeling_taskproblemreport_changelist")
+    page = admin_client.get(changelist).content.decode()
+    assert "Answer C is empty." in page and "The second answer is cut off." not in page
+    assert "its task is held back" in page
+    page = admin_client.get(changelist, {"outcome": "all"}).content.decode()
+    assert "Answer C is empty." in page and "The second answer is cut off." in page
+    page = admin_client.get(changelist, {"outcome": "resolved"}).content.decode()
+    assert "Answer C is empty." not in page and "The second answer is cut off." in page
+    # The resolved report's task is still held back: another report on it is open.
+    assert page.count('alt="True"') == 1
+
+
+def test_closing_one_of_two_open_reports_leaves_the_task_held_back(admin_client, populated, rater):
+    services.task_problem_report(rater=rater, task_id=populated.pk, message="Answer C is empty.")
+    first, second = TaskProblemReport.objects.order_by("id")
+    response = close_in_admin(admin_client, "dismiss", first)
+    page = admin_client.get(response.url).content.decode()
+    assert "1 report(s) dismissed; 0 task(s) back in the pool, 1 still held back by other open reports." in page
+    close_in_admin(admin_client, "resolve", first, second)
+    assert set(TaskProblemReport.objects.values_list("outcome", flat=True)) == {"dismissed", "resolved"}
+
+
+def test_a_rater_cannot_resolve_or_dismiss_reports_in_the_admin(client, populated, rater, password):
+    client.login(username=rater.username, password=password)
+    for action in ("resolve", "dismiss"):
+        response = close_in_admin(client, action, TaskProblemReport.objects.get())
+        assert response.status_code == 302 and reverse("admin:login") in response.url
+    assert TaskProblemReport.objects.get().outcome == "open"
 
 
 def test_text_edited_in_the_admin_is_stored_with_its_new_html(admin_client, populated):

@@ -9,9 +9,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from labeling import services
-from labeling.errors import ApplicationError, Conflict, NotFound
-from labeling.models import Assignment, ComparisonTask, Judgement
+from labeling import selectors, services
+from labeling.errors import ApplicationError, Conflict, NotFound, PermissionDenied
+from labeling.models import Assignment, ComparisonTask, Judgement, TaskProblemReport
 from tests.factories import ProjectFactory, UserFactory, task_create
 
 pytestmark = pytest.mark.django_db
@@ -240,14 +240,125 @@ def test_reporting_a_problem_is_stored_and_moves_the_rater_on(project, rater, ma
     task = make_task(k=2)
     lease = services.task_next_for_rater(project=project, rater=rater)
     report = services.task_problem_report(rater=rater, task_id=lease.task_id, message="Response B is cut off.")
-    assert (report.task, report.rater, report.message, report.resolved) == (
+    assert (report.task, report.rater, report.message, report.outcome) == (
         task,
         rater,
         "Response B is cut off.",
-        False,
+        "open",
     )
+    assert (report.closed_by, report.closed_at) == (None, None)
     lease.refresh_from_db()
     assert lease.state == "skipped" and "cut off" in lease.skip_reason
+
+
+# --- Reported tasks are held back ----------------------------------------------------------------------------
+
+
+def report(rater, task, message="Response B is cut off."):
+    """``rater`` leases ``task`` (it must be their next task) and reports a problem with it."""
+    lease = services.task_next_for_rater(project=task.project, rater=rater)
+    assert lease.task_id == task.pk
+    return services.task_problem_report(rater=rater, task_id=task.pk, message=message)
+
+
+@pytest.fixture
+def reported(project, rater, other_rater, make_task):
+    """A task with two free slots that ``rater`` reported as broken, and a second task after it."""
+    project.members.add(other_rater)
+    broken, fine = make_task(k=2, required_judgements=2), make_task(k=2, required_judgements=2)
+    report(rater, broken)
+    return broken, fine
+
+
+def test_a_reported_task_is_not_served_to_another_rater(project, rater, other_rater, reported):
+    broken, fine = reported
+    now = timezone.now()
+    lease = services.task_next_for_rater(project=project, rater=other_rater)
+    assert lease.task == fine
+    judge(lease, other_rater)
+    assert services.task_next_for_rater(project=project, rater=other_rater) is None
+    assert not selectors.tasks_with_free_slots(project=project, rater=other_rater, now=now).exists()
+    assert list(selectors.tasks_left_for_rater(user=other_rater)) == []
+    # The reporter moves on as well.
+    assert services.task_next_for_rater(project=project, rater=rater).task == fine
+
+
+@pytest.mark.parametrize("close", ["task_problem_report_resolve", "task_problem_report_dismiss"])
+def test_a_closed_report_returns_the_task_to_the_pool(project, rater, other_rater, staff, reported, close):
+    broken, _ = reported
+    other_rater_lease = services.task_next_for_rater(project=project, rater=other_rater)
+    judge(other_rater_lease, other_rater)
+    assert services.task_next_for_rater(project=project, rater=other_rater) is None
+
+    closed = getattr(services, close)(report=TaskProblemReport.objects.get(), closed_by=staff)
+    assert closed.outcome == ("resolved" if close.endswith("resolve") else "dismissed")
+    assert closed.closed_by == staff and closed.closed_at is not None
+    assert services.task_next_for_rater(project=project, rater=other_rater).task == broken
+    # The reporter passed the task on and is not asked again.
+    judge(services.task_next_for_rater(project=project, rater=rater), rater)
+    assert services.task_next_for_rater(project=project, rater=rater) is None
+
+
+def test_a_task_reported_twice_is_held_back_until_both_reports_are_closed(project, make_task, staff):
+    broken = make_task(k=2, required_judgements=3)
+    first, second, third = UserFactory.create_batch(3, rater=True)
+    assert services.task_next_for_rater(project=project, rater=second).task == broken
+    report(first, broken)
+    # The rater who held the task before the first report reports it too.
+    services.task_problem_report(rater=second, task_id=broken.pk, message="Both answers are in French.")
+    reports = list(TaskProblemReport.objects.filter(task=broken).order_by("id"))
+    assert [(item.rater, item.outcome) for item in reports] == [(first, "open"), (second, "open")]
+
+    services.task_problem_report_resolve(report=reports[0], closed_by=staff)
+    assert services.task_next_for_rater(project=project, rater=third) is None
+    services.task_problem_report_dismiss(report=reports[1], closed_by=staff)
+    assert services.task_next_for_rater(project=project, rater=third).task == broken
+
+
+def test_a_lease_taken_before_the_report_is_not_handed_back_but_its_submission_is_accepted(
+    project, rater, other_rater, make_task
+):
+    project.members.add(other_rater)
+    broken, fine = make_task(k=2, required_judgements=2), make_task(k=2, required_judgements=2)
+    held = services.task_next_for_rater(project=project, rater=other_rater)
+    assert held.task == broken
+    report(rater, broken)
+
+    # Asking again moves the holder on to other work rather than back to the reported task...
+    assert services.task_next_for_rater(project=project, rater=other_rater).task == fine
+    # ...but what they already did on it is not lost.
+    judgement, created = judge(held, other_rater)
+    assert created and judgement.task == broken
+    held.refresh_from_db()
+    assert held.state == "submitted"
+
+
+def test_a_live_lease_on_a_held_task_is_handed_back_once_the_report_is_closed(
+    project, rater, other_rater, staff, make_task
+):
+    project.members.add(other_rater)
+    broken = make_task(k=2, required_judgements=2)
+    held = services.task_next_for_rater(project=project, rater=other_rater)
+    report(rater, broken)
+    assert services.task_next_for_rater(project=project, rater=other_rater) is None
+    services.task_problem_report_resolve(report=TaskProblemReport.objects.get(), closed_by=staff)
+    assert services.task_next_for_rater(project=project, rater=other_rater).pk == held.pk
+
+
+def test_only_staff_resolve_or_dismiss_a_report_and_only_once(project, rater, other_rater, staff, reported):
+    problem = TaskProblemReport.objects.get()
+    for close in (services.task_problem_report_resolve, services.task_problem_report_dismiss):
+        for someone in (rater, other_rater):
+            with pytest.raises(PermissionDenied, match="Only administrators"):
+                close(report=problem, closed_by=someone)
+    problem.refresh_from_db()
+    assert (problem.outcome, problem.closed_by, problem.closed_at) == ("open", None, None)
+
+    services.task_problem_report_dismiss(report=problem, closed_by=staff)
+    with pytest.raises(Conflict, match=f"Report {problem.pk} is already dismissed"):
+        services.task_problem_report_resolve(report=problem, closed_by=staff)
+    problem.refresh_from_db()
+    assert problem.outcome == "dismissed"
 
 
 def run_raters(project, raters, judgements_made: Counter, errors: list) -> None:
