@@ -141,7 +141,7 @@ def ppo_smoke(args, config, reward_model, tokenizer, cuda: bool) -> dict:
     length = args.ppo_length if cuda else 8
     ppo_config = PPOConfig(
         steps=steps, batch_size=batch, mini_batch_size=batch // 2 if cuda else batch, ppo_epochs=2 if cuda else 1,
-        max_new_tokens=length, temperature=1.0, learning_rate=1e-6, bf16=True, missing_eos_penalty=-1.0,
+        max_new_tokens=length, temperature=1.0, learning_rate=1e-6, bf16=True, missing_eos_penalty=1.0,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         prompts = Path(folder) / "prompts.jsonl"

@@ -78,7 +78,7 @@ def run_ours(args, folder: Path) -> dict:
     policy, reward_model, tokenizer = models(args)
     config = PPOConfig(
         steps=args.steps, batch_size=args.batch, mini_batch_size=args.batch, ppo_epochs=1, learning_rate=1e-5,
-        max_new_tokens=args.length, temperature=1.0, kl_coef=0.05, missing_eos_penalty=None, max_prompt_length=64,
+        max_new_tokens=args.length, temperature=1.0, kl_coef=0.05, missing_eos_penalty=0.0, max_prompt_length=64,
     )  # fmt: skip
     result = train_ppo(
         config, prompts_file(folder), folder / "ours", policy=policy, tokenizer=tokenizer,

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from training.data import as_messages, read_prompts_with_ids
+from training.data import as_messages, pick_prompts, read_prompts_with_ids
 from training.models import causal_lm_for_inference
 from training.ppo import cache_argument_name, generate, position_ids_for
-from training.text import policy_prompt
+from training.runtime import Progress
+from training.text import policy_prompt, uses_chat_template
 
 CHAIN_OF_THOUGHT_RANGE = (0.4, 0.6)
 STOP_MARKERS = ("\n\nCritiqueRequest:", "\n\nRevisionRequest:", "\n\nHuman:", "\n\nCritique:", "\n\nRevision:")
@@ -65,6 +66,43 @@ def revision_prompt(
     )
 
 
+def chat_critique_turns(
+    messages: Sequence[dict], response: str, principle: PrincipleText, few_shot: str = ""
+) -> list[dict[str, str]]:
+    """For a chat model: the conversation, its answer, then the critique request as the user's next turn (the
+    few-shot examples, when given, as a system turn first)."""
+    system = [{"role": "system", "content": f"Examples of critiques and revisions:\n\n{few_shot.strip()}"}]
+    return [
+        *(system if few_shot.strip() else []),
+        *messages,
+        {"role": "assistant", "content": response},
+        {"role": "user", "content": principle.critique_request},
+    ]
+
+
+def critique_text(tokenizer, messages: Sequence[dict], response: str, principle: PrincipleText, few_shot: str = ""):
+    """What the model continues to write its critique: the chat template with the critique request as the
+    user's turn when the tokenizer has one, else the paper's layout."""
+    if uses_chat_template(tokenizer):
+        turns = chat_critique_turns(messages, response, principle, few_shot)
+        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    return critique_prompt(messages, response, principle, few_shot)
+
+
+def revision_text(
+    tokenizer, messages: Sequence[dict], response: str, principle: PrincipleText, critique: str, few_shot: str = ""
+):
+    """What the model continues to write its revision, in the same two layouts as ``critique_text``."""
+    if uses_chat_template(tokenizer):
+        turns = [
+            *chat_critique_turns(messages, response, principle, few_shot),
+            {"role": "assistant", "content": critique},
+            {"role": "user", "content": principle.revision_request},
+        ]
+        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    return revision_prompt(messages, response, principle, critique, few_shot)
+
+
 def feedback_prompt(
     messages: Sequence[dict], question: str, first: str, second: str, *, chain_of_thought: bool = False
 ) -> str:
@@ -94,7 +132,12 @@ def complete(model, tokenizer, texts: list[str], *, max_new_tokens: int, tempera
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     results = []
     for first in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[first : first + batch_size], padding=True, return_tensors="pt").to(device)
+        batch = tokenizer(
+            texts[first : first + batch_size],
+            padding=True,
+            return_tensors="pt",
+            add_special_tokens=not uses_chat_template(tokenizer),  # the template writes its own special tokens
+        ).to(device)
         tokens = generate(
             model, batch["input_ids"], batch["attention_mask"], max_new_tokens, temperature,
             tokenizer.eos_token_id, tokenizer.pad_token_id,
@@ -273,12 +316,13 @@ def critique_chains(
         current = [chain.final_revision for chain in chains]
         critiques = complete(
             model, tokenizer,
-            [critique_prompt(c.messages, r, p, few_shot) for c, r, p in zip(chains, current, chosen, strict=True)],
+            [critique_text(tokenizer, c.messages, r, p, few_shot)
+             for c, r, p in zip(chains, current, chosen, strict=True)],
             max_new_tokens=max_new_tokens, temperature=temperature,
         )  # fmt: skip
         revisions = complete(
             model, tokenizer,
-            [revision_prompt(c.messages, r, p, k, few_shot)
+            [revision_text(tokenizer, c.messages, r, p, k, few_shot)
              for c, r, p, k in zip(chains, current, chosen, critiques, strict=True)],
             max_new_tokens=max_new_tokens, temperature=temperature,
         )  # fmt: skip
@@ -312,15 +356,19 @@ def run_critique(
     on_metrics=None,
     model=None,
     tokenizer=None,
+    max_prompts: int = 0,
 ) -> dict:
-    """Critique chains for every prompt of a ``prompts`` export, written to ``output_dir/chains.jsonl``."""
-    emit = on_metrics or (lambda metrics: None)
+    """Critique chains for every prompt of a ``prompts`` export (or ``max_prompts`` of them drawn at random),
+    written to ``output_dir/chains.jsonl``."""
+    progress = Progress(on_metrics, "critique")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    progress.phase("loading")
     torch.manual_seed(seed)
-    model, tokenizer = causal_lm_for_inference(model_name, cache_dir, model, tokenizer)
-    prompts = read_prompts_with_ids(prompts_path)
+    prompts = pick_prompts(read_prompts_with_ids(prompts_path), max_prompts, seed)
     principles = read_principles(principles_path)
+    model, tokenizer = causal_lm_for_inference(model_name, cache_dir, model, tokenizer)
+    progress.phase("generating")
     started, written = time.monotonic(), 0
     with open(output_dir / "chains.jsonl", "w", encoding="utf-8") as out:
         for index, first in enumerate(range(0, len(prompts), batch_size)):
@@ -333,12 +381,10 @@ def run_critique(
                 out.write(json.dumps({"prompt_id": prompt_id, "initial_response": chain.initial_response,
                                       "rounds": chain.rounds}) + "\n")  # fmt: skip
             written += len(batch)
-            elapsed = time.monotonic() - started
-            emit({"step": index + 1, "progress": round(written / len(prompts), 4), "chains": written,
-                  "eta_s": elapsed / written * (len(prompts) - written)})  # fmt: skip
-    summary = {"event": "done", "chains": written, "rounds": rounds, "seconds": round(time.monotonic() - started, 2)}
+            progress.update(written / len(prompts), force=True, chains=written)
+    summary = {"chains": written, "rounds": rounds, "seconds": round(time.monotonic() - started, 2)}
     (output_dir / "result.json").write_text(json.dumps({"metrics": summary}))
-    emit(summary)
+    progress.done(summary)
     return summary
 
 
@@ -356,15 +402,17 @@ def run_feedback(
 ) -> dict:
     """Soft labels for every line of ``comparisons_path`` (``{"task_id", "principle_id", "prompt", "question",
     "first_id", "second_id", "first", "second"}``), written to ``output_dir/labels.jsonl``."""
-    emit = on_metrics or (lambda metrics: None)
+    progress = Progress(on_metrics, "feedback")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = causal_lm_for_inference(model_name, cache_dir, model, tokenizer)
+    progress.phase("loading")
     lines = Path(comparisons_path).read_text(encoding="utf-8").splitlines()
     items = [json.loads(line) for line in lines if line.strip()]
+    model, tokenizer = causal_lm_for_inference(model_name, cache_dir, model, tokenizer)
+    progress.phase("labelling")
     started = time.monotonic()
     with open(output_dir / "labels.jsonl", "w", encoding="utf-8") as out:
-        for index, first in enumerate(range(0, len(items), batch_size)):
+        for first in range(0, len(items), batch_size):
             batch = items[first : first + batch_size]
             comparisons = [
                 Comparison(as_messages(item["prompt"]), item["question"], item["first"], item["second"])
@@ -375,10 +423,8 @@ def run_feedback(
                 keys = ("task_id", "principle_id", "first_id", "second_id")
                 out.write(json.dumps({**{key: item[key] for key in keys}, "probability_first": label}) + "\n")
             done = first + len(batch)
-            elapsed = time.monotonic() - started
-            emit({"step": index + 1, "progress": round(done / max(len(items), 1), 4), "labels": done,
-                  "eta_s": elapsed / done * (len(items) - done)})  # fmt: skip
-    summary = {"event": "done", "labels": len(items), "seconds": round(time.monotonic() - started, 2)}
+            progress.update(done / max(len(items), 1), force=True, labels=done)
+    summary = {"labels": len(items), "seconds": round(time.monotonic() - started, 2)}
     (output_dir / "result.json").write_text(json.dumps({"metrics": summary}))
-    emit(summary)
+    progress.done(summary)
     return summary

@@ -5,7 +5,7 @@ import argparse
 import json
 import os
 import sys
-from contextlib import contextmanager, nullcontext
+import traceback
 from pathlib import Path
 
 from tqdm import tqdm
@@ -13,18 +13,68 @@ from tqdm import tqdm
 from training.config import PPOConfig, RewardConfig, SFTConfig
 from training.data import DataError
 from training.models import ModelNotFound
+from training.runtime import write_error
+
+# Errors in what the user gave (a file, a model name, a setting): a one-line message and exit code 2. Anything
+# else is a bug or the machine (out of memory, a disk): the traceback, and exit code 1. Both leave the error in
+# OUT/error.json for the app.
+USER_ERRORS = (DataError, ModelNotFound, OSError, ValueError)
+
+
+class Metrics:
+    """Where the trainer's lines go: appended to ``--metrics`` as JSON (when given) and shown on a progress bar
+    when a person watches. Remembers the phase, for the error report."""
+
+    def __init__(self, path: Path | None, show: tuple[str, ...] = ()) -> None:
+        self.path, self.show, self.phase, self.file = path, show, "", None
+        self.bar = tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {postfix}", disable=not sys.stderr.isatty())
+
+    def __enter__(self) -> "Metrics":
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in __exit__)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+        if self.file:
+            self.file.close()
+
+    def __call__(self, line: dict) -> None:
+        self.phase = line.get("phase", self.phase)
+        if self.file:
+            self.file.write(json.dumps(line) + "\n")
+            self.file.flush()
+        if line.get("event") == "done":
+            return
+        if "progress" in line:
+            self.bar.n = line["progress"]
+            shown = {key: line[key] for key in self.show if isinstance(line.get(key), int | float)}
+            postfix = {name: f"{value:.4g}" for name, value in shown.items()}
+            if "eta_s" in line:
+                postfix["eta"] = f"{line['eta_s']:.0f}s"
+            self.bar.set_postfix(phase=self.phase, **postfix)
+        if "eval_accuracy" in line:
+            self.bar.write(
+                f"epoch {line['epoch']}: held-out accuracy {line['eval_accuracy']:.3f}, loss {line['eval_loss']:.4f}"
+            )
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="the output folder (a model goes to OUT/model)")
+    parser.add_argument("--metrics", type=Path, help="append one JSON line of metrics per logging step here")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=os.environ.get("RLHF_STUDIO_CACHE"), help="where converted models are kept"
+    )
 
 
 def _reward_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = RewardConfig()
     parser.add_argument("--data", required=True, type=Path, help="a ranking or preference export (JSONL or Parquet)")
-    parser.add_argument("--out", required=True, type=Path, help="the output folder (the model goes to OUT/model)")
+    _common_arguments(parser)
     parser.add_argument("--model", default=defaults.model, help="a named default, a Hugging Face id or a local path")
     parser.add_argument("--reference", type=Path, help="an sft export whose replies set the reward's zero")
-    parser.add_argument("--metrics", type=Path, help="append one JSON line of metrics per logging step here")
-    parser.add_argument(
-        "--cache-dir", type=Path, default=os.environ.get("RLHF_STUDIO_CACHE"), help="where converted models are kept"
-    )
+    parser.add_argument("--baseline", help="a reward model to evaluate on the same held-out prompts, for comparison")
     parser.add_argument("--epochs", type=float, default=defaults.epochs)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--prompts-per-batch", type=int, default=defaults.prompts_per_batch)
@@ -39,7 +89,7 @@ def _reward_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-normalize", action="store_true", help="leave the scores' zero where training put it")
 
 
-def run_reward(args: argparse.Namespace) -> int:
+def run_reward(args: argparse.Namespace, metrics: Metrics) -> dict:
     from training.reward import train_reward_model
 
     config = RewardConfig(
@@ -56,47 +106,12 @@ def run_reward(args: argparse.Namespace) -> int:
         lora=args.lora,
         normalize=not args.no_normalize,
     )
-    bar = tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {postfix}", disable=not sys.stderr.isatty())
-
-    def on_metrics(line: dict) -> None:
-        write(line)
-        if line.get("event") == "done":
-            return
-        if "progress" in line:
-            bar.n = line["progress"]
-            bar.set_postfix(loss=f"{line['loss']:.4f}", acc=f"{line['accuracy']:.3f}", eta=f"{line['eta_s']:.0f}s")
-        elif "eval_accuracy" in line:
-            bar.write(
-                f"epoch {line['epoch']}: held-out accuracy {line['eval_accuracy']:.3f}, loss {line['eval_loss']:.4f}"
-            )
-
-    with _metrics_sink(args.metrics) as write, bar:
-        result = train_reward_model(
-            config, args.data, args.out, reference_path=args.reference, on_metrics=on_metrics, cache_dir=args.cache_dir
-        )
-    print(json.dumps(result.metrics))
-    return 0
-
-
-@contextmanager
-def _metrics_sink(path: Path | None):
-    """A function that appends each metrics dict as a JSON line to ``path`` (when given), open for the block."""
-    with open(path, "a", encoding="utf-8") if path else nullcontext() as metrics_file:
-
-        def write(line: dict) -> None:
-            if metrics_file:
-                metrics_file.write(json.dumps(line) + "\n")
-                metrics_file.flush()
-
-        yield write
-
-
-def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="the output folder (the model goes to OUT/model)")
-    parser.add_argument("--metrics", type=Path, help="append one JSON line of metrics per logging step here")
-    parser.add_argument(
-        "--cache-dir", type=Path, default=os.environ.get("RLHF_STUDIO_CACHE"), help="where converted models are kept"
-    )
+    metrics.show = ("loss", "accuracy")
+    result = train_reward_model(
+        config, args.data, args.out, reference_path=args.reference, on_metrics=metrics, cache_dir=args.cache_dir,
+        baseline=args.baseline,
+    )  # fmt: skip
+    return result.metrics
 
 
 def _sft_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +129,7 @@ def _sft_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters, merged into the saved model")
 
 
-def run_sft(args: argparse.Namespace) -> int:
+def run_sft(args: argparse.Namespace, metrics: Metrics) -> dict:
     from training.sft import train_sft
 
     config = SFTConfig(
@@ -122,18 +137,8 @@ def run_sft(args: argparse.Namespace) -> int:
         gradient_accumulation_steps=args.gradient_accumulation_steps, max_length=args.max_length, seed=args.seed,
         logging_steps=args.logging_steps, lora=args.lora,
     )  # fmt: skip
-    bar = tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {postfix}", disable=not sys.stderr.isatty())
-
-    def on_metrics(line: dict) -> None:
-        write(line)
-        if "progress" in line:
-            bar.n = line["progress"]
-            bar.set_postfix(loss=f"{line['loss']:.4f}", eta=f"{line['eta_s']:.0f}s")
-
-    with _metrics_sink(args.metrics) as write, bar:
-        result = train_sft(config, args.data, args.out, on_metrics=on_metrics, cache_dir=args.cache_dir)
-    print(json.dumps(result.metrics))
-    return 0
+    metrics.show = ("loss",)
+    return train_sft(config, args.data, args.out, on_metrics=metrics, cache_dir=args.cache_dir).metrics
 
 
 def _ppo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,32 +154,27 @@ def _ppo_arguments(parser: argparse.ArgumentParser) -> None:
     for name in ("learning_rate", "temperature", "kl_coef", "target_kl", "cliprange", "cliprange_value", "vf_coef",
                  "lam", "gamma", "ptx_coef", "missing_eos_penalty"):  # fmt: skip
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    parser.add_argument(
+        "--missing-eos", choices=("subtract", "replace"), default=defaults.missing_eos,
+        help="a response cut off at --max-new-tokens: its score minus the penalty, or minus the penalty alone",
+    )  # fmt: skip
     parser.add_argument("--adaptive-kl", action="store_true", help="steer beta towards --target-kl")
     parser.add_argument("--whiten-rewards", action="store_true")
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters on the policy")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds a checkpoint")
 
 
-def run_ppo(args: argparse.Namespace) -> int:
+def run_ppo(args: argparse.Namespace, metrics: Metrics) -> dict:
     from training.ppo import train_ppo
 
     fields = {name: getattr(args, name) for name in PPOConfig.__dataclass_fields__ if hasattr(args, name)}
     config = PPOConfig(**fields)
-    bar = tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {postfix}", disable=not sys.stderr.isatty())
-
-    def on_metrics(line: dict) -> None:
-        write(line)
-        if "progress" in line:
-            bar.n = line["progress"]
-            bar.set_postfix(score=f"{line['score']:.3f}", kl=f"{line['kl']:.3f}", eta=f"{line['eta_s']:.0f}s")
-
-    with _metrics_sink(args.metrics) as write, bar:
-        result = train_ppo(
-            config, args.prompts, args.out, ptx_path=args.ptx_data, on_metrics=on_metrics,
-            cache_dir=args.cache_dir, resume=not args.no_resume,
-        )  # fmt: skip
-    print(json.dumps(result.metrics))
-    return 0
+    metrics.show = ("score", "kl", "eos_rate")
+    result = train_ppo(
+        config, args.prompts, args.out, ptx_path=args.ptx_data, on_metrics=metrics,
+        cache_dir=args.cache_dir, resume=not args.no_resume,
+    )  # fmt: skip
+    return result.metrics
 
 
 def _generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,23 +182,21 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
     _common_arguments(parser)
     parser.add_argument("--model", required=True, help="the policy: a named default, a hub id or a path")
     parser.add_argument("--samples", type=int, default=2, help="responses per prompt")
+    parser.add_argument("--max-prompts", type=int, default=0, help="answer this many prompts, drawn at random (0: all)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
 
 
-def run_generate(args: argparse.Namespace) -> int:
+def run_generate(args: argparse.Namespace, metrics: Metrics) -> dict:
     from training.generate import generate_responses
 
-    with _metrics_sink(args.metrics) as write:
-        summary = generate_responses(
-            args.model, args.prompts, args.out, samples=args.samples, max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature, batch_size=args.batch_size, seed=args.seed, cache_dir=args.cache_dir,
-            on_metrics=write,
-        )  # fmt: skip
-    print(json.dumps(summary))
-    return 0
+    return generate_responses(
+        args.model, args.prompts, args.out, samples=args.samples, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, batch_size=args.batch_size, seed=args.seed, cache_dir=args.cache_dir,
+        on_metrics=metrics, max_prompts=args.max_prompts,
+    )  # fmt: skip
 
 
 def _critique_arguments(parser: argparse.ArgumentParser) -> None:
@@ -208,23 +206,21 @@ def _critique_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="the model: a named default, a hub id or a path")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--few-shot", type=Path, help="a text file put before every critique prompt")
+    parser.add_argument("--max-prompts", type=int, default=0, help="this many prompts, drawn at random (0: all)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
 
 
-def run_critique(args: argparse.Namespace) -> int:
+def run_critique(args: argparse.Namespace, metrics: Metrics) -> dict:
     from training.cai import run_critique as critique
 
-    with _metrics_sink(args.metrics) as write:
-        summary = critique(
-            args.model, args.prompts, args.principles, args.out, rounds=args.rounds,
-            few_shot=args.few_shot.read_text(encoding="utf-8") if args.few_shot else "",
-            max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
-            cache_dir=args.cache_dir, on_metrics=write,
-        )  # fmt: skip
-    print(json.dumps(summary))
-    return 0
+    return critique(
+        args.model, args.prompts, args.principles, args.out, rounds=args.rounds,
+        few_shot=args.few_shot.read_text(encoding="utf-8") if args.few_shot else "",
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+        cache_dir=args.cache_dir, on_metrics=metrics, max_prompts=args.max_prompts,
+    )  # fmt: skip
 
 
 def _feedback_arguments(parser: argparse.ArgumentParser) -> None:
@@ -234,16 +230,17 @@ def _feedback_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chain-of-thought", action="store_true", help="reason first; labels clamped to 0.4..0.6")
 
 
-def run_feedback(args: argparse.Namespace) -> int:
+def run_feedback(args: argparse.Namespace, metrics: Metrics) -> dict:
     from training.cai import run_feedback as feedback
 
-    with _metrics_sink(args.metrics) as write:
-        summary = feedback(
-            args.model, args.comparisons, args.out, chain_of_thought=args.chain_of_thought,
-            cache_dir=args.cache_dir, on_metrics=write,
-        )  # fmt: skip
-    print(json.dumps(summary))
-    return 0
+    return feedback(
+        args.model, args.comparisons, args.out, chain_of_thought=args.chain_of_thought,
+        cache_dir=args.cache_dir, on_metrics=metrics,
+    )  # fmt: skip
+
+
+RUNNERS = {"reward": run_reward, "sft": run_sft, "ppo": run_ppo, "generate": run_generate,
+           "critique": run_critique, "feedback": run_feedback}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,10 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     _critique_arguments(commands.add_parser("critique", help="critique-and-revise chains (SL-CAI)"))
     _feedback_arguments(commands.add_parser("feedback", help="AI preference labels by principle (RLAIF)"))
     args = parser.parse_args(argv)
-    runners = {"reward": run_reward, "sft": run_sft, "ppo": run_ppo, "generate": run_generate,
-               "critique": run_critique, "feedback": run_feedback}  # fmt: skip
-    try:
-        return runners[args.command](args)
-    except (DataError, ModelNotFound, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    with Metrics(args.metrics) as metrics:
+        try:
+            summary = RUNNERS[args.command](args, metrics)
+        except Exception as error:
+            # The trainer's own account of the failure, for the app; then a message or the traceback.
+            record = write_error(args.out, error, metrics.phase)
+            metrics({"event": "error", **record})
+            if isinstance(error, USER_ERRORS):
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            traceback.print_exc()
+            return 1
+    print(json.dumps(summary))
+    return 0

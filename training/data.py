@@ -151,7 +151,7 @@ def read_prompts(path: str | Path) -> list[list[dict[str, str]]]:
     for number, record in _records(path):
         try:
             if "prompt" in record:
-                prompt = as_messages(record["prompt"])
+                prompt = prompt_messages(record)
             else:
                 prompt = as_messages([turn for turn in record["messages"] if turn is not record["messages"][-1]])
         except (KeyError, TypeError, IndexError, DataError) as error:
@@ -165,15 +165,30 @@ def read_prompts(path: str | Path) -> list[list[dict[str, str]]]:
     return prompts
 
 
+def prompt_messages(record: dict) -> list[dict[str, str]]:
+    """The conversation of a ``prompts`` record: its ``messages`` when it carries them (the text in ``prompt``
+    flattens a conversation into one turn), else its ``prompt``."""
+    return as_messages(record["messages"] if record.get("messages") else record["prompt"])
+
+
 def read_prompts_with_ids(path: str | Path) -> list[tuple[int, list[dict]]]:
     """``(prompt_id, messages)`` from a ``prompts`` export, in file order."""
     path = Path(path)
     prompts = []
     for number, record in _records(path):
         try:
-            prompts.append((int(record["prompt_id"]), as_messages(record["prompt"])))
+            prompts.append((int(record["prompt_id"]), prompt_messages(record)))
         except (KeyError, TypeError, ValueError, DataError) as error:
             raise DataError(f"{path.name}, record {number}: {error}") from None
     if not prompts:
         raise DataError(f"{path.name} holds no prompts.")
     return prompts
+
+
+def pick_prompts(prompts: list, count: int, seed: int) -> list:
+    """``count`` of the prompts drawn at random (seeded), in their file order; all of them when ``count`` is 0
+    or more than there are."""
+    if count <= 0 or count >= len(prompts):
+        return prompts
+    chosen = sorted(random.Random(seed).sample(range(len(prompts)), count))
+    return [prompts[index] for index in chosen]

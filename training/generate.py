@@ -7,17 +7,15 @@ in batches with the same sampling loop PPO uses, and writes ``{"prompt_id", "res
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from training.config import PPOConfig
-from training.data import read_prompts_with_ids
+from training.data import pick_prompts, read_prompts_with_ids
 from training.models import causal_lm_for_inference
 from training.ppo import sample
-
-MetricsSink = Callable[[dict], None]
+from training.runtime import MetricsSink, Progress
 
 
 @torch.no_grad()
@@ -35,17 +33,21 @@ def generate_responses(
     on_metrics: MetricsSink | None = None,
     model=None,
     tokenizer=None,
+    max_prompts: int = 0,
 ) -> dict:
-    """Write ``output_dir/responses.jsonl`` and ``output_dir/result.json``; returns the summary."""
-    emit = on_metrics or (lambda metrics: None)
+    """Write ``output_dir/responses.jsonl`` and ``output_dir/result.json``; returns the summary. With
+    ``max_prompts``, that many prompts drawn at random (seeded) are answered instead of all."""
+    progress = Progress(on_metrics, "generate")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    progress.phase("loading")
     torch.manual_seed(seed)
+    prompts = pick_prompts(read_prompts_with_ids(prompts_path), max_prompts, seed)
     model, tokenizer = causal_lm_for_inference(model_name, cache_dir, model, tokenizer)
     device = next(model.parameters()).device
-    prompts = read_prompts_with_ids(prompts_path)
     jobs = [(prompt_id, messages) for prompt_id, messages in prompts for _ in range(samples)]
     config = PPOConfig(max_new_tokens=max_new_tokens, temperature=temperature)
+    progress.phase("generating")
     started, written, finished = time.monotonic(), 0, 0
     partial = output_dir / "responses.jsonl.partial"
     with open(partial, "w", encoding="utf-8") as out:
@@ -56,13 +58,9 @@ def generate_responses(
                 out.write(json.dumps({"prompt_id": prompt_id, "response": text, "finished": ended}) + "\n")
                 written += 1
                 finished += int(ended)
-            elapsed = time.monotonic() - started
-            progress = written / len(jobs)
-            emit({"step": first // batch_size + 1, "progress": round(progress, 4), "responses": written,
-                  "eta_s": elapsed / progress - elapsed})  # fmt: skip
+            progress.update(written / len(jobs), responses=written)
     partial.rename(output_dir / "responses.jsonl")
     summary = {
-        "event": "done",
         "prompts": len(prompts),
         "responses": written,
         "finished_rate": finished / max(written, 1),
@@ -71,5 +69,5 @@ def generate_responses(
     (output_dir / "result.json").write_text(
         json.dumps({"responses_path": str(output_dir / "responses.jsonl"), "metrics": summary}, indent=2)
     )
-    emit(summary)
+    progress.done(summary)
     return summary

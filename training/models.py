@@ -9,7 +9,11 @@ Also here: tiny random-init models and a tokenizer built from a word list, for t
 must not download anything.
 """
 
+import contextlib
 import importlib.util
+import json
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -38,10 +42,26 @@ def _package_folder(module: str, what: str) -> Path:
     return Path(spec.origin).parent
 
 
+SMOLLM2_CONVERSION = 2
+"""The version of the GGUF conversion below; a cached folder written by an older one is converted again.
+Version 1 kept the GGUF ``quantization_config`` in ``config.json``, so the saved model could not be fine-tuned
+("purely quantized models") or saved again."""
+
+
+def _is_current_conversion(folder: Path) -> bool:
+    try:
+        marker = json.loads((folder / "conversion.json").read_text())
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return marker.get("version") == SMOLLM2_CONVERSION and "quantization_config" not in config
+
+
 def _smollm2_folder(cache_dir: Path) -> Path:
-    """SmolLM2-135M-Instruct as a safetensors folder, converted from the packaged GGUF on first use."""
+    """SmolLM2-135M-Instruct as a plain float32 safetensors folder, converted from the packaged GGUF on first
+    use (and again when the cache holds an older conversion)."""
     target = cache_dir / "smollm2-135m-instruct"
-    if (target / "config.json").exists():
+    if _is_current_conversion(target):
         return target
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
@@ -51,13 +71,32 @@ def _smollm2_folder(cache_dir: Path) -> Path:
         raise ModelNotFound(f"No GGUF file in {folder}.")
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf.name)
-    # A GGUF-loaded model cannot be saved as is: rebuild a plain Llama model from its config and weights.
-    plain = LlamaForCausalLM(loaded.config)
+    # A GGUF-loaded model carries its quantisation tag: rebuild a plain Llama model from its config, without
+    # the tag, and load the dequantised weights into it.
+    config = loaded.config
+    for attribute in ("quantization_config", "_name_or_path"):
+        if hasattr(config, attribute):
+            delattr(config, attribute)
+    config.dtype = torch.float32
+    plain = LlamaForCausalLM(config)
     plain.load_state_dict(loaded.state_dict())
-    partial = target.with_name(target.name + ".partial")
+    # Several workers may convert at once: each writes a folder of its own, and the first rename wins.
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
     plain.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    partial.rename(target)
+    (partial / "conversion.json").write_text(json.dumps({"version": SMOLLM2_CONVERSION, "source": gguf.name}))
+    if target.exists() and not _is_current_conversion(target):
+        stale = target.with_name(f"{target.name}.stale-{os.getpid()}")
+        with contextlib.suppress(OSError):
+            target.rename(stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        partial.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(partial, ignore_errors=True)
+        if not _is_current_conversion(target):
+            raise
     return target
 
 

@@ -41,9 +41,9 @@ from training.config import PPOConfig
 from training.data import DataError, read_prompts, read_references
 from training.models import disable_dropout, load_causal_lm, load_reward_model
 from training.reward import score
+from training.runtime import MetricsSink, Progress
 from training.text import policy_prompt, uses_chat_template
 
-MetricsSink = Callable[[dict], None]
 RewardFunction = Callable[[list[list[dict]], list[str]], torch.Tensor]
 """Scores for (prompts, response texts): a fixed function in place of a reward model (tests, rule rewards)."""
 
@@ -84,6 +84,30 @@ class AdaptiveKLController:
     def update(self, kl: float, episodes: int) -> None:
         error = float(np.clip(kl / self.target - 1, -0.2, 0.2))
         self.beta *= 1 + error * episodes / self.horizon
+
+
+def penalise_missing_eos(scores: torch.Tensor, has_eos: torch.Tensor, config: PPOConfig) -> torch.Tensor:
+    """A response cut off at ``max_new_tokens`` loses ``missing_eos_penalty``: subtracted from its score (the
+    reward model's judgement still reaches the policy), or in place of it (``missing_eos="replace"``)."""
+    if not config.missing_eos_penalty:
+        return scores
+    if config.missing_eos == "replace":
+        penalised = torch.full_like(scores, -config.missing_eos_penalty)
+    else:
+        penalised = scores - config.missing_eos_penalty
+    return torch.where(has_eos, scores, penalised)
+
+
+def mean_of_window(lines: list[dict]) -> dict:
+    """One curve point for the iterations since the last one: the mean of each figure over all of them (the
+    step is the last one's; the samples are the last iteration's)."""
+    last = lines[-1]
+    point = dict(last)
+    for key, value in last.items():
+        if isinstance(value, float) and key != "beta":
+            point[key] = float(np.mean([line[key] for line in lines if key in line]))
+    point["iterations"] = len(lines)
+    return point
 
 
 # --- models --------------------------------------------------------------------------------------------------
@@ -344,12 +368,11 @@ def train_ppo(
     """Tune ``config.policy`` against the reward model (or ``reward_function``) on the prompts of any export,
     and save the policy with its tokenizer under ``output_dir/model``. With ``resume``, a run picks up at
     the last checkpoint under ``output_dir/checkpoints``. ``on_metrics`` receives one dict per iteration."""
-    emit = on_metrics or (lambda metrics: None)
+    progress = Progress(on_metrics, "ppo")
     output_dir = Path(output_dir)
-    if config.batch_size % config.mini_batch_size:
-        raise ValueError("batch_size must be a multiple of mini_batch_size.")
     if config.ptx_coef > 0 and ptx_path is None:
         raise ValueError("PPO-ptx (ptx_coef > 0) needs demonstrations: pass ptx_path.")
+    progress.phase("loading")
     set_seed(config.seed)
     use_cuda = torch.cuda.is_available()
     if AcceleratorState._shared_state:
@@ -429,7 +452,9 @@ def train_ppo(
                     file.unlink()
                 older.rmdir()
 
+    progress.phase("training")
     started = time.monotonic()
+    window: list[dict] = []
     for step in range(start, config.steps):
         iteration_started = time.monotonic()
         # Each process samples its own prompts: with N processes an iteration sees N x batch_size episodes.
@@ -450,8 +475,7 @@ def train_ppo(
                 )  # fmt: skip
             scores = scores.to(device).float()
             raw_scores = scores.clone()
-            if config.missing_eos_penalty is not None:
-                scores = torch.where(rollout.has_eos, scores, torch.full_like(scores, config.missing_eos_penalty))
+            scores = penalise_missing_eos(scores, rollout.has_eos, config)
             sequences, attention, context, mask = (
                 rollout.sequences, rollout.attention_mask, rollout.context, rollout.mask,
             )  # fmt: skip
@@ -533,11 +557,10 @@ def train_ppo(
         mean_kl = float(kl.sum(1).mean())
         if config.adaptive_kl:
             controller.update(mean_kl, config.batch_size)
-        elapsed = time.monotonic() - started
         done = step + 1
         metrics = {
             "step": done,
-            "progress": round(done / config.steps, 4),
+            "total_steps": config.steps,
             "score": float(raw_scores.mean()),
             "score_with_penalty": float(scores.mean()),
             "kl": mean_kl,
@@ -550,7 +573,6 @@ def train_ppo(
             "response_length": float(mask.sum(1).mean()),
             "eos_rate": float(rollout.has_eos.float().mean()),
             "episodes_per_s": config.batch_size / (time.monotonic() - iteration_started),
-            "eta_s": elapsed / (done - start) * (config.steps - done),
         }
         metrics["samples"] = [
             {"prompt": prompt, "response": text, "score": float(value)}
@@ -559,12 +581,16 @@ def train_ppo(
         if stats["ptx_loss"]:
             metrics["ptx_loss"] = float(np.mean(stats["ptx_loss"]))
         history.append(metrics)
+        window.append(metrics)
         if config.save_every and done % config.save_every == 0 and done < config.steps:
             save_checkpoint(done)
+        progress.update((done - start) / max(config.steps - start, 1))
         if done % config.logging_steps == 0 or done == config.steps:
-            emit(metrics)
+            progress.log(mean_of_window(window))
+            window = []
 
     # The trained policy, as a plain model with its tokenizer.
+    progress.phase("saving")
     accelerator.wait_for_everyone()
     model_dir = output_dir / "model"
     final = accelerator.unwrap_model(policy)
@@ -575,17 +601,17 @@ def train_ppo(
         tokenizer.save_pretrained(model_dir)
     first, last = (history[0], history[-1]) if history else ({}, {})
     summary = {
-        "event": "done",
         "steps": config.steps,
         "episodes": config.steps * config.batch_size,
         "value_model_from": value_source,
         "first_score": first.get("score"),
         "last_score": last.get("score"),
         "last_kl": last.get("kl"),
+        "eos_rate": float(np.mean([line["eos_rate"] for line in history])) if history else None,
         "seconds": round(time.monotonic() - started, 2),
     }
     if accelerator.is_main_process:
         written = {"model_dir": str(model_dir), "metrics": summary, "config": config.as_dict()}
         (output_dir / "result.json").write_text(json.dumps(written, indent=2))
-    emit(summary)
+    progress.done(summary)
     return PPOResult(model_dir=str(model_dir), metrics=summary, config=config.as_dict(), history=history)

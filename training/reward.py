@@ -16,8 +16,8 @@ with a held-out evaluation after each, then normalisation and saving.
 
 import json
 import math
+import random
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,10 +32,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_sc
 from training.config import RewardConfig
 from training.data import RankedPrompt, Reference, read_rankings, read_references
 from training.models import load_reward_model
+from training.runtime import MetricsSink, Progress
 from training.text import prompt_text
-
-MetricsSink = Callable[[dict], None]
-
 
 # --- text and batches ----------------------------------------------------------------------------------------
 
@@ -144,13 +142,17 @@ def rewards_of(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, examples: list[RankedPrompt], tokenizer, config: RewardConfig, device) -> dict:
+def evaluate(
+    model, examples: list[RankedPrompt], tokenizer, config: RewardConfig, device, progress: Progress | None = None
+) -> dict:
     """Held-out listwise loss and pairwise accuracy (ties in reward count as half right)."""
     if not examples:
         return {}
     model.eval()
     losses, weights, right, pairs = 0.0, 0.0, 0.0, 0
     for start in range(0, len(examples), config.prompts_per_batch):
+        if progress is not None:
+            progress.update(start / len(examples))
         batch = collate(examples[start : start + config.prompts_per_batch], tokenizer, config).to(device)
         rewards = rewards_of(model, batch)
         if batch.winner.numel() == 0:
@@ -167,13 +169,23 @@ def evaluate(model, examples: list[RankedPrompt], tokenizer, config: RewardConfi
 
 
 @torch.no_grad()
-def score(model, tokenizer, prompts: list[list[dict]], replies: list[str], max_length: int, batch_size: int = 32):
+def score(
+    model,
+    tokenizer,
+    prompts: list[list[dict]],
+    replies: list[str],
+    max_length: int,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+):
     """Rewards for (prompt, reply) pairs, with the model as saved (its normalisation included)."""
     model.eval()
     device = next(model.parameters()).device
     offset = reward_offset(model)
     results = []
     for start in range(0, len(replies), batch_size):
+        if progress is not None:
+            progress.update(start / len(replies))
         inputs = encode(tokenizer, prompts[start : start + batch_size], replies[start : start + batch_size], max_length)
         results.append(
             model(**{key: value.to(device) for key, value in inputs.items()}).logits.squeeze(-1).float().cpu()
@@ -193,14 +205,18 @@ def reward_offset(model) -> float:
 
 
 @torch.no_grad()
-def normalize(model, tokenizer, references: list[Reference], config: RewardConfig) -> dict:
+def normalize(
+    model, tokenizer, references: list[Reference], config: RewardConfig, progress: Progress | None = None
+) -> dict:
     """Shift the scores so that the reference replies average 0. The shift goes into the scoring head's
     bias when it has one (so any user of the saved model gets normalised scores), and is recorded in the
     model's config either way (``reward_normalization``)."""
+    if 0 < config.normalize_samples < len(references):
+        references = random.Random(config.seed).sample(references, config.normalize_samples)
     prompts = [reference.prompt for reference in references]
     replies = [reference.response for reference in references]
     model.config.reward_normalization = {"offset": 0.0, "folded_into_bias": True}
-    mean = float(score(model, tokenizer, prompts, replies, config.max_length).mean())
+    mean = float(score(model, tokenizer, prompts, replies, config.max_length, progress=progress).mean())
     head = _scalar_head(model)
     folded = head is not None and head.bias is not None
     if folded:
@@ -222,6 +238,58 @@ class RewardResult:
         return asdict(self)
 
 
+def _accelerator(config: RewardConfig) -> Accelerator:
+    use_cuda = torch.cuda.is_available()
+    if AcceleratorState._shared_state:
+        # Another trainer set accelerate up in this process before (a notebook, a test session): start afresh
+        # so that this run's precision and device apply. A run launched by the app has a process to itself.
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision="bf16" if use_cuda and config.bf16 and torch.cuda.is_bf16_supported() else "no",
+        cpu=not use_cuda,
+    )
+
+
+def _with_lora(model, config: RewardConfig):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout
+    )
+    return get_peft_model(model, lora)
+
+
+class _Window:
+    """Loss and accuracy over the micro-batches since the last logging step: each curve point is the mean of
+    the steps it covers, however many there were."""
+
+    def __init__(self) -> None:
+        self.loss, self.batches, self.right, self.pairs = 0.0, 0, 0.0, 0
+
+    def add(self, loss: float, right: float, pairs: int) -> None:
+        self.loss += loss
+        self.batches += 1
+        self.right += right
+        self.pairs += pairs
+
+    def take(self) -> dict:
+        line = {"loss": self.loss / max(1, self.batches), "accuracy": self.right / max(1, self.pairs)}
+        self.__init__()
+        return line
+
+
+def evaluate_baseline(
+    name: str, held_out: list[RankedPrompt], config: RewardConfig, device, cache_dir=None, progress=None
+) -> dict:
+    """Another reward model (the project's current one) on the same held-out prompts, with its own tokenizer:
+    the fair comparison for deciding which model to keep."""
+    model, tokenizer = load_reward_model(name, cache_dir)
+    model.to(device)
+    result = evaluate(model, held_out, tokenizer, config, device, progress)
+    return {f"baseline_{key}": value for key, value in result.items()}
+
+
 def train_reward_model(
     config: RewardConfig,
     data_path: str | Path,
@@ -232,27 +300,21 @@ def train_reward_model(
     cache_dir: str | Path | None = None,
     model: PreTrainedModel | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
+    baseline: str | None = None,
 ) -> RewardResult:
     """Train on a ranking (or preference) export and save the model under ``output_dir/model``.
 
     ``model`` and ``tokenizer`` may be given directly (tiny test models); otherwise ``config.model`` is
-    loaded. ``on_metrics`` receives one dict per logging step and per evaluation.
+    loaded. ``on_metrics`` receives the phases, progress, one dict per logging step and per evaluation
+    (``training.runtime``). ``baseline``, another reward model, is evaluated on the same held-out prompts.
     """
-    emit = on_metrics or (lambda metrics: None)
+    progress = Progress(on_metrics, "reward")
     output_dir = Path(output_dir)
     set_seed(config.seed)
-    use_cuda = torch.cuda.is_available()
-    if AcceleratorState._shared_state:
-        # Another trainer set accelerate up in this process before (a notebook, a test session): start afresh
-        # so that this run's precision and device apply. A run launched by the app has a process to itself.
-        AcceleratorState._reset_state(reset_partial_state=True)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        mixed_precision="bf16" if use_cuda and config.bf16 and torch.cuda.is_bf16_supported() else "no",
-        cpu=not use_cuda,
-    )
+    accelerator = _accelerator(config)
 
     # Data: split by prompt, so no held-out prompt has a judgement in training.
+    progress.phase("loading")
     dataset = read_rankings(data_path)
     train, held_out = dataset.split(config.eval_fraction, config.seed)
     references = (
@@ -265,15 +327,7 @@ def train_reward_model(
     if model is None or tokenizer is None:
         model, tokenizer = load_reward_model(config.model, cache_dir)
     if config.lora:
-        from peft import LoraConfig, TaskType, get_peft_model
-
-        lora = LoraConfig(
-            task_type=TaskType.SEQ_CLS,
-            r=config.lora_rank,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-        )
-        model = get_peft_model(model, lora)
+        model = _with_lora(model, config)
     model.train()
 
     generator = torch.Generator().manual_seed(config.seed)
@@ -294,9 +348,11 @@ def train_reward_model(
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
+    # Training: epochs of (forward, loss, update, log), a held-out evaluation after each.
+    progress.phase("training")
     step, pairs_seen, started, epoch = 0, 0, time.monotonic(), 0
-    running_loss, running_right, running_pairs = 0.0, 0.0, 0
-    history: list[dict] = []
+    window = _Window()
+    evaluations: list[dict] = []
     while step < total_steps:
         for batch in loader:
             with accelerator.accumulate(model):
@@ -310,58 +366,63 @@ def train_reward_model(
                 optimizer.zero_grad()
             with torch.no_grad():
                 difference = rewards[batch.winner] - rewards[batch.loser]
-                running_right += float((difference > 0).sum())
-                running_pairs += batch.winner.numel()
-                running_loss += float(loss)
+                window.add(float(loss), float((difference > 0).sum()), batch.winner.numel())
                 pairs_seen += batch.winner.numel()
             if not accelerator.sync_gradients:
                 continue
             step += 1
+            progress.update(step / total_steps)
             if step % config.logging_steps == 0 or step == total_steps:
-                elapsed = time.monotonic() - started
                 line = {
                     "step": step,
                     "total_steps": total_steps,
-                    "progress": step / total_steps,
                     "epoch": epoch + 1,
-                    "loss": running_loss / max(1, config.logging_steps * config.gradient_accumulation_steps),
-                    "accuracy": running_right / max(1, running_pairs),
+                    **window.take(),
                     "learning_rate": scheduler.get_last_lr()[0],
-                    "pairs_per_s": pairs_seen / max(elapsed, 1e-9),
-                    "eta_s": elapsed / step * (total_steps - step),
+                    "pairs_per_s": pairs_seen / max(time.monotonic() - started, 1e-9),
                 }
-                running_loss, running_right, running_pairs = 0.0, 0.0, 0
-                history.append(line)
                 if accelerator.is_main_process:
-                    emit(line)
+                    progress.log(line)
             if step >= total_steps:
                 break
         epoch += 1
-        evaluation = {"epoch": epoch, **evaluate(model, held_out, tokenizer, config, accelerator.device)}
-        history.append(evaluation)
+        progress.phase("evaluating")
+        evaluation = {"epoch": epoch, **evaluate(model, held_out, tokenizer, config, accelerator.device, progress)}
+        evaluations.append(evaluation)
         if accelerator.is_main_process:
-            emit(evaluation)
+            progress.log(evaluation)
+        if step < total_steps:
+            progress.phase("training")
+    training_seconds = time.monotonic() - started
+    comparison = (
+        evaluate_baseline(baseline, held_out, config, accelerator.device, cache_dir, progress) if baseline else {}
+    )
 
     # Normalise, then save a plain model (LoRA adapters merged) that any transformers user can load.
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(model)
     if config.lora:
         model = model.merge_and_unload()
-    normalization = normalize(model, tokenizer, references, config) if config.normalize else {}
+    normalization = {}
+    if config.normalize:
+        progress.phase("normalising")
+        normalization = normalize(model, tokenizer, references, config, progress)
     final = {
         "train_prompts": len(train),
         "eval_prompts": len(held_out),
         "steps": step,
-        "pairs_per_s": pairs_seen / max(time.monotonic() - started, 1e-9),
-        **{key: value for key, value in history[-1].items() if key.startswith("eval_")},
+        "pairs_per_s": pairs_seen / max(training_seconds, 1e-9),
+        **{key: value for key, value in evaluations[-1].items() if key.startswith("eval_")},
+        **comparison,
         "normalization": normalization,
     }
     model_dir = output_dir / "model"
+    result = RewardResult(model_dir=str(model_dir), metrics=final, config=config.as_dict())
     if accelerator.is_main_process:
+        progress.phase("saving")
         model_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
-        result = RewardResult(model_dir=str(model_dir), metrics=final, config=config.as_dict())
         (output_dir / "result.json").write_text(json.dumps(result.as_dict(), indent=2))
-        emit({"event": "done", **final})
-    return RewardResult(model_dir=str(model_dir), metrics=final, config=config.as_dict())
+        progress.done(final)
+    return result

@@ -7,7 +7,6 @@ loss covers the completion only, and the completion ends with EOS, so the model 
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,9 +17,8 @@ from transformers.trainer_callback import PrinterCallback
 from training.config import SFTConfig
 from training.data import DataError, read_references
 from training.models import load_causal_lm
+from training.runtime import MetricsSink, Progress
 from training.text import policy_prompt, uses_chat_template
-
-MetricsSink = Callable[[dict], None]
 
 
 @dataclass
@@ -47,25 +45,29 @@ def sft_records(path: str | Path, tokenizer: PreTrainedTokenizerBase) -> list[di
 
 
 class _Progress(TrainerCallback):
-    """Hands the trainer's logs on as one dict per logging step, with progress and time left."""
+    """Hands the trainer's progress and logs on (``training.runtime``): the training phase, how far along it
+    is after every step, and one curve point per logging step (the trainer's loss is already the mean over the
+    steps since the last one)."""
 
-    def __init__(self, emit: MetricsSink) -> None:
-        self.emit = emit
-        self.started = time.monotonic()
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.progress.phase("training")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.progress.update(state.global_step / max(state.max_steps, 1))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "loss" not in logs:
             return
-        progress = state.global_step / max(state.max_steps, 1)
-        elapsed = time.monotonic() - self.started
-        self.emit(
+        self.progress.log(
             {
                 "step": state.global_step,
-                "progress": round(progress, 4),
+                "total_steps": state.max_steps,
                 "loss": float(logs["loss"]),
                 "learning_rate": float(logs.get("learning_rate", 0.0)),
                 "epoch": float(logs.get("epoch", 0.0)),
-                "eta_s": elapsed / progress - elapsed if progress else 0.0,
             }
         )
 
@@ -84,8 +86,9 @@ def train_sft(
     import datasets
     import trl
 
-    emit = on_metrics or (lambda metrics: None)
+    progress = Progress(on_metrics, "sft")
     output_dir = Path(output_dir)
+    progress.phase("loading")
     if model is None or tokenizer is None:
         model, tokenizer = load_causal_lm(config.model, cache_dir)
     tokenizer.padding_side = "right"  # for training; generation sets left padding again
@@ -123,11 +126,12 @@ def train_sft(
         train_dataset=datasets.Dataset.from_list(records),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_Progress(emit)],
+        callbacks=[_Progress(progress)],
     )
     trainer.remove_callback(PrinterCallback)  # progress goes to ``on_metrics``, not to stdout
     started = time.monotonic()
     outcome = trainer.train()
+    progress.phase("saving")
     trained = trainer.model
     if config.lora:
         trained = trained.merge_and_unload()
@@ -136,7 +140,6 @@ def train_sft(
     tokenizer.save_pretrained(model_dir)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics = {
-        "event": "done",
         "demonstrations": len(records),
         "steps": trainer.state.global_step,
         "train_loss": float(outcome.training_loss),
@@ -146,5 +149,5 @@ def train_sft(
     }
     result = SFTResult(model_dir=str(model_dir), metrics=metrics, config=config.as_dict())
     (output_dir / "result.json").write_text(json.dumps(result.as_dict(), indent=2))
-    emit(metrics)
+    progress.done(metrics)
     return result

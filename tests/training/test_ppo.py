@@ -42,7 +42,7 @@ def tiny_policy():
 def config(**fields) -> PPOConfig:
     defaults = dict(
         steps=40, batch_size=16, mini_batch_size=8, ppo_epochs=4, learning_rate=3e-3, max_new_tokens=8,
-        temperature=1.0, kl_coef=0.1, missing_eos_penalty=None,
+        temperature=1.0, kl_coef=0.1, missing_eos_penalty=0.0,
     )  # fmt: skip
     return PPOConfig(**{**defaults, **fields})
 
@@ -78,15 +78,26 @@ def test_the_kl_is_exactly_zero_at_the_first_step(prompts_file, tmp_path):
     assert history[0]["kl"] == 0.0
 
 
-def test_a_response_without_eos_gets_the_penalty_score(prompts_file, tmp_path):
+@pytest.mark.parametrize(("mode", "cut_off_score"), [("subtract", 2.0 - 3.0), ("replace", -3.0)])
+def test_a_response_without_eos_loses_the_penalty_from_its_score_or_in_its_place(
+    prompts_file, tmp_path, mode, cut_off_score
+):
     history = run(
         prompts_file, tmp_path / "out", steps=3, batch_size=64, max_new_tokens=3,
-        reward=lambda prompts, texts: torch.ones(len(texts)), missing_eos_penalty=-3.0,
+        reward=lambda prompts, texts: torch.full((len(texts),), 2.0), missing_eos_penalty=3.0, missing_eos=mode,
     ).history  # fmt: skip
     for entry in history:
         assert 0.0 < entry["eos_rate"] < 1.0  # both kinds in every batch
-        assert entry["score"] == 1.0
-        assert entry["score_with_penalty"] == pytest.approx(entry["eos_rate"] * 1.0 + (1 - entry["eos_rate"]) * -3.0)
+        assert entry["score"] == 2.0
+        expected = entry["eos_rate"] * 2.0 + (1 - entry["eos_rate"]) * cut_off_score
+        assert entry["score_with_penalty"] == pytest.approx(expected)
+
+
+def test_the_missing_eos_settings_are_checked():
+    with pytest.raises(ValueError, match="'subtract' or 'replace'"):
+        PPOConfig(missing_eos="ignore")
+    with pytest.raises(ValueError, match="0 or more"):
+        PPOConfig(missing_eos_penalty=-1.0)
 
 
 def test_a_sampled_response_is_cut_after_its_first_eos(prompts_file):

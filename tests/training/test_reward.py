@@ -110,6 +110,44 @@ def test_a_tiny_model_learns_a_ranking_task_with_a_known_answer(tmp_path):
     assert lines[-1]["event"] == "done"
 
 
+def test_each_curve_point_is_the_mean_of_the_steps_it_covers(tmp_path):
+    data = synthetic_rankings(tmp_path / "rankings.jsonl", judgements=200)
+    tokenizer = tiny_tokenizer(WORDS + PROMPTS)
+
+    def train(out: str, logging_steps: int):
+        lines = []
+        config = RewardConfig(
+            epochs=1, learning_rate=3e-3, prompts_per_batch=16, logging_steps=logging_steps, max_length=64
+        )
+        result = train_reward_model(
+            config, data, tmp_path / out, model=tiny_reward_model(tokenizer), tokenizer=tokenizer,
+            on_metrics=lines.append,
+        )  # fmt: skip
+        return result, [line for line in lines if "loss" in line]
+
+    _, every_step = train("every", 1)
+    total = len(every_step)
+    assert total >= 5
+    _, points = train("coarse", total - 2)  # a point after total - 2 steps, then one for the 2 left
+    assert [point["step"] for point in points] == [total - 2, total]
+    mean_of = lambda lines: sum(line["loss"] for line in lines) / len(lines)  # noqa: E731
+    assert points[0]["loss"] == pytest.approx(mean_of(every_step[:-2]), rel=1e-4)
+    assert points[1]["loss"] == pytest.approx(mean_of(every_step[-2:]), rel=1e-4)
+
+
+def test_a_baseline_reward_model_is_evaluated_on_the_same_held_out_prompts(tmp_path):
+    data = synthetic_rankings(tmp_path / "rankings.jsonl", judgements=200)
+    tokenizer = tiny_tokenizer(WORDS + PROMPTS)
+    config = RewardConfig(epochs=1, learning_rate=3e-3, prompts_per_batch=16, max_length=64, eval_fraction=0.2)
+    first = train_reward_model(config, data, tmp_path / "a", model=tiny_reward_model(tokenizer), tokenizer=tokenizer)
+    second = train_reward_model(
+        config, data, tmp_path / "b", model=tiny_reward_model(tokenizer, seed=1), tokenizer=tokenizer,
+        baseline=first.model_dir,
+    )  # fmt: skip
+    assert second.metrics["baseline_eval_pairs"] == second.metrics["eval_pairs"] == first.metrics["eval_pairs"]
+    assert second.metrics["baseline_eval_accuracy"] == pytest.approx(first.metrics["eval_accuracy"], abs=1e-6)
+
+
 def test_normalised_scores_average_zero_and_survive_saving(tmp_path):
     data = synthetic_rankings(tmp_path / "rankings.jsonl", judgements=200)
     references = tmp_path / "sft.jsonl"
@@ -161,7 +199,11 @@ def test_the_command_line_trains_writes_metrics_lines_and_refuses_bad_data_clean
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
     lines = [json.loads(line) for line in metrics.read_text().splitlines()]
-    assert lines[0]["step"] == 1 and "eta_s" in lines[0] and lines[-1]["event"] == "done"
+    steps = [line for line in lines if "step" in line and not line.get("event")]
+    assert steps[0]["step"] == 1 and "eta_s" in steps[0] and lines[-1]["event"] == "done"
+    assert [line["phase"] for line in lines if line.get("event") == "phase"] == [
+        "loading", "training", "evaluating", "normalising", "saving",
+    ]  # fmt: skip
     assert (tmp_path / "out" / "model" / "config.json").exists()
 
     bad = tmp_path / "bad.jsonl"

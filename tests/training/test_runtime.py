@@ -1,0 +1,92 @@
+"""What a trainer tells whoever runs it: phases with progress, the whole run's progress (never 100% before the
+end), time left only while training, and its own account of a failure (with a clean exit code)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from training import cli
+from training.runtime import Progress, read_error
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_moves_through_weighted_phases_and_reaches_one_only_when_done():
+    lines, clock = [], Clock()
+    progress = Progress(lines.append, "reward", interval=0, clock=clock)
+    progress.phase("loading")
+    progress.update(1.0)
+    assert lines[-1]["progress"] == pytest.approx(0.05)
+    progress.phase("training")
+    clock.now += 10
+    progress.update(0.5)
+    assert lines[-1] == {
+        "time": 1010.0, "event": "progress", "phase": "training", "phase_progress": 0.5,
+        "progress": pytest.approx(0.05 + 0.85 / 2), "eta_s": 10.0,
+    }  # fmt: skip
+    progress.phase("evaluating")  # between epochs: the run's progress holds, and there is no time left to show
+    progress.update(0.9)
+    assert lines[-1]["progress"] == pytest.approx(0.475) and "eta_s" not in lines[-1]
+    progress.phase("training")
+    progress.update(1.0)
+    progress.phase("normalising")
+    progress.update(1.0)
+    progress.phase("saving")
+    progress.update(1.0)
+    assert max(line["progress"] for line in lines) <= 0.99
+    progress.done({"steps": 3})
+    assert lines[-1] == {"time": 1010.0, "event": "done", "steps": 3, "phase": "done", "progress": 1.0}
+
+
+def test_progress_lines_are_written_at_most_once_an_interval_but_logs_always():
+    lines, clock = [], Clock()
+    progress = Progress(lines.append, "sft", interval=2.0, clock=clock)
+    progress.phase("training")
+    for step in range(1, 11):
+        clock.now += 0.5
+        progress.update(step / 10)
+    updates = [line for line in lines if line.get("event") == "progress"]
+    assert [line["phase_progress"] for line in updates] == [0.1, 0.5, 0.9]
+    progress.log({"step": 10, "loss": 1.5})
+    assert lines[-1]["loss"] == 1.5 and lines[-1]["phase"] == "training" and "eta_s" in lines[-1]
+
+
+def test_a_data_error_is_a_one_line_message_exit_code_2_and_an_error_file(tmp_path):
+    data = tmp_path / "broken.jsonl"
+    data.write_text('{"prompt": "hi", "chosen": "a", "rejected": "b"}\nnot json\n')
+    out, metrics = tmp_path / "out", tmp_path / "metrics" / "m.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "training", "reward", "--data", str(data), "--out", str(out), "--metrics", str(metrics)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == "error: broken.jsonl, line 2: not JSON (Expecting value)."
+    assert "Traceback" not in done.stderr
+    assert read_error(out) == {
+        "type": "DataError", "message": "broken.jsonl, line 2: not JSON (Expecting value).", "phase": "loading",
+    }  # fmt: skip
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert lines[0]["event"] == "phase" and lines[-1] == {"event": "error", **read_error(out)}
+
+
+def test_an_unexpected_error_keeps_its_traceback_exits_1_and_is_recorded(tmp_path, monkeypatch, capsys):
+    def crash(args, metrics):
+        metrics({"event": "phase", "phase": "training"})
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setitem(cli.RUNNERS, "sft", crash)
+    code = cli.main(["sft", "--data", "x.jsonl", "--out", str(tmp_path / "out")])
+    assert code == 1
+    assert "Traceback" in capsys.readouterr().err
+    assert read_error(tmp_path / "out") == {
+        "type": "RuntimeError", "message": "CUDA error: an illegal memory access was encountered", "phase": "training",
+    }  # fmt: skip

@@ -1,0 +1,122 @@
+"""What a trainer shares with whoever runs it: the metrics lines it writes, the phases it goes through and
+how far along it is, and the error it leaves when it fails. The app's workers read the same lines.
+
+Every line is a JSON object with ``time`` (Unix seconds). Three kinds:
+
+- ``{"event": "phase", "phase": "loading", "progress": 0.0}``: a phase starts. Phases: loading, training,
+  evaluating, normalising, saving, generating, labelling.
+- ``{"event": "progress", "phase": "training", "phase_progress": 0.43, "progress": 0.41, "eta_s": 120}``:
+  how far along the phase and the whole run are, at most every ``interval`` seconds. ``eta_s`` (time left in
+  the training phase) only while training.
+- anything else (a logging step, an evaluation, ``{"event": "done", ...}``): a point of the run's curves,
+  with ``phase`` and ``progress`` added.
+
+``progress`` is the whole run's: each phase has a weight, and phases that are not weighted (evaluating
+between epochs) leave it where it is. It reaches 1.0 only with the ``done`` line.
+"""
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+MetricsSink = Callable[[dict], None]
+
+# How much of a run each phase is, by trainer (the rest of each run is setting up, weighted 0).
+PHASE_WEIGHTS = {
+    "reward": {"loading": 0.05, "training": 0.85, "normalising": 0.05, "saving": 0.05},
+    "sft": {"loading": 0.05, "training": 0.9, "saving": 0.05},
+    "ppo": {"loading": 0.05, "training": 0.9, "saving": 0.05},
+    "generate": {"loading": 0.05, "generating": 0.95},
+    "critique": {"loading": 0.05, "generating": 0.95},
+    "feedback": {"loading": 0.05, "labelling": 0.95},
+}
+
+
+class Progress:
+    """A trainer's voice: ``phase`` when one starts, ``update`` as it goes, ``log`` for curve points, ``done``
+    at the end. Each line goes to ``sink`` (the metrics file, a progress bar, a test's list)."""
+
+    def __init__(self, sink: MetricsSink | None, kind: str, *, interval: float = 1.0, clock=time.time) -> None:
+        self.sink = sink or (lambda line: None)
+        self.weights = PHASE_WEIGHTS[kind]
+        self.interval, self.clock = interval, clock
+        self.phase_name = ""
+        self.phase_fraction = 0.0
+        self.overall = 0.0
+        self.started_phase = clock()
+        self.last_update = float("-inf")
+
+    def _emit(self, line: dict) -> None:
+        self.sink({"time": round(self.clock(), 3), **line})
+
+    def _set_overall(self) -> None:
+        """Weighted phases move the whole run's progress; others (evaluating between epochs) leave it."""
+        if self.phase_name not in self.weights:
+            return
+        names = list(self.weights)
+        before = sum(self.weights[name] for name in names[: names.index(self.phase_name)])
+        self.overall = round(min(0.99, before + self.weights[self.phase_name] * self.phase_fraction), 4)
+
+    def phase(self, name: str) -> None:
+        self.phase_name, self.phase_fraction = name, 0.0
+        self.started_phase = self.clock()
+        self.last_update = float("-inf")
+        self._set_overall()
+        self._emit({"event": "phase", "phase": name, "progress": self.overall})
+
+    def update(self, fraction: float, *, force: bool = False, **extra) -> None:
+        """How far along the current phase is (0..1); written at most every ``interval`` seconds."""
+        self.phase_fraction = min(max(fraction, 0.0), 1.0)
+        self._set_overall()
+        now = self.clock()
+        if not force and now - self.last_update < self.interval:
+            return
+        self.last_update = now
+        line = {"event": "progress", "phase": self.phase_name, "phase_progress": round(self.phase_fraction, 4),
+                "progress": self.overall, **extra}  # fmt: skip
+        eta = self.eta()
+        if eta is not None:
+            line["eta_s"] = eta
+        self._emit(line)
+
+    def eta(self) -> float | None:
+        """Seconds left in the training phase, from its pace so far; None outside it."""
+        if self.phase_name != "training" or self.phase_fraction <= 0:
+            return None
+        elapsed = self.clock() - self.started_phase
+        return round(elapsed / self.phase_fraction * (1 - self.phase_fraction), 1)
+
+    def log(self, line: dict) -> None:
+        """A point of the run's curves (a logging step, an evaluation)."""
+        extra = {"phase": self.phase_name, "progress": self.overall}
+        eta = self.eta()
+        if eta is not None:
+            extra["eta_s"] = eta
+        self._emit({**line, **extra})
+
+    def done(self, summary: dict) -> None:
+        self._emit({"event": "done", **summary, "phase": "done", "progress": 1.0})
+
+
+# --- errors --------------------------------------------------------------------------------------------------
+
+ERROR_FILE = "error.json"
+
+
+def write_error(output_dir: str | Path | None, error: BaseException, phase: str = "") -> dict:
+    """Leave the trainer's own account of its failure (exception type and message, the phase it was in)
+    where the worker looks for it, and return it."""
+    record = {"type": type(error).__name__, "message": str(error).strip(), "phase": phase}
+    if output_dir is not None:
+        folder = Path(output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ERROR_FILE).write_text(json.dumps(record), encoding="utf-8")
+    return record
+
+
+def read_error(output_dir: str | Path) -> dict | None:
+    try:
+        return json.loads((Path(output_dir) / ERROR_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
