@@ -14,6 +14,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from labeling import exporters, importers, rendering, selectors, services, training_runs
@@ -87,6 +88,20 @@ class ExportForm(forms.Form):
         )
 
 
+class ModelVersionChoiceField(forms.ModelChoiceField):
+    """A project's models by name, with their held-out accuracy and which one is current."""
+
+    def label_from_instance(self, version: ModelVersion) -> str:
+        accuracy = (version.metrics or {}).get("eval_accuracy")
+        parts = [version.name]
+        if isinstance(accuracy, float):
+            parts.append(f"held-out accuracy {accuracy:.3f}")
+        if version.is_current:
+            parts.append("current")
+        parts.append(version.created_at.strftime("%Y-%m-%d %H:%M"))
+        return " · ".join(parts)
+
+
 class RewardRunForm(forms.Form):
     snapshot = forms.ModelChoiceField(
         queryset=DatasetSnapshot.objects.none(),
@@ -127,7 +142,7 @@ class SFTRunForm(forms.Form):
         queryset=DatasetSnapshot.objects.none(), required=False,
         empty_label="Freeze a new snapshot of the demonstrations now", help_text="The demonstrations to train on.",
     )  # fmt: skip
-    parent = forms.ModelChoiceField(
+    parent = ModelVersionChoiceField(
         queryset=ModelVersion.objects.none(), required=False, empty_label="Start from the base model below",
         help_text="A policy of this project to fine-tune further.",
     )  # fmt: skip
@@ -145,14 +160,15 @@ class SFTRunForm(forms.Form):
 
 
 class PPORunForm(forms.Form):
-    policy = forms.ModelChoiceField(
+    policy = ModelVersionChoiceField(
         queryset=ModelVersion.objects.none(), required=False,
         empty_label="The current policy (or the base model below if there is none)",
     )  # fmt: skip
     base_model = forms.CharField(initial="smollm2-135m-instruct", help_text="Used when the project has no policy yet.")
-    reward_model = forms.ModelChoiceField(
-        queryset=ModelVersion.objects.none(), required=False, empty_label="The current reward model"
-    )
+    reward_model = ModelVersionChoiceField(
+        queryset=ModelVersion.objects.none(), required=False, empty_label="The current reward model",
+        help_text="The project's reward models, newest first.",
+    )  # fmt: skip
     snapshot = forms.ModelChoiceField(
         queryset=DatasetSnapshot.objects.none(), required=False, empty_label="Freeze a snapshot of every prompt now",
         help_text="The prompts to sample from.",
@@ -166,12 +182,14 @@ class PPORunForm(forms.Form):
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["policy"].queryset = ModelVersion.objects.filter(project=project, kind="policy")
-        self.fields["reward_model"].queryset = ModelVersion.objects.filter(project=project, kind="reward")
+        self.fields["reward_model"].queryset = ModelVersion.objects.filter(project=project, kind="reward").order_by(
+            "-created_at", "-id"
+        )
         self.fields["snapshot"].queryset = DatasetSnapshot.objects.filter(project=project, kind="prompts")
 
 
 class GenerateRunForm(forms.Form):
-    policy = forms.ModelChoiceField(
+    policy = ModelVersionChoiceField(
         queryset=ModelVersion.objects.none(), required=False, empty_label="The current policy"
     )
     snapshot = forms.ModelChoiceField(
@@ -179,6 +197,10 @@ class GenerateRunForm(forms.Form):
         help_text="Each of these prompts gets new responses and a comparison task.",
     )  # fmt: skip
     samples = forms.IntegerField(initial=2, min_value=1, max_value=9, help_text="New responses per prompt.")
+    max_prompts = forms.IntegerField(
+        initial=50, min_value=0, required=False,
+        help_text="Answer this many prompts of the snapshot, drawn at random (0 or blank: all of them).",
+    )  # fmt: skip
     max_new_tokens = forms.IntegerField(initial=256, min_value=1)
     temperature = forms.FloatField(initial=0.7, min_value=0.01)
 
@@ -192,7 +214,7 @@ class CritiqueRunForm(forms.Form):
     constitution = forms.ModelChoiceField(
         queryset=Constitution.objects.all(), required=False, empty_label="The default constitution"
     )
-    policy = forms.ModelChoiceField(
+    policy = ModelVersionChoiceField(
         queryset=ModelVersion.objects.none(), required=False,
         empty_label="The current policy (or the base model below if there is none)",
     )  # fmt: skip
@@ -201,6 +223,10 @@ class CritiqueRunForm(forms.Form):
         queryset=DatasetSnapshot.objects.none(), required=False, empty_label="Freeze a snapshot of every prompt now"
     )
     rounds = forms.IntegerField(initial=1, min_value=1, max_value=8)
+    max_prompts = forms.IntegerField(
+        initial=50, min_value=0, required=False,
+        help_text="Work on this many prompts of the snapshot, drawn at random (0 or blank: all of them).",
+    )  # fmt: skip
     few_shot = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 4}),
         help_text="Optional: worked examples put before every critique prompt.",
@@ -265,7 +291,10 @@ class ProjectAdmin(admin.ModelAdmin):
             {"fields": ["compare_enabled", "rank_enabled", "rate_enabled", "demonstrate_enabled"]},
         ),
         ("Assignment", {"fields": ["responses_per_task", "overlap", "gold_rate", "lease_timeout"]}),
-        ("Retraining", {"fields": ["retrain_after_judgements", "ppo_after_better_reward"]}),
+        (
+            "Retraining",
+            {"fields": ["retrain_after_judgements", "promote_better_reward_model", "ppo_after_better_reward"]},
+        ),
         ("Members", {"fields": ["members"]}),
     ]
 
@@ -731,26 +760,61 @@ def _curve(history: list[dict], key: str, colour: str, width: int = 560, height:
     )  # fmt: skip
 
 
-CURVES = {"reward": ("loss", "accuracy"), "sft": ("loss",), "ppo": ("score", "kl", "entropy")}
-CURVE_COLOURS = ("#b3261e", "#2956c8", "#3a7d44")
+CURVES = {"reward": ("loss", "accuracy"), "sft": ("loss",), "ppo": ("score", "kl", "eos_rate", "entropy")}
+CURVE_COLOURS = ("#b3261e", "#2956c8", "#3a7d44", "#8a5a00")
+EOS_RATE_WARNING = 0.5
+
+
+def curve_points(history: list[dict]) -> list[dict]:
+    """The lines of a run's history that are points of its curves: logging steps (phase and progress lines,
+    the evaluations and the closing summary are not)."""
+    return [line for line in history if "step" in line and not line.get("event") and "eval_accuracy" not in line]
+
+
+def epoch_evaluations(history: list[dict]) -> list[dict]:
+    """One held-out evaluation per epoch (the closing summary repeats the last one: it is left out)."""
+    return [line for line in history if "eval_accuracy" in line and "epoch" in line and not line.get("event")]
+
+
+def seconds_left(run: TrainingRun, now=None) -> float | None:
+    """Time left in the training phase: the trainer's last estimate, less the time since it was made."""
+    metrics = run.metrics or {}
+    eta, made_at = metrics.get("eta_s"), metrics.get("eta_at")
+    if run.status != "running" or metrics.get("phase") != "training" or not isinstance(eta, int | float):
+        return None
+    waited = (now or timezone.now()).timestamp() - made_at if isinstance(made_at, int | float) else 0.0
+    return max(0.0, eta - max(waited, 0.0))
 
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(ReadOnlyAdmin):
-    """Runs of the trainer: live status, progress, curves and the log tail (the page refreshes itself
-    while a run is active)."""
+    """Runs of the trainer: live status, phase, progress, curves and the log tail (the page refreshes itself
+    while a run is active), the model it produced, and Cancel."""
 
-    list_display = ["id", "project", "kind", "status", "progress_bar", "held_out_accuracy", "base_model", "created_at"]
+    list_display = [
+        "id", "project", "kind", "status", "phase", "progress_bar", "held_out_accuracy", "base_model", "created_at",
+    ]  # fmt: skip
     list_filter = ["project", "kind", "status"]
     search_fields = ["base_model", "error", "celery_task_id"]
     actions = ["cancel_runs"]
     fields = [
-        "project", "kind", "status", "progress_bar", "eta", "base_model", "parent_model", "reward_model", "snapshot",
-        "config", "metrics", "curves",
+        "project", "kind", "status", "phase", "progress_bar", "eta", "produced", "episodes_ending", "base_model",
+        "parent_model", "reward_model", "snapshot", "config", "metrics", "curves",
         "error", "log", "worker", "created_by", "created_at", "started_at", "finished_at",
     ]  # fmt: skip
-    readonly_fields = ["progress_bar", "eta", "curves", "log"]
+    readonly_fields = ["phase", "progress_bar", "eta", "produced", "episodes_ending", "curves", "log"]
     change_form_template = "admin/labeling/trainingrun/change_form.html"
+
+    @admin.display(description="phase")
+    def phase(self, run: TrainingRun) -> str:
+        metrics = run.metrics or {}
+        name = metrics.get("phase") or ("waiting for a worker" if run.status == "queued" else "-")
+        share = metrics.get("phase_progress")
+        if run.status == "running" and isinstance(share, int | float) and name not in ("done", "-"):
+            return f"{name} ({share * 100:.0f}%)"
+        if run.status in ("failed", "cancelled") and name not in ("done", "-"):
+            return f"stopped while {name}"
+        return name
 
     @admin.display(description="progress")
     def progress_bar(self, run: TrainingRun) -> str:
@@ -765,20 +829,54 @@ class TrainingRunAdmin(ReadOnlyAdmin):
 
     @admin.display(description="time left")
     def eta(self, run: TrainingRun) -> str:
-        seconds = (run.metrics or {}).get("eta_s")
-        return f"{seconds:.0f} s" if run.status == "running" and isinstance(seconds, int | float) else "-"
+        seconds = seconds_left(run)
+        if seconds is None:
+            return "-"
+        return f"about {seconds:.0f} s" if seconds >= 1 else "finishing the training phase"
+
+    @admin.display(description="model produced")
+    def produced(self, run: TrainingRun) -> str:
+        version = ModelVersion.objects.filter(training_run=run).first()
+        if version is None:
+            return "-"
+        link = format_html(
+            '<a href="{}">{}</a>{}',
+            reverse("admin:labeling_modelversion_change", args=[version.pk]),
+            version.name,
+            " (current)" if version.is_current else "",
+        )
+        promotion = (run.metrics or {}).get("promotion")
+        return format_html("{}<br>{}", link, promotion) if promotion else link
+
+    @admin.display(description="episodes that ended")
+    def episodes_ending(self, run: TrainingRun) -> str:
+        """PPO: the share of sampled responses that ended with EOS within the response budget; a warning when
+        most were cut off, since each of those gets the missing-EOS penalty."""
+        points = [line["eos_rate"] for line in curve_points(run.history or []) if "eos_rate" in line]
+        if run.kind != "ppo" or not points:
+            return "-"
+        recent = points[-5:]
+        rate = sum(recent) / len(recent)
+        text = f"{rate * 100:.0f}% of episodes ended with EOS (last {len(recent)} logged iterations)"
+        if rate < EOS_RATE_WARNING:
+            return format_html(
+                '<strong style="color:#b3261e">{}: most responses are cut off at the response budget, so '
+                "their scores carry the missing-EOS penalty. Raise the response length.</strong>",
+                text,
+            )
+        return text
 
     @admin.display(description="curves")
     def curves(self, run: TrainingRun) -> str:
-        history = run.history or []
+        points = curve_points(run.history or [])
         keys = CURVES.get(run.kind, ())
-        parts = [_curve(history, key, colour) for key, colour in zip(keys, CURVE_COLOURS, strict=False)]
-        evaluations = [line for line in history if "eval_accuracy" in line]
+        parts = [_curve(points, key, colour) for key, colour in zip(keys, CURVE_COLOURS, strict=False)]
+        evaluations = epoch_evaluations(run.history or [])
         if evaluations:
             parts.append(
                 format_html(
                     "<p>held-out accuracy by epoch: {}</p>",
-                    ", ".join(f"{line['eval_accuracy']:.3f}" for line in evaluations),
+                    ", ".join(f"{line['epoch']}: {line['eval_accuracy']:.3f}" for line in evaluations),
                 )
             )
         return format_html_join("", "{}", ((part,) for part in parts if part)) if any(parts) else "-"
@@ -786,7 +884,8 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     @admin.display(description="log (end)")
     def log(self, run: TrainingRun) -> str:
         return format_html(
-            '<pre style="max-height:24em;overflow:auto;white-space:pre-wrap">{}</pre>', run.log_tail or "-"
+            '<pre class="run-log" style="max-height:24em;overflow:auto;white-space:pre-wrap">{}</pre>',
+            run.log_tail or "-",
         )
 
     @admin.action(description="Cancel the selected runs")
@@ -795,13 +894,44 @@ class TrainingRunAdmin(ReadOnlyAdmin):
             training_runs.training_run_cancel(run=run)
         self.message_user(request, f"Asked {queryset.count()} run(s) to stop.")
 
+    def get_urls(self):
+        cancel = path(
+            "<int:run_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="labeling_trainingrun_cancel"
+        )
+        return [cancel, *super().get_urls()]
+
+    def cancel_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        """The run page's Cancel button (a POST): stops the run, then shows its page again."""
+        run = get_object_or_404(TrainingRun, pk=run_id)
+        if request.method == "POST":
+            run = training_runs.training_run_cancel(run=run)
+            if run.status == "cancelled":
+                self.message_user(request, f"Run {run.pk} was cancelled before it started.", messages.SUCCESS)
+            elif run.cancel_requested and run.status == "running":
+                self.message_user(request, f"Run {run.pk} is stopping; its worker ends the trainer within seconds.")
+            else:
+                self.message_user(request, f"Run {run.pk} had already ended ({run.status}).", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:labeling_trainingrun_change", args=[run.pk]))
+
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        """A queued or running run is cancelled, not deleted."""
+        if obj is not None and obj.status in ("queued", "running"):
+            return False
+        return super().has_delete_permission(request, obj)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         run = TrainingRun.objects.filter(pk=object_id).first()
         active = run is not None and run.status in ("queued", "running")
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "refresh": active})
+        context = {
+            **(extra_context or {}),
+            "refresh": active,
+            "run": run,
+            "can_cancel": active and not (run.cancel_requested if run else False),
+        }
+        return super().change_view(request, object_id, form_url, context)
 
 
 @admin.register(ModelVersion)

@@ -9,8 +9,9 @@
   names the principle an AI feedback label answered (null for people).
 - ``sft``: demonstrations as ``{"prompt", "completion"}`` (or ``{"messages"}`` when conversational).
 - ``hh``: Anthropic HH-RLHF transcripts ``{"chosen", "rejected"}``.
-- ``prompts``: every prompt of the project (in the filter's time range) as ``{"prompt_id", "prompt"}``: what
-  PPO samples from and what a model writes new responses to.
+- ``prompts``: every prompt of the project (in the filter's time range) as ``{"prompt_id", "prompt",
+  "messages"}``: what PPO samples from and what a model writes new responses to. ``messages`` always holds the
+  conversation turn by turn, so a multi-turn prompt reaches a chat model as turns even when ``prompt`` is text.
 
 ``conversational`` writes prompts and replies as lists of ``{role, content}`` messages instead of text.
 Records are read with a server-side cursor and written as they come, so memory stays flat.
@@ -197,7 +198,7 @@ def sft_records(selection, stats: ExportStats, *, conversational: bool = False):
 def prompt_records(selection, stats: ExportStats, *, conversational: bool = False):
     for prompt_id, messages in selectors.prompts_for_export(selection=selection).iterator(chunk_size=BLOCK):
         stats.rows += 1
-        yield {"prompt_id": prompt_id, "prompt": prompt_value(messages, conversational)}
+        yield {"prompt_id": prompt_id, "prompt": prompt_value(messages, conversational), "messages": messages}
 
 
 def export_records(kind: str, selection: selectors.ExportFilter, stats: ExportStats, *, conversational: bool = False):
@@ -245,7 +246,7 @@ def parquet_schema(kind: str, conversational: bool):
     if kind == "hh":
         return pa.schema([("chosen", pa.string()), ("rejected", pa.string())])
     if kind == "prompts":
-        return pa.schema([("prompt_id", pa.int64()), ("prompt", prompt)])
+        return pa.schema([("prompt_id", pa.int64()), ("prompt", prompt), ("messages", messages)])
     if kind == "sft":
         if conversational:
             return pa.schema([("messages", messages)])

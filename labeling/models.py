@@ -58,10 +58,14 @@ class Project(models.Model):
         help_text="Train a new reward model once this many human judgements have arrived since the last "
         "reward run (checked on the project's schedule). 0: never on its own.",
     )
+    promote_better_reward_model = models.BooleanField(
+        default=True,
+        help_text="Make a new reward model current when its held-out accuracy beats the current one's on the "
+        "same held-out prompts. (A project's first reward model always becomes current.)",
+    )
     ppo_after_better_reward = models.BooleanField(
         default=False,
-        help_text="When a reward run ends with a better held-out accuracy than the current reward model, make "
-        "it current and start PPO against it.",
+        help_text="Start PPO against a reward model as soon as it is made current by a reward run.",
     )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="projects", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -32,10 +33,18 @@ from django.utils import timezone
 from config.version import code_version
 from labeling.errors import ApplicationError, Conflict
 from labeling.models import DatasetSnapshot, Judgement, ModelVersion, Project, TrainingRun, User
+from training.runtime import read_error
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_TAIL_CHARS = 4000
 ACTIVE = (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
+# The trainer's log is read by people on the run page: no download and loading bars, unbuffered output.
+TRAINER_ENVIRONMENT = {
+    "PYTHONUNBUFFERED": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+}
 
 
 def _artefacts() -> Path:
@@ -73,6 +82,8 @@ def reward_run_start(
         raise ApplicationError("Epochs and the learning rate must be positive.")
     if human_weight < 0 or ai_weight < 0 or human_weight + ai_weight == 0:
         raise ApplicationError("Source weights must be 0 or more, and not both 0.")
+    # The current reward model is evaluated on the new run's held-out prompts, so the two compare fairly.
+    current = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD, is_current=True).first()
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(
@@ -86,6 +97,7 @@ def reward_run_start(
                     "lora": lora,
                     "human_weight": human_weight,
                     "ai_weight": ai_weight,
+                    "baseline_model_id": current.pk if current else None,
                 },  # fmt: skip
                 created_by=created_by,
             )
@@ -206,24 +218,28 @@ def generate_run_start(
     policy: ModelVersion | None = None,
     snapshot: DatasetSnapshot | None = None,
     samples: int = 2,
+    max_prompts: int | None = None,
     max_new_tokens: int = 256,
     temperature: float = 0.7,
     created_by: User | None = None,
 ) -> TrainingRun:
     """Queue ``policy`` (default: the current policy) writing ``samples`` responses to each prompt of a
-    ``prompts`` snapshot (a new one of every prompt unless given). When it ends, each prompt gets a
-    comparison task mixing the new responses with earlier ones."""
+    ``prompts`` snapshot (a new one of every prompt unless given), or to ``max_prompts`` of them drawn at
+    random. When it ends, each prompt gets a comparison task mixing the new responses with earlier ones."""
     policy = _own_model(project, policy, ModelVersion.Kind.POLICY)
     if policy is None:
         raise ApplicationError("Generating needs a policy: run SFT or PPO and make one current, or pick one.")
     _positive(samples=samples, max_new_tokens=max_new_tokens, temperature=temperature)
+    if max_prompts is not None and max_prompts < 0:
+        raise ApplicationError("Max prompts must be 0 (all) or more.")
     if samples > project.responses_per_task:
         raise ApplicationError(f"At most {project.responses_per_task} new responses per prompt fit in one task.")
     snapshot = _snapshot_of(project, snapshot, "prompts", created_by)
     return _create_run(
         project=project, kind=TrainingRun.Kind.GENERATE, snapshot=snapshot, parent_model=policy,
         base_model=policy.name, created_by=created_by,
-        config={"samples": samples, "max_new_tokens": max_new_tokens, "temperature": temperature},
+        config={"samples": samples, "max_new_tokens": max_new_tokens, "temperature": temperature,
+                "max_prompts": max_prompts or 0},
     )  # fmt: skip
 
 
@@ -339,6 +355,9 @@ def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
             *_options(config, ("max_length", "prompts_per_batch", "logging_steps", "eval_fraction", "human_weight",
                                "ai_weight")),
         ]  # fmt: skip
+        baseline = ModelVersion.objects.filter(pk=config.get("baseline_model_id")).first()
+        if baseline is not None:
+            command += ["--baseline", _model_path(baseline)]
     elif run.kind == TrainingRun.Kind.SFT:
         command = [
             "sft", "--data", data, *common, "--model", start_from,
@@ -348,18 +367,20 @@ def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
         command = [
             "ppo", "--prompts", data, *common, "--policy", start_from, "--reward-model", _model_path(run.reward_model),
             *_options(config, ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "learning_rate", "kl_coef",
-                               "max_new_tokens", "temperature", "save_every", "seed")),
+                               "max_new_tokens", "temperature", "save_every", "seed", "missing_eos",
+                               "missing_eos_penalty")),
         ]  # fmt: skip
     elif run.kind == TrainingRun.Kind.GENERATE:
         command = [
             "generate", "--prompts", data, *common, "--model", start_from,
-            *_options(config, ("samples", "max_new_tokens", "temperature", "batch_size", "seed")),
+            *_options(config, ("samples", "max_prompts", "max_new_tokens", "temperature", "batch_size", "seed")),
         ]  # fmt: skip
     elif run.kind == TrainingRun.Kind.CRITIQUE:
         command = [
             "critique", "--prompts", data, "--principles", str(out_dir / "principles.json"),
             "--few-shot", str(out_dir / "few_shot.txt"), *common,
-            "--model", start_from, *_options(config, ("rounds", "max_new_tokens", "temperature", "seed")),
+            "--model", start_from,
+            *_options(config, ("rounds", "max_prompts", "max_new_tokens", "temperature", "seed")),
         ]  # fmt: skip
     elif run.kind == TrainingRun.Kind.AI_FEEDBACK:
         command = ["feedback", "--comparisons", str(out_dir / "comparisons.jsonl"), *common, "--model", start_from]
@@ -390,23 +411,59 @@ class _MetricsFollower:
         return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
-def _log_tail(path: Path) -> str:
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+
+def clean_log(text: str) -> str:
+    """A log as a person should read it: no terminal colour codes, and each progress bar (a line redrawn with
+    carriage returns) only in its last state."""
+    text = ANSI_ESCAPE.sub("", text)
+    lines = []
+    for line in text.split("\n"):
+        redraws = [part for part in line.split("\r") if part.strip()]
+        lines.append(redraws[-1] if redraws else line.replace("\r", ""))
+    return "\n".join(lines)
+
+
+def _log_tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
+    """The end of a log, cleaned (``clean_log``), at most ``chars`` characters from a line start."""
     if not path.exists():
         return ""
     with open(path, "rb") as log:
-        log.seek(max(0, path.stat().st_size - LOG_TAIL_CHARS))
-        return log.read().decode("utf-8", errors="replace")
+        log.seek(max(0, path.stat().st_size - 8 * chars))  # progress bars shrink a lot when cleaned
+        text = clean_log(log.read().decode("utf-8", errors="replace"))
+    if len(text) <= chars:
+        return text
+    tail = text[-chars:]
+    return tail[tail.find("\n") + 1 :] if "\n" in tail else tail
 
 
 def _record_progress(run: TrainingRun, lines: list[dict], now) -> None:
-    """Fold the trainer's new metrics lines into the run."""
+    """Fold the trainer's new metrics lines into the run (``training.runtime`` describes them). Phase and
+    progress lines move the phase, the progress and the time left; every other line is a point of the curves.
+    Progress stays below 1 until the run has succeeded."""
     metrics = dict(run.metrics or {})
     progress = run.progress
+    points = []
     for line in lines:
-        metrics.update({key: value for key, value in line.items() if isinstance(value, int | float | str)})
         if "progress" in line:
-            progress = min(1.0, float(line["progress"]))
-    history = [*(run.history or []), *lines]
+            progress = min(0.99, float(line["progress"]))
+        if "phase" in line:
+            metrics["phase"] = line["phase"]
+        if line.get("event") == "phase":
+            metrics["phase_progress"] = 0.0
+        elif "phase_progress" in line:
+            metrics["phase_progress"] = line["phase_progress"]
+        if "eta_s" in line:
+            metrics["eta_s"], metrics["eta_at"] = line["eta_s"], line.get("time")
+        elif line.get("phase") != "training":
+            metrics.pop("eta_s", None)
+        if line.get("event") in ("phase", "progress"):
+            metrics.update({key: line[key] for key in ("responses", "chains", "labels") if key in line})
+            continue
+        metrics.update({key: value for key, value in line.items() if isinstance(value, int | float | str)})
+        points.append(line)
+    history = [*(run.history or []), *points]
     TrainingRun.objects.filter(pk=run.pk).update(metrics=metrics, progress=progress, history=history, heartbeat_at=now)
     run.metrics, run.progress, run.history = metrics, progress, history
 
@@ -422,12 +479,55 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def _failure(returncode: int) -> str:
-    if returncode < 0:
-        name = signal.Signals(-returncode).name
-        hint = " (the kernel kills a process that runs out of memory this way)" if returncode == -signal.SIGKILL else ""
-        return f"The trainer was killed by {name}{hint}."
-    return f"The trainer exited with code {returncode}."
+LAUNCHER_EXIT = re.compile(
+    r"returned non-zero exit status (?P<code>-?\d+)"  # accelerate's launcher, one process
+    r"|died with <Signals\.(?P<signal>\w+): \d+>"  # the same, killed by a signal
+    r"|exitcode\s*:\s*(?P<rank>-?\d+)"  # torchrun, several processes
+)
+EXCEPTION_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w.]*\.)?(?P<type>[A-Z]\w*(?:Error|Exception|Interrupt|Exit))(?::\s*(?P<message>.*))?$"
+)
+
+
+def _exit(returncode: int, log_text: str) -> str:
+    """How the trainer ended, in words. ``accelerate launch`` exits with 1 whatever the trainer's exit was and
+    names the real one in its own error: read it from there."""
+    signal_name, code = None, returncode
+    for match in LAUNCHER_EXIT.finditer(log_text):
+        if match["signal"]:
+            signal_name = match["signal"]
+        else:
+            code = int(match["code"] or match["rank"])
+            signal_name = signal.Signals(-code).name if code < 0 else None
+    if signal_name is None and returncode < 0:
+        signal_name = signal.Signals(-returncode).name
+    if signal_name:
+        hint = " (the kernel kills a process that runs out of memory this way)" if signal_name == "SIGKILL" else ""
+        return f"the trainer was killed by {signal_name}{hint}"
+    return f"the trainer exited with code {code}"
+
+
+def _last_exception(log_text: str) -> str:
+    """The last ``SomeError: message`` line of a traceback in the log that is not the launcher's own."""
+    for line in reversed(log_text.splitlines()):
+        match = EXCEPTION_LINE.match(line.strip())
+        if match and match["type"] != "CalledProcessError":
+            return line.strip()
+    return ""
+
+
+def failure_message(out_dir: Path, returncode: int) -> str:
+    """Why a run failed: the trainer's own last exception (its type, message and the phase it was in, from
+    ``error.json``, else from the log), then how the process ended."""
+    log_text = _log_tail(out_dir / "log.txt", chars=16 * LOG_TAIL_CHARS)
+    error = read_error(out_dir)
+    ending = _exit(returncode, log_text)
+    if error:
+        where = f" while {error['phase']}" if error.get("phase") else ""
+        cause = f"{error['type']}: {error['message']}" if error.get("message") else error["type"]
+        return f"Failed{where}: {cause} ({ending})."
+    cause = _last_exception(log_text)
+    return f"Failed: {cause} ({ending})." if cause else f"Failed: {ending[0].upper()}{ending[1:]}."
 
 
 def _files_hash(folder: Path) -> str:
@@ -458,10 +558,13 @@ def _register_model(run: TrainingRun, out_dir: Path, now) -> ModelVersion:
         training_run=run,
         code_version=code_version(),
     )
+    promotion = _promotion(version, run)
     TrainingRun.objects.filter(pk=run.pk).update(
         status=TrainingRun.Status.SUCCEEDED, progress=1.0, finished_at=now, heartbeat_at=now,
-        log_tail=_log_tail(out_dir / "log.txt"), metrics={**(run.metrics or {}), **result["metrics"]},
+        log_tail=_log_tail(out_dir / "log.txt"),
+        metrics={**(run.metrics or {}), **result["metrics"], "phase": "done", "promotion": promotion},
     )  # fmt: skip
+    version.refresh_from_db()
     return version
 
 
@@ -507,7 +610,7 @@ def _register_generations(run: TrainingRun, out_dir: Path, now) -> int:
         tasks += 1
     result = json.loads((out_dir / "result.json").read_text())
     metrics = {**(run.metrics or {}), **result["metrics"], "responses_stored": responses, "tasks_created": tasks,
-               "empty_responses": empty}  # fmt: skip
+               "empty_responses": empty, "phase": "done"}  # fmt: skip
     TrainingRun.objects.filter(pk=run.pk).update(
         status=TrainingRun.Status.SUCCEEDED, progress=1.0, finished_at=now, heartbeat_at=now,
         log_tail=_log_tail(out_dir / "log.txt"), metrics=metrics,
@@ -515,18 +618,40 @@ def _register_generations(run: TrainingRun, out_dir: Path, now) -> int:
     return tasks
 
 
-def _after_reward_model(version: ModelVersion) -> TrainingRun | None:
-    """With the project's "PPO after a better reward model" on: a new reward model whose held-out accuracy
-    beats the current one's becomes current, and PPO starts against it (from the current policy)."""
+def _promotion(version: ModelVersion, run: TrainingRun) -> str:
+    """Whether a new model becomes the project's current one, and why, in a sentence. Any first model of its
+    kind does. A later reward model does when the project promotes better ones and its held-out accuracy beats
+    the current model's on the same held-out prompts (measured by the run, ``baseline_eval_accuracy``)."""
     project = version.project
-    if not project.ppo_after_better_reward:
-        return None
-    current = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD, is_current=True).first()
-    accuracy = (version.metrics or {}).get("eval_accuracy")
-    best = (current.metrics or {}).get("eval_accuracy") if current else None
-    if accuracy is None or (best is not None and accuracy <= best):
-        return None
+    current = (
+        ModelVersion.objects.filter(project=project, kind=version.kind, is_current=True).exclude(pk=version.pk).first()
+    )
+    kind = version.get_kind_display().lower()
+    if current is None:
+        model_version_make_current(version=version)
+        return f"Made current: the project had no current {kind}."
+    if version.kind != ModelVersion.Kind.REWARD:
+        return f"{current.name} stays the current {kind}; make this one current on the model list."
+    if not project.promote_better_reward_model:
+        return f"{current.name} stays current: the project does not promote better reward models on its own."
+    metrics = version.metrics or {}
+    accuracy, baseline = metrics.get("eval_accuracy"), metrics.get("baseline_eval_accuracy")
+    if (run.config or {}).get("baseline_model_id") != current.pk or accuracy is None or baseline is None:
+        return f"{current.name} stays current: this run did not measure it on the same held-out prompts."
+    pairs = metrics.get("eval_pairs", 0)
+    versus = f"{accuracy:.3f} against {baseline:.3f} on the same {pairs} held-out pairs"
+    if accuracy <= baseline:
+        return f"{current.name} stays current: {versus}."
     model_version_make_current(version=version)
+    return f"Made current in place of {current.name}: {versus}."
+
+
+def _after_reward_model(version: ModelVersion) -> TrainingRun | None:
+    """With the project's "PPO after a better reward model" on: PPO starts against a reward model that has
+    just been made current (from the current policy)."""
+    project = version.project
+    if not project.ppo_after_better_reward or not version.is_current:
+        return None
     try:
         return ppo_run_start(project=project, reward_model=version)
     except ApplicationError:  # a PPO run is already going, or there are no prompts: nothing to start
@@ -534,10 +659,12 @@ def _after_reward_model(version: ModelVersion) -> TrainingRun | None:
 
 
 def _finish(run: TrainingRun, status: str, *, error: str = "", log: Path | None = None) -> None:
+    """End a run that did not succeed: its progress stays where it stopped, below 100%."""
     now = timezone.now()
     TrainingRun.objects.filter(pk=run.pk).update(
-        status=status, error=error, finished_at=now, heartbeat_at=now, log_tail=_log_tail(log) if log else ""
-    )
+        status=status, error=error, finished_at=now, heartbeat_at=now, log_tail=_log_tail(log) if log else "",
+        progress=min(run.progress, 0.99),
+    )  # fmt: skip
 
 
 def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds: float = 1.0) -> str:
@@ -565,7 +692,7 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so that cancelling stops all of it
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"},
+                env={**os.environ, **TRAINER_ENVIRONMENT},
             )
             while process.poll() is None:
                 time.sleep(poll_seconds)
@@ -587,9 +714,7 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
                 if version.kind == ModelVersion.Kind.REWARD:
                     _after_reward_model(version)
             return TrainingRun.Status.SUCCEEDED
-        tail = _log_tail(log_path).strip().splitlines()
-        last = tail[-1] if tail else ""
-        _finish(run, TrainingRun.Status.FAILED, error=f"{_failure(process.returncode)} {last}".strip(), log=log_path)
+        _finish(run, TrainingRun.Status.FAILED, error=failure_message(out_dir, process.returncode), log=log_path)
         return TrainingRun.Status.FAILED
     except Exception as error:  # the run must end failed, whatever went wrong around the trainer
         _finish(run, TrainingRun.Status.FAILED, error=f"{type(error).__name__}: {error}", log=log_path)
@@ -617,6 +742,7 @@ def critique_run_start(
     base_model: str = "smollm2-135m-instruct",
     snapshot: DatasetSnapshot | None = None,
     rounds: int = 1,
+    max_prompts: int | None = None,
     max_new_tokens: int = 128,
     temperature: float = 0.7,
     few_shot: str = "",
@@ -630,12 +756,14 @@ def critique_run_start(
         raise ApplicationError(f"No active principle of '{constitution.name}' has a critique request.")
     policy = _own_model(project, policy, ModelVersion.Kind.POLICY)
     _positive(rounds=rounds, max_new_tokens=max_new_tokens, temperature=temperature)
+    if max_prompts is not None and max_prompts < 0:
+        raise ApplicationError("Max prompts must be 0 (all) or more.")
     snapshot = _snapshot_of(project, snapshot, "prompts", created_by)
     return _create_run(
         project=project, kind=TrainingRun.Kind.CRITIQUE, snapshot=snapshot, parent_model=policy,
         base_model=policy.name if policy else base_model, created_by=created_by,
         config={"constitution_id": constitution.pk, "rounds": rounds, "max_new_tokens": max_new_tokens,
-                "temperature": temperature, "few_shot": few_shot},
+                "temperature": temperature, "few_shot": few_shot, "max_prompts": max_prompts or 0},
     )  # fmt: skip
 
 
@@ -706,7 +834,8 @@ def _finish_succeeded(run: TrainingRun, out_dir: Path, now, extra: dict) -> None
     result = json.loads((out_dir / "result.json").read_text())
     TrainingRun.objects.filter(pk=run.pk).update(
         status=TrainingRun.Status.SUCCEEDED, progress=1.0, finished_at=now, heartbeat_at=now,
-        log_tail=_log_tail(out_dir / "log.txt"), metrics={**(run.metrics or {}), **result["metrics"], **extra},
+        log_tail=_log_tail(out_dir / "log.txt"),
+        metrics={**(run.metrics or {}), **result["metrics"], **extra, "phase": "done"},
     )  # fmt: skip
 
 

@@ -335,7 +335,7 @@ class TestExports:
         assert len(export(project, "ranking", since=latest)) == 1
         assert len(export(project, "ranking", until=latest)) == 1
 
-    def test_the_prompts_export_lists_every_prompt_once_with_its_id_in_both_formats(self):
+    def test_the_prompts_export_lists_every_prompt_once_with_its_id_and_its_turns_in_both_formats(self):
         project = ProjectFactory()
         import_bytes(project, jsonl(RANKING), "rankings.jsonl")
         conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
@@ -345,9 +345,12 @@ class TestExports:
         prompts = list(Prompt.objects.filter(project=project).order_by("id"))
         rows = export(project, "prompts")
         assert [row["prompt_id"] for row in rows] == [prompt.pk for prompt in prompts]
-        assert rows[-1] == {"prompt_id": extra.pk, "prompt": "User: Hi\n\nAssistant: Hello\n\nUser: And?"}
+        assert rows[-1] == {
+            "prompt_id": extra.pk, "prompt": "User: Hi\n\nAssistant: Hello\n\nUser: And?", "messages": conversation,
+        }  # fmt: skip
+        assert export(project, "prompts", file_format="parquet")[-1] == rows[-1]
         assert export(project, "prompts", conversational=True, file_format="parquet")[-1] == {
-            "prompt_id": extra.pk, "prompt": conversation,
+            "prompt_id": extra.pk, "prompt": conversation, "messages": conversation,
         }  # fmt: skip
 
     def test_an_exported_preference_file_trains_trls_reward_trainer(self, tmp_path):

@@ -1,11 +1,13 @@
 """The policy side of the loop from Django: SFT, PPO and response generation as runs on a real Celery worker
 (`accelerate launch` subprocesses with tiny models), and the rules around them."""
 
+import json
 import uuid
 from collections import Counter
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from labeling import services, training_runs
 from labeling.errors import ApplicationError
@@ -126,28 +128,87 @@ def test_runs_refuse_what_they_cannot_use(settings, artefacts):
     assert not TrainingRun.objects.exists()
 
 
+def finish_run(project, artefacts_dir, kind: str, metrics: dict, baseline: ModelVersion | None = None):
+    """A run of ``kind`` whose trainer has just written its model and result: registered as the worker does."""
+    run = TrainingRun.objects.create(
+        project=project, kind=kind, status="running", config={"baseline_model_id": baseline.pk if baseline else None}
+    )
+    out_dir = artefacts_dir / "runs" / f"{kind}-{run.pk}"
+    (out_dir / "model").mkdir(parents=True)
+    (out_dir / "model" / "config.json").write_text("{}")
+    (out_dir / "result.json").write_text(json.dumps({"model_dir": str(out_dir / "model"), "metrics": metrics}))
+    version = training_runs._register_model(run, out_dir, timezone.now())
+    run.refresh_from_db()
+    return version, run
+
+
 @pytest.mark.django_db
-def test_a_better_reward_model_becomes_current_and_starts_ppo_when_the_project_asks(settings, artefacts):
+def test_a_first_model_becomes_current_and_a_better_reward_model_replaces_it_on_the_same_held_out_prompts(
+    settings, artefacts
+):
+    settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
+    project = project_with_prompts(prompts=2)
+    first, run = finish_run(project, artefacts, "reward", {"eval_accuracy": 0.7, "eval_pairs": 40})
+    assert first.is_current and run.metrics["promotion"] == "Made current: the project had no current reward model."
+    assert run.progress == 1.0 and run.status == "succeeded"
+
+    worse, run = finish_run(
+        project, artefacts, "reward", {"eval_accuracy": 0.65, "baseline_eval_accuracy": 0.7, "eval_pairs": 40}, first
+    )
+    assert not worse.is_current
+    assert run.metrics["promotion"] == f"{first.name} stays current: 0.650 against 0.700 on the same 40 held-out pairs."
+
+    better, run = finish_run(
+        project, artefacts, "reward", {"eval_accuracy": 0.8, "baseline_eval_accuracy": 0.7, "eval_pairs": 40}, first
+    )
+    first.refresh_from_db()
+    assert better.is_current and not first.is_current
+    assert (
+        run.metrics["promotion"]
+        == f"Made current in place of {first.name}: 0.800 against 0.700 on the same 40 held-out pairs."
+    )
+
+    # Measured against a model that is no longer current: no fair comparison, nothing changes.
+    stale, run = finish_run(
+        project, artefacts, "reward", {"eval_accuracy": 0.9, "baseline_eval_accuracy": 0.7, "eval_pairs": 40}, first
+    )
+    assert not stale.is_current and "did not measure it on the same held-out prompts" in run.metrics["promotion"]
+
+    project.promote_better_reward_model = False
+    project.save()
+    best, run = finish_run(
+        project, artefacts, "reward", {"eval_accuracy": 0.95, "baseline_eval_accuracy": 0.8, "eval_pairs": 40}, better
+    )
+    assert not best.is_current and "does not promote" in run.metrics["promotion"]
+
+    policy, _ = finish_run(project, artefacts, "sft", {"train_loss": 1.0})
+    second_policy, run = finish_run(project, artefacts, "ppo", {"last_score": 0.1})
+    assert policy.is_current and not second_policy.is_current
+    assert "make this one current" in run.metrics["promotion"]
+
+
+@pytest.mark.django_db
+def test_ppo_starts_against_a_reward_model_made_current_when_the_project_asks(settings, artefacts):
     settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
     project = project_with_prompts(prompts=2, ppo_after_better_reward=True)
-    current = reward_version(project, artefacts, name="reward-1", accuracy=0.70)
-    worse = ModelVersion.objects.create(
-        project=project, kind="reward", name="reward-2", metrics={"eval_accuracy": 0.65}
+    current = reward_version(project, artefacts, name="reward-tiny", accuracy=0.70)
+    worse, _ = finish_run(
+        project, artefacts, "reward", {"eval_accuracy": 0.6, "baseline_eval_accuracy": 0.7, "eval_pairs": 9}, current
     )
     assert training_runs._after_reward_model(worse) is None
-    better = ModelVersion.objects.create(
-        project=project, kind="reward", name="reward-3", artefact_path="models/reward-1", metrics={"eval_accuracy": 0.8}
+    better, _ = finish_run(
+        project, artefacts, "reward", {"eval_accuracy": 0.8, "baseline_eval_accuracy": 0.7, "eval_pairs": 9}, current
     )
     run = training_runs._after_reward_model(better)
     assert run is not None and (run.kind, run.reward_model, run.status) == ("ppo", better, "queued")
-    current.refresh_from_db()
-    better.refresh_from_db()
-    assert better.is_current and not current.is_current
 
+    TrainingRun.objects.filter(pk=run.pk).update(status="succeeded")
     project.ppo_after_better_reward = False
     project.save()
-    best = ModelVersion.objects.create(project=project, kind="reward", name="reward-4", metrics={"eval_accuracy": 0.9})
-    assert training_runs._after_reward_model(best) is None
+    best, _ = finish_run(
+        project, artefacts, "reward", {"eval_accuracy": 0.9, "baseline_eval_accuracy": 0.8, "eval_pairs": 9}, better
+    )
+    assert best.is_current and training_runs._after_reward_model(best) is None
 
 
 @pytest.mark.django_db

@@ -2,6 +2,7 @@
 subprocess, followed live, registered as a model version on success and marked failed otherwise; one run
 of a kind per project at a time; retraining on a schedule."""
 
+import json
 import threading
 import time
 import uuid
@@ -88,7 +89,11 @@ def test_a_run_whose_trainer_fails_is_marked_failed_with_its_error_and_no_model(
         run = training_runs.reward_run_start(project=project, base_model=str(tmp_path / "no-such-model"))
         run = wait_for_end(run, worker)
     assert run.status == "failed"
-    assert "exited with code" in run.error and "no-such-model" in run.log_tail
+    # The trainer's own exception and its real exit code (accelerate's launcher exits with 1 whatever it was).
+    assert run.error.startswith("Failed while loading: OSError: ") and "no-such-model" in run.error
+    assert run.error.endswith("(the trainer exited with code 2).")
+    assert "CalledProcessError" not in run.error and "\x1b[" not in run.log_tail
+    assert run.progress < 1.0 and run.metrics["phase"] == "loading"
     assert not ModelVersion.objects.exists()
     assert run.snapshot.row_count == 6  # the data is untouched
 
@@ -207,3 +212,69 @@ def test_making_a_model_current_replaces_the_previous_one():
     first.refresh_from_db()
     second.refresh_from_db()
     assert (first.is_current, second.is_current) == (False, True)
+
+
+LAUNCHER_TRACEBACK = """\
+Traceback (most recent call last):
+  File "/venv/lib/python3.11/site-packages/accelerate/commands/launch.py", line 999, in simple_launcher
+    raise subprocess.CalledProcessError(returncode=process.returncode, cmd=cmd)
+subprocess.CalledProcessError: Command '['python', '-m', 'training', 'sft']' returned non-zero exit status 1.
+"""
+
+
+def test_a_log_is_stored_without_colour_codes_and_with_each_progress_bar_in_its_last_state(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_bytes(
+        b"\x1b[1mBertModel LOAD REPORT\x1b[0m\n"
+        b"Loading weights:   0%|    | 0/272\rLoading weights:  50%|##  | 136/272\rLoading weights: 100%|####| 272/272\n"
+        b"done\n"
+    )
+    assert training_runs._log_tail(log) == "BertModel LOAD REPORT\nLoading weights: 100%|####| 272/272\ndone\n"
+
+
+def test_a_failure_names_the_trainers_last_exception_and_its_real_ending(tmp_path):
+    (tmp_path / "log.txt").write_text(
+        'Traceback (most recent call last):\n  File "x.py", line 1\n'
+        "ValueError: You cannot perform fine-tuning on purely quantized models.\n" + LAUNCHER_TRACEBACK
+    )
+    assert training_runs.failure_message(tmp_path, 1) == (
+        "Failed: ValueError: You cannot perform fine-tuning on purely quantized models. "
+        "(the trainer exited with code 1)."
+    )
+    (tmp_path / "error.json").write_text(
+        json.dumps({"type": "ValueError", "message": "The model is quantized with gguf", "phase": "saving"})
+    )
+    assert training_runs.failure_message(tmp_path, 1) == (
+        "Failed while saving: ValueError: The model is quantized with gguf (the trainer exited with code 1)."
+    )
+    (tmp_path / "error.json").unlink()
+    (tmp_path / "log.txt").write_text(
+        LAUNCHER_TRACEBACK.replace("returned non-zero exit status 1.", "died with <Signals.SIGKILL: 9>.")
+    )
+    assert training_runs.failure_message(tmp_path, 1) == (
+        "Failed: The trainer was killed by SIGKILL (the kernel kills a process that runs out of memory this way)."
+    )
+
+
+@pytest.mark.django_db
+def test_progress_follows_the_trainers_phases_and_stays_below_one_until_the_run_succeeds():
+    run = TrainingRun.objects.create(project=ProjectFactory(), kind="reward", status="running")
+    lines = [
+        {"time": 100.0, "event": "phase", "phase": "loading", "progress": 0.0},
+        {"time": 110.0, "event": "phase", "phase": "training", "progress": 0.05},
+        {"time": 120.0, "event": "progress", "phase": "training", "phase_progress": 0.5, "progress": 0.475,
+         "eta_s": 10.0},
+        {"time": 121.0, "step": 10, "loss": 0.6, "accuracy": 0.7, "phase": "training", "progress": 0.475,
+         "eta_s": 9.0},
+        {"time": 130.0, "event": "phase", "phase": "normalising", "progress": 0.9},
+        {"time": 140.0, "event": "done", "steps": 20, "eval_accuracy": 0.8, "phase": "done", "progress": 1.0},
+    ]  # fmt: skip
+    training_runs._record_progress(run, lines[:4], timezone.now())
+    run.refresh_from_db()
+    assert (run.progress, run.metrics["phase"], run.metrics["phase_progress"]) == (0.475, "training", 0.5)
+    assert (run.metrics["eta_s"], run.metrics["eta_at"]) == (9.0, 121.0)
+    assert [line.get("step") for line in run.history] == [10]  # phase and progress lines are not curve points
+    training_runs._record_progress(run, lines[4:], timezone.now())
+    run.refresh_from_db()
+    assert run.progress == 0.99 and "eta_s" not in run.metrics
+    assert [line.get("event") for line in run.history] == [None, "done"]
