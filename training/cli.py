@@ -142,7 +142,8 @@ def run_sft(args: argparse.Namespace, metrics: Metrics) -> dict:
 
 
 def _ppo_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = PPOConfig()
+    # The fields' own defaults: an instance would have resolved mini_batch_size (0: the whole batch) already.
+    defaults = argparse.Namespace(**{name: spec.default for name, spec in PPOConfig.__dataclass_fields__.items()})
     parser.add_argument("--prompts", required=True, type=Path, help="any export with prompts (JSONL or Parquet)")
     _common_arguments(parser)
     parser.add_argument("--policy", default=defaults.policy, help="the policy: a named default, a hub id or a path")

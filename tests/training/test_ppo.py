@@ -234,3 +234,21 @@ def test_with_lora_the_reference_is_the_policy_with_its_adapters_off(prompts_fil
     assert result.history[-1]["kl"] > 0.0  # and part ways as the adapters learn
     saved = AutoModelForCausalLM.from_pretrained(result.model_dir)  # merged: a plain model
     assert not any("lora" in name for name in saved.state_dict())
+
+
+def test_the_command_line_takes_the_whole_batch_as_one_minibatch_unless_told(monkeypatch, tmp_path):
+    import training.ppo
+    from training import cli
+
+    seen = []
+
+    def fake_train(config, *args, **kwargs):
+        seen.append(config)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(training.ppo, "train_ppo", fake_train)
+    common = ["ppo", "--prompts", "p.jsonl", "--reward-model", "rm", "--out", str(tmp_path / "out")]
+    cli.main([*common, "--batch-size", "4"])
+    cli.main([*common, "--batch-size", "8", "--mini-batch-size", "2"])
+    assert [(c.batch_size, c.mini_batch_size) for c in seen] == [(4, 4), (8, 2)]
+    assert cli.main([*common, "--batch-size", "6", "--mini-batch-size", "4"]) == 2  # a clear refusal
