@@ -29,10 +29,11 @@ browser:
 		     $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
 	fi
 
-# The quickstart: SQLite and a filesystem broker under var/, the demo project, then the web server,
-# one Celery worker on both queues and Celery beat together. Ctrl-C stops all three.
+# The quickstart: a SECRET_KEY in .env (written once), SQLite and a filesystem broker under var/, the demo
+# project, then the web server, one Celery worker on both queues and Celery beat together. Ctrl-C stops all three.
 run: export DEBUG ?= true
 run: $(STAMP)
+	$(BIN)/python -m config.dotenv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py demo_setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho --procfile Procfile start

@@ -11,9 +11,14 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from config.dotenv import env_file
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+# The quickstart's .env (``make run`` writes a SECRET_KEY there); variables set in the environment win.
+if env_file().exists():
+    environ.Env.read_env(env_file())
 
 # Everything the quickstart writes (database, broker folders, artefacts) lives under one folder.
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
@@ -25,8 +30,8 @@ SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Set SECRET_KEY in the environment (any long random string), "
-            "or set DEBUG=true for local development."
+            f"SECRET_KEY is not set. `make run` writes one to {env_file()} for the quickstart; otherwise set "
+            "SECRET_KEY in the environment (any long random string), or DEBUG=true for local development."
         )
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 

@@ -10,6 +10,7 @@ from functools import partial
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
@@ -38,6 +39,7 @@ from labeling.models import (
     TrainingRun,
     User,
 )
+from training.config import PPOConfig, SFTConfig
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -149,8 +151,9 @@ class SFTRunForm(forms.Form):
     base_model = forms.CharField(
         initial="smollm2-135m-instruct", help_text="smollm2-135m-instruct, a Hugging Face id or a local path."
     )
-    epochs = forms.FloatField(initial=2.0, min_value=0.01)
-    learning_rate = forms.FloatField(initial=2e-5, min_value=1e-8)
+    epochs = forms.FloatField(initial=SFTConfig.epochs, min_value=0.01)
+    learning_rate = forms.FloatField(initial=SFTConfig.learning_rate, min_value=1e-8)
+    batch_size = forms.IntegerField(initial=SFTConfig.batch_size, min_value=1, help_text="Demonstrations per step.")
     lora = forms.BooleanField(required=False, help_text="Train LoRA adapters (merged into the saved model).")
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
@@ -173,11 +176,18 @@ class PPORunForm(forms.Form):
         queryset=DatasetSnapshot.objects.none(), required=False, empty_label="Freeze a snapshot of every prompt now",
         help_text="The prompts to sample from.",
     )  # fmt: skip
-    kl_coef = forms.FloatField(initial=0.05, min_value=1e-6, label="Beta (KL coefficient)")
-    steps = forms.IntegerField(initial=100, min_value=1)
-    batch_size = forms.IntegerField(initial=16, min_value=1, help_text="Episodes per PPO iteration.")
-    max_new_tokens = forms.IntegerField(initial=64, min_value=1)
-    learning_rate = forms.FloatField(initial=1e-5, min_value=1e-9)
+    kl_coef = forms.FloatField(initial=PPOConfig.kl_coef, min_value=1e-6, label="Beta (KL coefficient)")
+    steps = forms.IntegerField(initial=PPOConfig.steps, min_value=1)
+    batch_size = forms.IntegerField(initial=PPOConfig.batch_size, min_value=1, help_text="Episodes per PPO iteration.")
+    ppo_epochs = forms.IntegerField(
+        initial=PPOConfig.ppo_epochs, min_value=1, label="PPO epochs", help_text="Passes over each batch of episodes."
+    )
+    max_new_tokens = forms.IntegerField(
+        initial=PPOConfig.max_new_tokens, min_value=1, label="Response budget (tokens)",
+        help_text="A response that has not ended by then is cut off and loses the missing-EOS penalty from its "
+        "score; the run page shows how many ended.",
+    )  # fmt: skip
+    learning_rate = forms.FloatField(initial=PPOConfig.learning_rate, min_value=1e-9)
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -888,7 +898,12 @@ class TrainingRunAdmin(ReadOnlyAdmin):
             run.log_tail or "-",
         )
 
-    @admin.action(description="Cancel the selected runs")
+    def has_cancel_permission(self, request: HttpRequest, obj=None) -> bool:
+        """Cancelling stops someone's training: staff who may change runs (superusers, or those given the
+        permission), not every staff member."""
+        return request.user.has_perm("labeling.change_trainingrun")
+
+    @admin.action(description="Cancel the selected runs", permissions=["cancel"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[TrainingRun]) -> None:
         for run in queryset:
             training_runs.training_run_cancel(run=run)
@@ -903,6 +918,8 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     def cancel_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
         """The run page's Cancel button (a POST): stops the run, then shows its page again."""
         run = get_object_or_404(TrainingRun, pk=run_id)
+        if not self.has_cancel_permission(request, run):
+            raise PermissionDenied
         if request.method == "POST":
             run = training_runs.training_run_cancel(run=run)
             if run.status == "cancelled":
@@ -918,7 +935,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         """A queued or running run is cancelled, not deleted."""
-        if obj is not None and obj.status in ("queued", "running"):
+        if obj is not None and obj.status in training_runs.ACTIVE:
             return False
         return super().has_delete_permission(request, obj)
 
@@ -929,7 +946,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
             **(extra_context or {}),
             "refresh": active,
             "run": run,
-            "can_cancel": active and not (run.cancel_requested if run else False),
+            "can_cancel": active and not run.cancel_requested and self.has_cancel_permission(request, run),
         }
         return super().change_view(request, object_id, form_url, context)
 

@@ -33,6 +33,7 @@ from django.utils import timezone
 from config.version import code_version
 from labeling.errors import ApplicationError, Conflict
 from labeling.models import DatasetSnapshot, Judgement, ModelVersion, Project, TrainingRun, User
+from training.config import PPOConfig, SFTConfig
 from training.runtime import read_error
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,8 +160,9 @@ def sft_run_start(
     snapshot: DatasetSnapshot | None = None,
     base_model: str = "smollm2-135m-instruct",
     parent: ModelVersion | None = None,
-    epochs: float = 2.0,
-    learning_rate: float = 2e-5,
+    epochs: float = SFTConfig.epochs,
+    learning_rate: float = SFTConfig.learning_rate,
+    batch_size: int = SFTConfig.batch_size,
     lora: bool = False,
     created_by: User | None = None,
 ) -> TrainingRun:
@@ -168,12 +170,12 @@ def sft_run_start(
     given), starting from ``parent`` (a policy of the project) or else from ``base_model``."""
     if parent is not None:
         parent = _own_model(project, parent, ModelVersion.Kind.POLICY)
-    _positive(epochs=epochs, learning_rate=learning_rate)
+    _positive(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size)
     snapshot = _snapshot_of(project, snapshot, "sft", created_by)
     return _create_run(
         project=project, kind=TrainingRun.Kind.SFT, snapshot=snapshot, parent_model=parent,
         base_model=parent.name if parent else base_model, created_by=created_by,
-        config={"epochs": epochs, "learning_rate": learning_rate, "lora": lora},
+        config={"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "lora": lora},
     )  # fmt: skip
 
 
@@ -185,11 +187,12 @@ def ppo_run_start(
     policy: ModelVersion | None = None,
     base_model: str = "smollm2-135m-instruct",
     snapshot: DatasetSnapshot | None = None,
-    kl_coef: float = 0.05,
-    steps: int = 100,
-    learning_rate: float = 1e-5,
-    batch_size: int = 16,
-    max_new_tokens: int = 64,
+    kl_coef: float = PPOConfig.kl_coef,
+    steps: int = PPOConfig.steps,
+    learning_rate: float = PPOConfig.learning_rate,
+    batch_size: int = PPOConfig.batch_size,
+    ppo_epochs: int = PPOConfig.ppo_epochs,
+    max_new_tokens: int = PPOConfig.max_new_tokens,
     created_by: User | None = None,
 ) -> TrainingRun:
     """Queue PPO of ``policy`` (default: the project's current policy, else ``base_model``) against
@@ -200,10 +203,10 @@ def ppo_run_start(
         raise ApplicationError("PPO needs a reward model: train one and make it current, or pick one.")
     policy = _own_model(project, policy, ModelVersion.Kind.POLICY)
     _positive(kl_coef=kl_coef, steps=steps, learning_rate=learning_rate, batch_size=batch_size,
-              max_new_tokens=max_new_tokens)  # fmt: skip
+              ppo_epochs=ppo_epochs, max_new_tokens=max_new_tokens)  # fmt: skip
     snapshot = _snapshot_of(project, snapshot, "prompts", created_by)
     config = {"kl_coef": kl_coef, "steps": steps, "learning_rate": learning_rate, "batch_size": batch_size,
-              "mini_batch_size": batch_size, "max_new_tokens": max_new_tokens}  # fmt: skip
+              "mini_batch_size": batch_size, "ppo_epochs": ppo_epochs, "max_new_tokens": max_new_tokens}  # fmt: skip
     return _create_run(
         project=project, kind=TrainingRun.Kind.PPO, snapshot=snapshot, parent_model=policy,
         reward_model=reward_model, base_model=policy.name if policy else base_model, config=config,
@@ -411,7 +414,12 @@ class _MetricsFollower:
         return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+ANSI_ESCAPE = re.compile(
+    r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # operating-system commands (terminal titles, links)
+    r"|\x1b\[[0-?]*[ -/]*[@-~]"  # colours, cursor moves, erasing
+    r"|\x1b[()][0-9A-B]"  # character sets
+    r"|\x1b[@-Z\\-_]"  # the rest of the two-character escapes
+)
 
 
 def clean_log(text: str) -> str:
@@ -461,6 +469,8 @@ def _record_progress(run: TrainingRun, lines: list[dict], now) -> None:
         if line.get("event") in ("phase", "progress"):
             metrics.update({key: line[key] for key in ("responses", "chains", "labels") if key in line})
             continue
+        if line.get("event") == "error":  # the failure is told by failure_message, from the error files
+            continue
         metrics.update({key: value for key, value in line.items() if isinstance(value, int | float | str)})
         points.append(line)
     history = [*(run.history or []), *points]
@@ -507,13 +517,19 @@ def _exit(returncode: int, log_text: str) -> str:
     return f"the trainer exited with code {code}"
 
 
+LAUNCHER_ERRORS = ("CalledProcessError", "ChildFailedError")  # accelerate's and torchrun's, about the trainer
+
+
 def _last_exception(log_text: str) -> str:
-    """The last ``SomeError: message`` line of a traceback in the log that is not the launcher's own."""
-    for line in reversed(log_text.splitlines()):
-        match = EXCEPTION_LINE.match(line.strip())
-        if match and match["type"] != "CalledProcessError":
-            return line.strip()
-    return ""
+    """The last ``SomeError: message`` line of a traceback in the log that is not a launcher's own; else the last
+    line the trainer wrote (an argument error, "Killed")."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        match = EXCEPTION_LINE.match(line)
+        if match and match["type"] not in LAUNCHER_ERRORS:
+            return line
+    launcher = next((i for i, line in enumerate(lines) if line.startswith("Traceback")), len(lines))
+    return lines[launcher - 1] if launcher else ""
 
 
 def failure_message(out_dir: Path, returncode: int) -> str:
@@ -636,7 +652,11 @@ def _promotion(version: ModelVersion, run: TrainingRun) -> str:
         return f"{current.name} stays current: the project does not promote better reward models on its own."
     metrics = version.metrics or {}
     accuracy, baseline = metrics.get("eval_accuracy"), metrics.get("baseline_eval_accuracy")
-    if (run.config or {}).get("baseline_model_id") != current.pk or accuracy is None or baseline is None:
+    if accuracy is None:
+        return f"{current.name} stays current: this run held out no prompts to compare the two on."
+    if metrics.get("baseline_error"):
+        return f"{current.name} stays current: it could not be evaluated here ({metrics['baseline_error']})."
+    if (run.config or {}).get("baseline_model_id") != current.pk or baseline is None:
         return f"{current.name} stays current: this run did not measure it on the same held-out prompts."
     pairs = metrics.get("eval_pairs", 0)
     versus = f"{accuracy:.3f} against {baseline:.3f} on the same {pairs} held-out pairs"

@@ -31,13 +31,16 @@ print(json.dumps({
 
 CONFIG_VARIABLES = (
     "DEBUG", "SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "CELERY_BROKER_DIR", "VAR_DIR",
-    "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS",
+    "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "ENV_FILE",
 )  # fmt: skip
 
 
 def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     clean = {key: value for key, value in os.environ.items() if key not in CONFIG_VARIABLES}
-    clean.update({"DJANGO_SETTINGS_MODULE": "config.settings", "VAR_DIR": str(tmp_path / "var"), **env})
+    clean.update({
+        "DJANGO_SETTINGS_MODULE": "config.settings", "VAR_DIR": str(tmp_path / "var"),
+        "ENV_FILE": str(tmp_path / "none.env"), **env,
+    })  # fmt: skip
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120)
 
 
@@ -52,6 +55,31 @@ def test_without_debug_the_app_refuses_to_start_without_a_secret_key(tmp_path):
     assert completed.returncode != 0
     assert "SECRET_KEY is not set" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_make_runs_env_file_gives_every_command_a_secret_key_once_and_the_environment_wins(tmp_path):
+    env_file = tmp_path / ".env"
+    first = run(["-m", "config.dotenv"], tmp_path, ENV_FILE=str(env_file))
+    assert first.returncode == 0 and "Wrote a new SECRET_KEY" in first.stdout
+    written = env_file.read_text()
+    assert run(["-m", "config.dotenv"], tmp_path, ENV_FILE=str(env_file)).stdout == ""
+    assert env_file.read_text() == written  # once: the key stays the same across runs
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    checked = run(["manage.py", "check"], tmp_path, ENV_FILE=str(env_file))
+    assert checked.returncode == 0, checked.stderr
+
+    key = "import django; django.setup(); from django.conf import settings; print(settings.SECRET_KEY)"
+    from_file = run(["-c", key], tmp_path, ENV_FILE=str(env_file)).stdout.strip()
+    assert f"SECRET_KEY={from_file}\n" in written and len(from_file) > 50
+    assert run(["-c", key], tmp_path, ENV_FILE=str(env_file), SECRET_KEY="from-env").stdout.strip() == "from-env"
+
+
+def test_a_secret_key_is_added_to_an_env_file_that_has_none(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("LOG_LEVEL=DEBUG\n")
+    assert run(["-m", "config.dotenv", str(env_file)], tmp_path).returncode == 0
+    lines = env_file.read_text().splitlines()
+    assert lines[0] == "LOG_LEVEL=DEBUG" and lines[1].startswith("SECRET_KEY=") and len(lines) == 2
 
 
 def test_debug_is_off_unless_set(tmp_path):

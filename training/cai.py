@@ -381,7 +381,7 @@ def run_critique(
                 out.write(json.dumps({"prompt_id": prompt_id, "initial_response": chain.initial_response,
                                       "rounds": chain.rounds}) + "\n")  # fmt: skip
             written += len(batch)
-            progress.update(written / len(prompts), force=True, chains=written)
+            progress.update(written / len(prompts), chains=written)
     summary = {"chains": written, "rounds": rounds, "seconds": round(time.monotonic() - started, 2)}
     (output_dir / "result.json").write_text(json.dumps({"metrics": summary}))
     progress.done(summary)
@@ -423,7 +423,7 @@ def run_feedback(
                 keys = ("task_id", "principle_id", "first_id", "second_id")
                 out.write(json.dumps({**{key: item[key] for key in keys}, "probability_first": label}) + "\n")
             done = first + len(batch)
-            progress.update(done / max(len(items), 1), force=True, labels=done)
+            progress.update(done / max(len(items), 1), labels=done)
     summary = {"labels": len(items), "seconds": round(time.monotonic() - started, 2)}
     (output_dir / "result.json").write_text(json.dumps({"metrics": summary}))
     progress.done(summary)

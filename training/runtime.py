@@ -16,6 +16,7 @@ between epochs) leave it where it is. It reaches 1.0 only with the ``done`` line
 """
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,39 +36,52 @@ PHASE_WEIGHTS = {
 
 class Progress:
     """A trainer's voice: ``phase`` when one starts, ``update`` as it goes, ``log`` for curve points, ``done``
-    at the end. Each line goes to ``sink`` (the metrics file, a progress bar, a test's list)."""
+    at the end. Each line goes to ``sink`` (the metrics file, a progress bar, a test's list).
+
+    A phase may be entered again (training resumes after the evaluation that ends each epoch): it goes on from
+    where it was, and its time left counts only the time spent in it."""
 
     def __init__(self, sink: MetricsSink | None, kind: str, *, interval: float = 1.0, clock=time.time) -> None:
         self.sink = sink or (lambda line: None)
         self.weights = PHASE_WEIGHTS[kind]
         self.interval, self.clock = interval, clock
         self.phase_name = ""
-        self.phase_fraction = 0.0
+        self.fractions: dict[str, float] = {}  # how far along each phase is
+        self.spent: dict[str, float] = {}  # seconds spent in each phase, up to its last exit
+        self.entered = clock()
         self.overall = 0.0
-        self.started_phase = clock()
         self.last_update = float("-inf")
+
+    @property
+    def phase_fraction(self) -> float:
+        return self.fractions.get(self.phase_name, 0.0)
 
     def _emit(self, line: dict) -> None:
         self.sink({"time": round(self.clock(), 3), **line})
 
     def _set_overall(self) -> None:
-        """Weighted phases move the whole run's progress; others (evaluating between epochs) leave it."""
+        """Weighted phases move the whole run's progress, never backwards; others (evaluating between
+        epochs) leave it where it is."""
         if self.phase_name not in self.weights:
             return
         names = list(self.weights)
         before = sum(self.weights[name] for name in names[: names.index(self.phase_name)])
-        self.overall = round(min(0.99, before + self.weights[self.phase_name] * self.phase_fraction), 4)
+        reached = before + self.weights[self.phase_name] * self.phase_fraction
+        self.overall = round(min(0.99, max(self.overall, reached)), 4)
 
     def phase(self, name: str) -> None:
-        self.phase_name, self.phase_fraction = name, 0.0
-        self.started_phase = self.clock()
+        now = self.clock()
+        if self.phase_name:
+            self.spent[self.phase_name] = self.spent.get(self.phase_name, 0.0) + now - self.entered
+        self.phase_name, self.entered = name, now
         self.last_update = float("-inf")
         self._set_overall()
-        self._emit({"event": "phase", "phase": name, "progress": self.overall})
+        self._emit({"event": "phase", "phase": name, "phase_progress": round(self.phase_fraction, 4),
+                    "progress": self.overall})  # fmt: skip
 
     def update(self, fraction: float, *, force: bool = False, **extra) -> None:
         """How far along the current phase is (0..1); written at most every ``interval`` seconds."""
-        self.phase_fraction = min(max(fraction, 0.0), 1.0)
+        self.fractions[self.phase_name] = min(max(fraction, 0.0), 1.0)
         self._set_overall()
         now = self.clock()
         if not force and now - self.last_update < self.interval:
@@ -84,7 +98,7 @@ class Progress:
         """Seconds left in the training phase, from its pace so far; None outside it."""
         if self.phase_name != "training" or self.phase_fraction <= 0:
             return None
-        elapsed = self.clock() - self.started_phase
+        elapsed = self.spent.get("training", 0.0) + self.clock() - self.entered
         return round(elapsed / self.phase_fraction * (1 - self.phase_fraction), 1)
 
     def log(self, line: dict) -> None:
@@ -101,22 +115,33 @@ class Progress:
 
 # --- errors --------------------------------------------------------------------------------------------------
 
-ERROR_FILE = "error.json"
+
+def process_rank() -> int:
+    """This process's rank among those ``accelerate launch`` started (0 when it is the only one)."""
+    return int(os.environ.get("RANK", "0") or 0)
 
 
 def write_error(output_dir: str | Path | None, error: BaseException, phase: str = "") -> dict:
-    """Leave the trainer's own account of its failure (exception type and message, the phase it was in)
-    where the worker looks for it, and return it."""
-    record = {"type": type(error).__name__, "message": str(error).strip(), "phase": phase}
+    """Leave the trainer's own account of its failure (exception type and message, the phase it was in, the
+    time) where the worker looks for it, one file per process, and return it."""
+    record = {"type": type(error).__name__, "message": str(error).strip(), "phase": phase, "time": time.time()}
     if output_dir is not None:
         folder = Path(output_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / ERROR_FILE).write_text(json.dumps(record), encoding="utf-8")
+        rank = process_rank()
+        (folder / ("error.json" if rank == 0 else f"error-rank{rank}.json")).write_text(
+            json.dumps(record), encoding="utf-8"
+        )
     return record
 
 
 def read_error(output_dir: str | Path) -> dict | None:
-    try:
-        return json.loads((Path(output_dir) / ERROR_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """The first failure any process recorded (a failing process often takes the others down with errors of
+    their own, later)."""
+    records = []
+    for path in Path(output_dir).glob("error*.json"):
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return min(records, key=lambda record: record.get("time", 0.0)) if records else None

@@ -72,7 +72,7 @@ def test_sft_then_ppo_then_generation_run_on_a_worker_and_feed_the_next_round(
         # PPO from the admin, starting from the SFT policy against the current reward model.
         form = {
             "policy": sft_version.pk, "base_model": "unused", "reward_model": "", "snapshot": "", "kl_coef": "0.1",
-            "steps": "3", "batch_size": "4", "max_new_tokens": "6", "learning_rate": "0.001",
+            "steps": "3", "batch_size": "4", "ppo_epochs": "4", "max_new_tokens": "6", "learning_rate": "0.001",
         }  # fmt: skip
         response = admin_client.post(reverse("admin:labeling_project_run_ppo", args=[project.pk]), form)
         assert response.status_code == 302, response.content.decode()[-3000:]
@@ -224,7 +224,14 @@ def test_the_admin_run_pages_show_their_forms_and_the_services_refusals(admin_cl
     assert "Generating needs a policy" in page
     response = admin_client.post(
         reverse("admin:labeling_project_run_sft", args=[project.pk]),
-        {"snapshot": "", "parent": "", "base_model": "some/model", "epochs": "1", "learning_rate": "0.0001"},
+        {
+            "snapshot": "",
+            "parent": "",
+            "base_model": "some/model",
+            "epochs": "1",
+            "learning_rate": "0.0001",
+            "batch_size": "8",
+        },
     )
     run = TrainingRun.objects.get(project=project, kind="sft")
     assert response.status_code == 302 and response["Location"].endswith(f"/trainingrun/{run.pk}/change/")

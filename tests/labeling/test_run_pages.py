@@ -8,12 +8,13 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
 from labeling.admin import seconds_left
 from labeling.models import ModelVersion, TrainingRun
-from tests.factories import ProjectFactory
+from tests.factories import ProjectFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -62,13 +63,30 @@ def test_the_cancel_button_stops_a_running_run(admin_client):
     assert admin_client.get(reverse("admin:labeling_trainingrun_cancel", args=[run.pk])).status_code == 302
 
 
-def test_a_rater_cannot_cancel_a_run(client, rater):
+def test_only_staff_allowed_to_change_runs_can_cancel_one(client, rater):
     run = TrainingRun.objects.create(project=ProjectFactory(), kind="sft", status="running")
     client.force_login(rater)
     response = client.post(reverse("admin:labeling_trainingrun_cancel", args=[run.pk]))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    viewer = UserFactory(username="viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_trainingrun"))
+    client.force_login(viewer)
+    assert 'id="cancel-run"' not in page(client, run)
+    assert client.post(reverse("admin:labeling_trainingrun_cancel", args=[run.pk])).status_code == 403
     run.refresh_from_db()
     assert not run.cancel_requested
+
+
+def test_the_lists_bulk_delete_refuses_a_selection_with_an_active_run(admin_client):
+    project = ProjectFactory()
+    running = TrainingRun.objects.create(project=project, kind="sft", status="running")
+    finished = TrainingRun.objects.create(project=project, kind="ppo", status="failed")
+    changelist = reverse("admin:labeling_trainingrun_changelist")
+    both = {"action": "delete_selected", "_selected_action": [running.pk, finished.pk], "post": "yes"}
+    assert admin_client.post(changelist, both).status_code == 403
+    assert TrainingRun.objects.count() == 2
+    admin_client.post(changelist, {**both, "_selected_action": [finished.pk]})
+    assert list(TrainingRun.objects.values_list("pk", flat=True)) == [running.pk]
 
 
 def test_a_finished_reward_run_shows_one_held_out_figure_per_epoch_and_links_its_model(admin_client):

@@ -225,7 +225,7 @@ subprocess.CalledProcessError: Command '['python', '-m', 'training', 'sft']' ret
 def test_a_log_is_stored_without_colour_codes_and_with_each_progress_bar_in_its_last_state(tmp_path):
     log = tmp_path / "log.txt"
     log.write_bytes(
-        b"\x1b[1mBertModel LOAD REPORT\x1b[0m\n"
+        b"\x1b]8;;https://hf.co\x1b\\\x1b(B\x1b[1mBertModel LOAD REPORT\x1b[0m\x1b]8;;\x1b\\\n"
         b"Loading weights:   0%|    | 0/272\rLoading weights:  50%|##  | 136/272\rLoading weights: 100%|####| 272/272\n"
         b"done\n"
     )
@@ -254,6 +254,16 @@ def test_a_failure_names_the_trainers_last_exception_and_its_real_ending(tmp_pat
     assert training_runs.failure_message(tmp_path, 1) == (
         "Failed: The trainer was killed by SIGKILL (the kernel kills a process that runs out of memory this way)."
     )
+    # No exception of the trainer's own: its last words before the launcher's, and torchrun's ending.
+    (tmp_path / "log.txt").write_text(
+        "usage: python -m training sft [-h] --data DATA\npython -m training sft: error: unrecognized arguments: --x\n"
+        'Traceback (most recent call last):\n  File "run.py", line 9\n'
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
+        "  exitcode  : 2 (pid: 4242)\n"
+    )
+    assert training_runs.failure_message(tmp_path, 1) == (
+        "Failed: python -m training sft: error: unrecognized arguments: --x (the trainer exited with code 2)."
+    )
 
 
 @pytest.mark.django_db
@@ -278,3 +288,19 @@ def test_progress_follows_the_trainers_phases_and_stays_below_one_until_the_run_
     run.refresh_from_db()
     assert run.progress == 0.99 and "eta_s" not in run.metrics
     assert [line.get("event") for line in run.history] == [None, "done"]
+
+
+@pytest.mark.django_db
+def test_a_reward_run_started_while_a_model_is_current_evaluates_that_model_too(settings, artefacts, tmp_path):
+    settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
+    project = ranked_project(judgements=3)
+    first = training_runs.reward_run_start(project=project)
+    assert "--baseline" not in training_runs.trainer_command(first, tmp_path)
+    TrainingRun.objects.filter(pk=first.pk).update(status="succeeded")
+    current = ModelVersion.objects.create(
+        project=project, kind="reward", name="rm", artefact_path="models/rm", is_current=True
+    )
+    second = training_runs.reward_run_start(project=project)
+    command = training_runs.trainer_command(second, tmp_path)
+    assert second.config["baseline_model_id"] == current.pk
+    assert command[command.index("--baseline") + 1] == str(artefacts / "models" / "rm")

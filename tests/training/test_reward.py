@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from training.config import RewardConfig
-from training.data import RankedPrompt, read_rankings, read_references
+from training.data import DataError, RankedPrompt, read_rankings, read_references
 from training.models import tiny_reward_model, tiny_tokenizer
 from training.reward import collate, listwise_loss, score, train_reward_model
 
@@ -244,3 +244,14 @@ def test_lora_adapters_learn_and_are_merged_into_a_plain_saved_model(tmp_path):
     assert result.metrics["eval_accuracy"] >= 0.8
     saved = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
     assert not any("lora" in name for name, _ in saved.named_parameters())
+
+
+def test_an_export_that_leaves_nothing_to_train_on_is_refused_with_the_reason(tmp_path):
+    data = tmp_path / "one.jsonl"
+    data.write_text(json.dumps({"prompt": "q1", "chosen": "good", "rejected": "bad"}) + "\n")
+    tokenizer = tiny_tokenizer(WORDS + PROMPTS)
+    with pytest.raises(DataError, match="No prompts are left to train on: 1 held out of 1"):
+        train_reward_model(
+            RewardConfig(eval_fraction=0.6), data, tmp_path / "out", model=tiny_reward_model(tokenizer),
+            tokenizer=tokenizer,
+        )  # fmt: skip

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from training import cli
-from training.runtime import Progress, read_error
+from training.runtime import Progress, read_error, write_error
 
 
 class Clock:
@@ -33,17 +33,23 @@ def test_progress_moves_through_weighted_phases_and_reaches_one_only_when_done()
         "progress": pytest.approx(0.05 + 0.85 / 2), "eta_s": 10.0,
     }  # fmt: skip
     progress.phase("evaluating")  # between epochs: the run's progress holds, and there is no time left to show
+    clock.now += 100
     progress.update(0.9)
     assert lines[-1]["progress"] == pytest.approx(0.475) and "eta_s" not in lines[-1]
-    progress.phase("training")
+    progress.phase("training")  # the second epoch goes on from half-way; the evaluation's time does not count
+    assert lines[-1]["progress"] == pytest.approx(0.475) and lines[-1]["phase_progress"] == 0.5
+    clock.now += 5
+    progress.update(0.75)
+    assert lines[-1]["eta_s"] == 5.0  # 15 s for three quarters: 5 s for the last quarter
     progress.update(1.0)
+    assert [line["progress"] for line in lines] == sorted(line["progress"] for line in lines)  # never backwards
     progress.phase("normalising")
     progress.update(1.0)
     progress.phase("saving")
     progress.update(1.0)
     assert max(line["progress"] for line in lines) <= 0.99
     progress.done({"steps": 3})
-    assert lines[-1] == {"time": 1010.0, "event": "done", "steps": 3, "phase": "done", "progress": 1.0}
+    assert lines[-1] == {"time": 1115.0, "event": "done", "steps": 3, "phase": "done", "progress": 1.0}
 
 
 def test_progress_lines_are_written_at_most_once_an_interval_but_logs_always():
@@ -71,11 +77,12 @@ def test_a_data_error_is_a_one_line_message_exit_code_2_and_an_error_file(tmp_pa
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == "error: broken.jsonl, line 2: not JSON (Expecting value)."
     assert "Traceback" not in done.stderr
-    assert read_error(out) == {
-        "type": "DataError", "message": "broken.jsonl, line 2: not JSON (Expecting value).", "phase": "loading",
-    }  # fmt: skip
+    error = read_error(out)
+    assert (error["type"], error["message"], error["phase"]) == (
+        "DataError", "broken.jsonl, line 2: not JSON (Expecting value).", "loading",
+    )  # fmt: skip
     lines = [json.loads(line) for line in metrics.read_text().splitlines()]
-    assert lines[0]["event"] == "phase" and lines[-1] == {"event": "error", **read_error(out)}
+    assert lines[0]["event"] == "phase" and lines[-1] == {"event": "error", **error}
 
 
 def test_an_unexpected_error_keeps_its_traceback_exits_1_and_is_recorded(tmp_path, monkeypatch, capsys):
@@ -87,6 +94,20 @@ def test_an_unexpected_error_keeps_its_traceback_exits_1_and_is_recorded(tmp_pat
     code = cli.main(["sft", "--data", "x.jsonl", "--out", str(tmp_path / "out")])
     assert code == 1
     assert "Traceback" in capsys.readouterr().err
-    assert read_error(tmp_path / "out") == {
-        "type": "RuntimeError", "message": "CUDA error: an illegal memory access was encountered", "phase": "training",
-    }  # fmt: skip
+    error = read_error(tmp_path / "out")
+    assert (error["type"], error["message"], error["phase"]) == (
+        "RuntimeError", "CUDA error: an illegal memory access was encountered", "training",
+    )  # fmt: skip
+
+
+def test_with_several_processes_only_the_first_writes_metrics_and_the_first_failure_is_the_one_told(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("RANK", "1")
+    with cli.Metrics(tmp_path / "metrics.jsonl") as metrics:
+        metrics({"event": "phase", "phase": "training"})
+    assert not (tmp_path / "metrics.jsonl").exists()
+    first = write_error(tmp_path, RuntimeError("NCCL timeout on rank 1"), "training")  # error-rank1.json
+    monkeypatch.setenv("RANK", "0")
+    write_error(tmp_path, RuntimeError("rank 0 lost its peer"), "training")  # later, error.json
+    assert read_error(tmp_path) == first
