@@ -121,7 +121,9 @@ class ValueModel(torch.nn.Module):
         self.body, self.head = body, head
 
     def forward(self, input_ids, attention_mask, position_ids=None) -> torch.Tensor:
-        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        hidden = self.body(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        )
         return self.head(hidden.last_hidden_state).squeeze(-1)
 
 
@@ -159,6 +161,7 @@ def response_logprobs(
         attention_mask=attention_mask,
         position_ids=position_ids_for(attention_mask),
         logits_to_keep=keep,
+        use_cache=False,
     ).logits
     logits = logits[:, -keep:-1].float() / temperature
     tokens = sequences[:, context:]
@@ -410,11 +413,21 @@ def train_ppo(
     if reward_model is not None:
         reward_model.requires_grad_(False).eval().to(device)
 
+    checkpointing = config.gradient_checkpointing if config.gradient_checkpointing is not None else not use_cuda
+    if checkpointing:
+        for model in (policy, value.body):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     trainable = [p for p in policy.parameters() if p.requires_grad] + list(value.parameters())
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, eps=1e-5, foreach=True)
     policy, value, optimizer = accelerator.prepare(policy, value, optimizer)
-    policy.eval()  # dropout is off anyway; eval() keeps it off whatever the config says
-    value.eval()
+
+    def updating(on: bool) -> None:
+        """Dropout is off in every model, so train mode changes one thing: gradient checkpointing (which
+        transformers applies in train mode only) is on for the passes that update, off for sampling."""
+        policy.train(on)
+        value.train(on)
+
+    updating(False)
     controller = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
 
     start = 0
@@ -489,6 +502,7 @@ def train_ppo(
         # With one pass over one minibatch, the forward pass of the update is the one taken before it: reuse
         # it (the ratio is then exactly 1, as in PPO's first pass) and save a forward pass of each model.
         single_pass = config.ppo_epochs == 1 and config.mini_batch_size == config.batch_size
+        updating(single_pass)
         with torch.set_grad_enabled(single_pass), accelerator.autocast():
             first_logprobs, first_logits = response_logprobs(policy, sequences, attention, context, config.temperature)
             first_values = value(sequences, attention, position_ids_for(attention))[:, context - 1 : -1].float()
@@ -506,6 +520,7 @@ def train_ppo(
 
         # Update: several passes over minibatches.
         stats = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approxkl": [], "entropy": [], "ptx_loss": []}
+        updating(True)
         for _ in range(config.ppo_epochs):
             order = torch.randperm(config.batch_size).tolist()
             for first in range(0, config.batch_size, config.mini_batch_size):
@@ -553,6 +568,7 @@ def train_ppo(
                     stats["clipfrac"].append(float(masked_mean(clipped, mb_mask)))
                     stats["approxkl"].append(float(0.5 * masked_mean(log_ratio**2, mb_mask)))
                     stats["entropy"].append(float(masked_mean(entropy_of(logits.detach()), mb_mask)))
+        updating(False)
 
         mean_kl = float(kl.sum(1).mean())
         if config.adaptive_kl:

@@ -252,3 +252,14 @@ def test_the_command_line_takes_the_whole_batch_as_one_minibatch_unless_told(mon
     cli.main([*common, "--batch-size", "8", "--mini-batch-size", "2"])
     assert [(c.batch_size, c.mini_batch_size) for c in seen] == [(4, 4), (8, 2)]
     assert cli.main([*common, "--batch-size", "6", "--mini-batch-size", "4"]) == 2  # a clear refusal
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, True), (False, False)])
+def test_on_a_cpu_activations_are_recomputed_unless_told_not_to(prompts_file, tmp_path, setting, expected):
+    policy, tokenizer = tiny_policy()
+    train_ppo(
+        config(steps=1, gradient_checkpointing=setting), prompts_file, tmp_path / "out", policy=policy,
+        tokenizer=tokenizer, reward_function=good_count,
+    )  # fmt: skip
+    assert policy.is_activation_checkpointing is expected
+    assert not policy.training  # back in eval mode after the update: sampling keeps its KV cache
