@@ -116,7 +116,7 @@ class TaskNextApi(APIView):
     @extend_schema(request=None, responses={200: TaskPayloadOutput, 204: None})
     def post(self, request: Request, slug: str) -> Response:
         project = _project_for_rater(request, slug)
-        assignment = services.task_next_for_rater(project=project, rater=request.user)
+        assignment = services.assignment_lease_next(project=project, rater=request.user)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(task_payload(assignment, project))
@@ -207,7 +207,7 @@ class TaskProblemReportApi(APIView):
         _task_for_rater(request, task_id)
         data = self.TaskProblemReportInput(data=request.data)
         data.is_valid(raise_exception=True)
-        report = services.task_problem_report(rater=request.user, task_id=task_id, **data.validated_data)
+        report = services.task_problem_report_create(rater=request.user, task_id=task_id, **data.validated_data)
         return Response({"report_id": report.pk, "task_id": task_id}, status=status.HTTP_201_CREATED)
 
 

@@ -42,10 +42,6 @@ def projects_visible_to(user) -> QuerySet[Project]:
     return Project.objects.none()
 
 
-def can_label(user, project: Project) -> bool:
-    return is_staff(user) or (is_rater(user) and project.members.filter(pk=user.pk).exists())
-
-
 def judgements_visible_to(user) -> QuerySet[Judgement]:
     """Staff see every judgement; a rater sees their own and nobody else's."""
     if is_staff(user):

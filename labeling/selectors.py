@@ -4,12 +4,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache, cached_property
+from functools import cached_property
 
 import orjson
 from django.db import connection
-from django.db import models as db_models
 from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, TextField, Value
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Coalesce
 
 from labeling import rendering
@@ -20,11 +20,11 @@ from labeling.models import (
     Judgement,
     Project,
     Prompt,
-    Response,
     TaskProblemReport,
     TaskResponse,
 )
 from labeling.permissions import is_rater, is_staff, projects_visible_to
+from labeling.raw_sql import columns_of, instance_from_row, task_content_sql
 
 
 def _count_per_project(queryset: QuerySet, project_field: str) -> Coalesce:
@@ -98,27 +98,21 @@ def project_list_with_counts() -> QuerySet[Project]:
     )
 
 
-def _judgement_count() -> Coalesce:
-    # Only people fill a task's slots: AI feedback labels sit beside them.
-    rows = (
-        Judgement.objects.filter(task=OuterRef("pk"), source=Judgement.Source.HUMAN)
-        .order_by()
-        .values("task")
-        .annotate(n=Count("pk"))
-        .values("n")
+def slots_taken_sql(task: str) -> str:
+    """The slot rule, written once for every Python path: a task's slots taken are its human judgements (AI
+    feedback labels sit beside them) plus its live leases. SQL for the task whose id is ``task`` (a column such as
+    ``t.id``), with two parameters: the leased state and now (``slots_taken_params``). The PostgreSQL functions
+    in ``labeling/sql/`` apply the same rule."""
+    assignment, judgement = Assignment._meta.db_table, Judgement._meta.db_table
+    human = Judgement.Source.HUMAN.value
+    return (
+        f"((SELECT COUNT(*) FROM {judgement} j WHERE j.task_id = {task} AND j.source = '{human}')"
+        f" + (SELECT COUNT(*) FROM {assignment} a WHERE a.task_id = {task} AND a.state = %s AND a.expires_at > %s))"
     )
-    return Coalesce(Subquery(rows, output_field=IntegerField()), Value(0))
 
 
-def _live_lease_count(now: datetime) -> Coalesce:
-    rows = (
-        Assignment.objects.filter(task=OuterRef("pk"), state=Assignment.State.LEASED, expires_at__gt=now)
-        .order_by()
-        .values("task")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Coalesce(Subquery(rows, output_field=IntegerField()), Value(0))
+def slots_taken_params(now: datetime) -> list:
+    return [Assignment.State.LEASED.value, now]
 
 
 def tasks_with_free_slots(*, project: Project, rater, now: datetime) -> QuerySet[ComparisonTask]:
@@ -129,7 +123,11 @@ def tasks_with_free_slots(*, project: Project, rater, now: datetime) -> QuerySet
         .exclude(Exists(Assignment.objects.filter(task=OuterRef("pk"), rater=rater)))
         .exclude(Exists(Judgement.objects.filter(task=OuterRef("pk"), rater=rater)))
         .exclude(Exists(open_problem_reports(task=OuterRef("pk"))))
-        .alias(slots_taken=_judgement_count() + _live_lease_count(now))
+        .alias(
+            slots_taken=RawSQL(
+                slots_taken_sql(f"{ComparisonTask._meta.db_table}.id"), slots_taken_params(now), IntegerField()
+            )
+        )
         .filter(slots_taken__lt=F("required_judgements"))
     )
 
@@ -163,15 +161,13 @@ def task_id_with_free_slot(
           AND NOT EXISTS (SELECT 1 FROM {assignment} a WHERE a.task_id = t.id AND a.rater_id = %s)
           AND NOT EXISTS (SELECT 1 FROM {judgement} j WHERE j.task_id = t.id AND j.rater_id = %s)
           AND NOT {held_back_sql("t.id")}
-          AND (SELECT COUNT(*) FROM {judgement} j WHERE j.task_id = t.id AND j.source = 'human')
-            + (SELECT COUNT(*) FROM {assignment} a
-               WHERE a.task_id = t.id AND a.state = %s AND a.expires_at > %s) < t.required_judgements
+          AND {slots_taken_sql("t.id")} < t.required_judgements
         ORDER BY t.id
         LIMIT 1
         {locking}
     """  # noqa: S608 (table names come from the models, values are parameters)
     params = [project.pk, ComparisonTask.Status.OPEN, gold, after_id, *passed_over, rater.pk, rater.pk]
-    params += [Assignment.State.LEASED, now]
+    params += slots_taken_params(now)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
@@ -195,13 +191,9 @@ def rater_last_task_id(*, project: Project, rater, gold: bool) -> int:
 
 def task_slots_taken(*, task_id: int, now: datetime) -> int:
     """Judgements plus live leases on the task, counted now (one statement, so one snapshot)."""
-    assignment, judgement = Assignment._meta.db_table, Judgement._meta.db_table
-    sql = f"""
-        SELECT (SELECT COUNT(*) FROM {judgement} WHERE task_id = %s AND source = 'human')
-             + (SELECT COUNT(*) FROM {assignment} WHERE task_id = %s AND state = %s AND expires_at > %s)
-    """  # noqa: S608 (table names come from the models, values are parameters)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [task_id, task_id, Assignment.State.LEASED, now])
+        # The task's id is a parameter, once in each count.
+        cursor.execute(f"SELECT {slots_taken_sql('%s')}", [task_id, task_id, *slots_taken_params(now)])
         return cursor.fetchone()[0]
 
 
@@ -245,20 +237,6 @@ class TaskContent:
     @cached_property
     def position(self) -> dict[int, int]:
         return {response_id: index for index, response_id in enumerate(self.texts)}
-
-
-def task_content_sql() -> tuple[str, str]:
-    """The select list and the joins that read a task's content, from a task aliased ``t``: one row per
-    response, in the task's order, of (response id, text, html, prompt messages, prompt messages' html), for
-    ``task_content_from_rows``. The lease call on PostgreSQL reads them in its own statement."""
-    slot, response, prompt = (model._meta.db_table for model in (TaskResponse, Response, Prompt))
-    columns = "s.response_id, r.text, r.html, p.messages, p.messages_html"
-    joins = f"""
-        JOIN {prompt} p ON p.id = t.prompt_id
-        LEFT JOIN {slot} s ON s.task_id = t.id
-        LEFT JOIN {response} r ON r.id = s.response_id
-    """
-    return columns, joins
 
 
 def task_content(*, task_id: int) -> TaskContent:
@@ -432,34 +410,6 @@ def project_for_labelling(*, user, slug: str) -> Project | None:
         WHERE p.slug = %s AND m.user_id = %s
     """  # noqa: S608 (table names come from the models, values are parameters)
     return next(iter(Project.objects.raw(sql, [slug, user.pk])), None)
-
-
-@cache
-def _converters(model: type[db_models.Model], vendor: str) -> list:
-    """Each column's database converters, as the ORM applies them (JSON from SQLite text, durations, ...)."""
-    table = model._meta.db_table
-    converters = []
-    for model_field in model._meta.concrete_fields:
-        column = model_field.get_col(table)
-        converters.append((column, connection.ops.get_db_converters(column) + column.get_db_converters(connection)))
-    return converters
-
-
-def columns_of(model: type[db_models.Model], alias: str = "") -> str:
-    """The select list of all of ``model``'s columns, in field order, for ``instance_from_row``."""
-    quote = connection.ops.quote_name
-    prefix = alias or model._meta.db_table
-    return ", ".join(f"{prefix}.{quote(model_field.column)}" for model_field in model._meta.concrete_fields)
-
-
-def instance_from_row(model: type[db_models.Model], values: Sequence) -> db_models.Model:
-    """A model instance from the values of ``columns_of(model)`` in a plain-SQL row, as the ORM would build it."""
-    converted = []
-    for (column, converters), value in zip(_converters(model, connection.vendor), values, strict=True):
-        for converter in converters:
-            value = converter(value, column, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, None, converted)
 
 
 def assignment_of_rater(*, task_id: int, rater_id: int) -> Assignment | None:

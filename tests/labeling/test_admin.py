@@ -133,7 +133,7 @@ def test_the_report_list_opens_on_open_reports_and_says_which_tasks_are_held_bac
 ):
     fixed = TaskProblemReport.objects.get()
     services.task_problem_report_resolve(report=fixed, closed_by=admin_user)
-    services.task_problem_report(rater=rater, task_id=populated.pk, message="Answer C is empty.")
+    services.task_problem_report_create(rater=rater, task_id=populated.pk, message="Answer C is empty.")
     changelist = reverse("admin:labeling_taskproblemreport_changelist")
     page = admin_client.get(changelist).content.decode()
     assert "Answer C is empty." in page and "The second answer is cut off." not in page
@@ -147,7 +147,7 @@ def test_the_report_list_opens_on_open_reports_and_says_which_tasks_are_held_bac
 
 
 def test_closing_one_of_two_open_reports_leaves_the_task_held_back(admin_client, populated, rater):
-    services.task_problem_report(rater=rater, task_id=populated.pk, message="Answer C is empty.")
+    services.task_problem_report_create(rater=rater, task_id=populated.pk, message="Answer C is empty.")
     first, second = TaskProblemReport.objects.order_by("id")
     response = close_in_admin(admin_client, "dismiss", first)
     page = admin_client.get(response.url).content.decode()

@@ -111,7 +111,7 @@ def test_a_retried_submit_returns_the_stored_judgement_and_stores_nothing_more(a
 @pytest.mark.django_db(transaction=True)
 def test_two_simultaneous_posts_of_one_submission_store_one_judgement(rater, make_task, project):
     make_task(k=2)
-    lease = services.task_next_for_rater(project=project, rater=rater)
+    lease = services.assignment_lease_next(project=project, rater=rater)
     ranking = [[response_id] for response_id in lease.shown_order]
     barrier = threading.Barrier(4)
     statuses = []
@@ -170,7 +170,7 @@ def test_bad_submissions_get_a_400_naming_the_problem(api, project, make_task, b
 def test_a_rater_can_not_submit_on_a_task_they_do_not_hold(api, project, make_task, other_rater):
     make_task(k=2)
     project.members.add(other_rater)
-    held = services.task_next_for_rater(project=project, rater=other_rater)
+    held = services.assignment_lease_next(project=project, rater=other_rater)
     response = api.post(
         f"/api/v1/tasks/{held.task_id}/judgements",
         {"client_submission_id": "x", "ranking": [[i] for i in held.shown_order]},

@@ -1,0 +1,78 @@
+"""Every write the product makes, one module per domain. Each service takes keyword arguments, validates with
+``full_clean()``, runs in one transaction, and raises :class:`ApplicationError` for anything it refuses.
+
+- ``content``: projects, prompts, responses, comparison tasks, judgements and demonstrations as given; accounts.
+- ``assignment``: the rater's loop (lease, submit, skip, problem reports, demonstrations), safe under concurrency.
+- ``imports``: parsed files written all or nothing, many rows per statement.
+- ``snapshots``: exports frozen as files with their hash and counts.
+- ``constitutions``: constitutions and the review of critique chains.
+- ``demo``: the demo project.
+
+Call sites use the package: ``services.judgement_submit(...)``.
+"""
+
+from labeling.services.assignment import (
+    assignment_expire_stale,
+    assignment_lease_next,
+    assignment_skip,
+    demonstration_submit,
+    judgement_submit,
+    task_problem_report_create,
+    task_problem_report_dismiss,
+    task_problem_report_resolve,
+)
+from labeling.services.constitutions import (
+    constitution_default_ensure,
+    constitution_import,
+    constitution_make_default,
+    critique_chain_review,
+)
+from labeling.services.content import (
+    comparison_task_create,
+    demonstration_create,
+    judgement_create,
+    project_create,
+    project_update,
+    prompt_create,
+    rater_ensure,
+    response_create,
+    stored_html_fill,
+    task_status_refresh,
+    task_statuses_refresh,
+)
+from labeling.services.demo import DemoLoadResult, demo_project_ensure
+from labeling.services.imports import ImportResult, dataset_import, dataset_import_file
+from labeling.services.snapshots import dataset_snapshot_create, snapshot_path
+
+__all__ = [
+    "DemoLoadResult",
+    "ImportResult",
+    "assignment_expire_stale",
+    "assignment_lease_next",
+    "assignment_skip",
+    "comparison_task_create",
+    "constitution_default_ensure",
+    "constitution_import",
+    "constitution_make_default",
+    "critique_chain_review",
+    "dataset_import",
+    "dataset_import_file",
+    "dataset_snapshot_create",
+    "demo_project_ensure",
+    "demonstration_create",
+    "demonstration_submit",
+    "judgement_create",
+    "judgement_submit",
+    "project_create",
+    "project_update",
+    "prompt_create",
+    "rater_ensure",
+    "response_create",
+    "snapshot_path",
+    "stored_html_fill",
+    "task_problem_report_create",
+    "task_problem_report_dismiss",
+    "task_problem_report_resolve",
+    "task_status_refresh",
+    "task_statuses_refresh",
+]
