@@ -18,7 +18,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from labeling import exporters, importers, rendering, selectors, services, training_runs
+from labeling import exporters, importers, rendering, runs, selectors, services
 from labeling.errors import ApplicationError
 from labeling.models import (
     Assignment,
@@ -39,7 +39,6 @@ from labeling.models import (
     TrainingRun,
     User,
 )
-from training.config import PPOConfig, SFTConfig
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -90,190 +89,14 @@ class ExportForm(forms.Form):
         )
 
 
-class ModelVersionChoiceField(forms.ModelChoiceField):
-    """A project's models by name, with their held-out accuracy and which one is current."""
+def _run_page_action(spec: runs.RunSpec):
+    """The project list's action that opens the run page of ``spec``'s kind."""
 
-    def label_from_instance(self, version: ModelVersion) -> str:
-        accuracy = (version.metrics or {}).get("eval_accuracy")
-        parts = [version.name]
-        if isinstance(accuracy, float):
-            parts.append(f"held-out accuracy {accuracy:.3f}")
-        if version.is_current:
-            parts.append("current")
-        parts.append(version.created_at.strftime("%Y-%m-%d %H:%M"))
-        return " · ".join(parts)
+    def action(modeladmin: "ProjectAdmin", request: HttpRequest, queryset: QuerySet[Project]):
+        return modeladmin.to_run_page(request, queryset, spec.page.slug)
 
-
-class RewardRunForm(forms.Form):
-    snapshot = forms.ModelChoiceField(
-        queryset=DatasetSnapshot.objects.none(),
-        required=False,
-        empty_label="Freeze a new snapshot of the rankings now",
-        help_text="The judgements to train on.",
-    )
-    base_model = forms.CharField(
-        initial="minilm-l6", help_text="minilm-l6 (CPU), smollm2-135m-instruct, a Hugging Face id or a local path."
-    )
-    epochs = forms.FloatField(initial=1.0, min_value=0.01)
-    learning_rate = forms.FloatField(initial=5e-5, min_value=1e-8)
-    lora = forms.BooleanField(required=False, help_text="Train LoRA adapters instead of every weight.")
-    human_weight = forms.FloatField(
-        initial=1.0, min_value=0, required=False, help_text="Loss weight of human judgements (blank: 1)."
-    )
-    ai_weight = forms.FloatField(
-        initial=1.0, min_value=0, required=False, help_text="Loss weight of AI feedback labels (blank: 1)."
-    )
-
-    def clean_human_weight(self) -> float:
-        value = self.cleaned_data["human_weight"]
-        return 1.0 if value is None else value
-
-    def clean_ai_weight(self) -> float:
-        value = self.cleaned_data["ai_weight"]
-        return 1.0 if value is None else value
-
-    def __init__(self, *args, project: Project, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["snapshot"].queryset = DatasetSnapshot.objects.filter(
-            project=project, kind__in=["ranking", "preference"]
-        ).order_by("-created_at")
-
-
-class SFTRunForm(forms.Form):
-    snapshot = forms.ModelChoiceField(
-        queryset=DatasetSnapshot.objects.none(), required=False,
-        empty_label="Freeze a new snapshot of the demonstrations now", help_text="The demonstrations to train on.",
-    )  # fmt: skip
-    parent = ModelVersionChoiceField(
-        queryset=ModelVersion.objects.none(), required=False, empty_label="Start from the base model below",
-        help_text="A policy of this project to fine-tune further.",
-    )  # fmt: skip
-    base_model = forms.CharField(
-        initial="smollm2-135m-instruct", help_text="smollm2-135m-instruct, a Hugging Face id or a local path."
-    )
-    epochs = forms.FloatField(initial=SFTConfig.epochs, min_value=0.01)
-    learning_rate = forms.FloatField(initial=SFTConfig.learning_rate, min_value=1e-8)
-    batch_size = forms.IntegerField(initial=SFTConfig.batch_size, min_value=1, help_text="Demonstrations per step.")
-    lora = forms.BooleanField(required=False, help_text="Train LoRA adapters (merged into the saved model).")
-
-    def __init__(self, *args, project: Project, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["snapshot"].queryset = DatasetSnapshot.objects.filter(project=project, kind="sft")
-        self.fields["parent"].queryset = ModelVersion.objects.filter(project=project, kind="policy")
-
-
-class PPORunForm(forms.Form):
-    policy = ModelVersionChoiceField(
-        queryset=ModelVersion.objects.none(), required=False,
-        empty_label="The current policy (or the base model below if there is none)",
-    )  # fmt: skip
-    base_model = forms.CharField(initial="smollm2-135m-instruct", help_text="Used when the project has no policy yet.")
-    reward_model = ModelVersionChoiceField(
-        queryset=ModelVersion.objects.none(), required=False, empty_label="The current reward model",
-        help_text="The project's reward models, newest first.",
-    )  # fmt: skip
-    snapshot = forms.ModelChoiceField(
-        queryset=DatasetSnapshot.objects.none(), required=False, empty_label="Freeze a snapshot of every prompt now",
-        help_text="The prompts to sample from.",
-    )  # fmt: skip
-    kl_coef = forms.FloatField(initial=PPOConfig.kl_coef, min_value=1e-6, label="Beta (KL coefficient)")
-    steps = forms.IntegerField(initial=PPOConfig.steps, min_value=1)
-    batch_size = forms.IntegerField(initial=PPOConfig.batch_size, min_value=1, help_text="Episodes per PPO iteration.")
-    ppo_epochs = forms.IntegerField(
-        initial=PPOConfig.ppo_epochs, min_value=1, label="PPO epochs", help_text="Passes over each batch of episodes."
-    )
-    max_new_tokens = forms.IntegerField(
-        initial=PPOConfig.max_new_tokens, min_value=1, label="Response budget (tokens)",
-        help_text="A response that has not ended by then is cut off and loses the missing-EOS penalty from its "
-        "score; the run page shows how many ended.",
-    )  # fmt: skip
-    learning_rate = forms.FloatField(initial=PPOConfig.learning_rate, min_value=1e-9)
-
-    def __init__(self, *args, project: Project, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["policy"].queryset = ModelVersion.objects.filter(project=project, kind="policy")
-        self.fields["reward_model"].queryset = ModelVersion.objects.filter(project=project, kind="reward").order_by(
-            "-created_at", "-id"
-        )
-        self.fields["snapshot"].queryset = DatasetSnapshot.objects.filter(project=project, kind="prompts")
-
-
-class GenerateRunForm(forms.Form):
-    policy = ModelVersionChoiceField(
-        queryset=ModelVersion.objects.none(), required=False, empty_label="The current policy"
-    )
-    snapshot = forms.ModelChoiceField(
-        queryset=DatasetSnapshot.objects.none(), required=False, empty_label="Freeze a snapshot of every prompt now",
-        help_text="Each of these prompts gets new responses and a comparison task.",
-    )  # fmt: skip
-    samples = forms.IntegerField(initial=2, min_value=1, max_value=9, help_text="New responses per prompt.")
-    max_prompts = forms.IntegerField(
-        initial=50, min_value=0, required=False,
-        help_text="Answer this many prompts of the snapshot, drawn at random (0 or blank: all of them).",
-    )  # fmt: skip
-    max_new_tokens = forms.IntegerField(initial=256, min_value=1)
-    temperature = forms.FloatField(initial=0.7, min_value=0.01)
-
-    def __init__(self, *args, project: Project, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["policy"].queryset = ModelVersion.objects.filter(project=project, kind="policy")
-        self.fields["snapshot"].queryset = DatasetSnapshot.objects.filter(project=project, kind="prompts")
-
-
-class CritiqueRunForm(forms.Form):
-    constitution = forms.ModelChoiceField(
-        queryset=Constitution.objects.all(), required=False, empty_label="The default constitution"
-    )
-    policy = ModelVersionChoiceField(
-        queryset=ModelVersion.objects.none(), required=False,
-        empty_label="The current policy (or the base model below if there is none)",
-    )  # fmt: skip
-    base_model = forms.CharField(initial="smollm2-135m-instruct")
-    snapshot = forms.ModelChoiceField(
-        queryset=DatasetSnapshot.objects.none(), required=False, empty_label="Freeze a snapshot of every prompt now"
-    )
-    rounds = forms.IntegerField(initial=1, min_value=1, max_value=8)
-    max_prompts = forms.IntegerField(
-        initial=50, min_value=0, required=False,
-        help_text="Work on this many prompts of the snapshot, drawn at random (0 or blank: all of them).",
-    )  # fmt: skip
-    few_shot = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 4}),
-        help_text="Optional: worked examples put before every critique prompt.",
-    )  # fmt: skip
-    max_new_tokens = forms.IntegerField(initial=128, min_value=1)
-    temperature = forms.FloatField(initial=0.7, min_value=0.01)
-
-    def __init__(self, *args, project: Project, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["policy"].queryset = ModelVersion.objects.filter(project=project, kind="policy")
-        self.fields["snapshot"].queryset = DatasetSnapshot.objects.filter(project=project, kind="prompts")
-
-
-class AIFeedbackRunForm(forms.Form):
-    constitution = forms.ModelChoiceField(
-        queryset=Constitution.objects.all(), required=False, empty_label="The default constitution"
-    )
-    principle_ids = forms.ModelMultipleChoiceField(
-        queryset=Principle.objects.filter(is_active=True).exclude(comparison_question="").select_related("constitution"),
-        required=False, label="Principles", help_text="None chosen: every active principle of the constitution.",
-    )  # fmt: skip
-    model = forms.CharField(initial="smollm2-135m-instruct", help_text="The feedback model: any causal LM.")
-    chain_of_thought = forms.BooleanField(required=False, help_text="Reason first; labels clamped to 0.4..0.6.")
-
-    def __init__(self, *args, project: Project, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-
-
-# The run pages: URL part -> (form, service in training_runs, page title, button).
-RUN_PAGES = {
-    "train-reward": (RewardRunForm, "reward_run_start", "Train a reward model", "Start training"),
-    "run-sft": (SFTRunForm, "sft_run_start", "Run SFT", "Start fine-tuning"),
-    "run-ppo": (PPORunForm, "ppo_run_start", "Run PPO", "Start PPO"),
-    "generate": (GenerateRunForm, "generate_run_start", "Generate responses", "Start generating"),
-    "critique": (CritiqueRunForm, "critique_run_start", "Critique and revise", "Start"),
-    "ai-feedback": (AIFeedbackRunForm, "ai_feedback_run_start", "Label with AI feedback", "Start labelling"),
-}
+    action.__name__ = spec.page.action
+    return admin.action(description=spec.page.description)(action)
 
 
 @admin.register(Project)
@@ -309,8 +132,7 @@ class ProjectAdmin(admin.ModelAdmin):
     ]
 
     actions = [
-        "import_data", "export_data", "train_reward_model", "run_sft", "run_ppo", "generate_responses",
-        "critique_and_revise", "label_with_ai_feedback", "show_agreement",
+        "import_data", "export_data", *(_run_page_action(spec) for spec in runs.all_specs()), "show_agreement"
     ]  # fmt: skip
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
@@ -332,11 +154,11 @@ class ProjectAdmin(admin.ModelAdmin):
             ]
             + [
                 path(
-                    f"<int:project_id>/{slug}/",
-                    self.admin_site.admin_view(partial(self.run_view, page=slug)),
-                    name=f"labeling_project_{slug.replace('-', '_')}",
+                    f"<int:project_id>/{spec.page.slug}/",
+                    self.admin_site.admin_view(partial(self.run_view, kind=spec.kind)),
+                    name=f"labeling_project_{spec.page.slug.replace('-', '_')}",
                 )
-                for slug in RUN_PAGES
+                for spec in runs.all_specs()
             ]
             + [
                 path(
@@ -366,38 +188,14 @@ class ProjectAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(reverse("admin:labeling_project_export", args=[project.pk]))
         return None
 
-    def _to_run_page(self, request: HttpRequest, queryset: QuerySet[Project], page: str):
+    def to_run_page(self, request: HttpRequest, queryset: QuerySet[Project], slug: str):
         if project := self._one_project(request, queryset, "start a run on"):
-            return HttpResponseRedirect(reverse(f"admin:labeling_project_{page}", args=[project.pk]))
+            return HttpResponseRedirect(reverse(f"admin:labeling_project_{slug.replace('-', '_')}", args=[project.pk]))
         return None
-
-    @admin.action(description="Train a reward model on the project's rankings")
-    def train_reward_model(self, request: HttpRequest, queryset: QuerySet[Project]):
-        return self._to_run_page(request, queryset, "train_reward")
-
-    @admin.action(description="Run SFT on the project's demonstrations")
-    def run_sft(self, request: HttpRequest, queryset: QuerySet[Project]):
-        return self._to_run_page(request, queryset, "run_sft")
-
-    @admin.action(description="Run PPO against a reward model")
-    def run_ppo(self, request: HttpRequest, queryset: QuerySet[Project]):
-        return self._to_run_page(request, queryset, "run_ppo")
-
-    @admin.action(description="Generate responses with a policy (new comparison tasks)")
-    def generate_responses(self, request: HttpRequest, queryset: QuerySet[Project]):
-        return self._to_run_page(request, queryset, "generate")
-
-    @admin.action(description="Critique and revise (SL-CAI) with a constitution")
-    def critique_and_revise(self, request: HttpRequest, queryset: QuerySet[Project]):
-        return self._to_run_page(request, queryset, "critique")
-
-    @admin.action(description="Label pairs with AI feedback (RLAIF)")
-    def label_with_ai_feedback(self, request: HttpRequest, queryset: QuerySet[Project]):
-        return self._to_run_page(request, queryset, "ai_feedback")
 
     @admin.action(description="Show AI and human agreement")
     def show_agreement(self, request: HttpRequest, queryset: QuerySet[Project]):
-        return self._to_run_page(request, queryset, "agreement")
+        return self.to_run_page(request, queryset, "agreement")
 
     def agreement_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
         project = get_object_or_404(Project, pk=project_id)
@@ -413,22 +211,22 @@ class ProjectAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Project, form, change: bool) -> None:
         super().save_model(request, obj, form, change)
         if obj.retrain_after_judgements or "retrain_after_judgements" in form.changed_data:
-            training_runs.project_retraining_schedule(project=obj)
+            runs.project_retraining_schedule(project=obj)
 
-    def run_view(self, request: HttpRequest, project_id: int, page: str) -> HttpResponse:
+    def run_view(self, request: HttpRequest, project_id: int, kind: str) -> HttpResponse:
         project = get_object_or_404(Project, pk=project_id)
-        form_class, service, title, button = RUN_PAGES[page]
-        form = form_class(request.POST or None, project=project)
+        spec = runs.spec_for(kind)
+        form = spec.form(request.POST or None, project=project)
         if request.method == "POST" and form.is_valid():
             try:
-                run = getattr(training_runs, service)(project=project, created_by=request.user, **form.cleaned_data)
+                run = spec.start(project=project, created_by=request.user, **form.cleaned_data)
             except ApplicationError as error:
                 form.add_error(None, error.message)
             else:
                 label = run.get_kind_display()
                 self.message_user(request, f"{label} run {run.pk} queued on the training workers.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:labeling_trainingrun_change", args=[run.pk]))
-        return self._page(request, project, form, title, button)
+        return self._page(request, project, form, spec.page.title, spec.page.button)
 
     def _page(self, request: HttpRequest, project: Project, form, title: str, button: str) -> HttpResponse:
         context = {
@@ -770,7 +568,6 @@ def _curve(history: list[dict], key: str, colour: str, width: int = 560, height:
     )  # fmt: skip
 
 
-CURVES = {"reward": ("loss", "accuracy"), "sft": ("loss",), "ppo": ("score", "kl", "eos_rate", "entropy")}
 CURVE_COLOURS = ("#b3261e", "#2956c8", "#3a7d44", "#8a5a00")
 EOS_RATE_WARNING = 0.5
 
@@ -879,7 +676,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     @admin.display(description="curves")
     def curves(self, run: TrainingRun) -> str:
         points = curve_points(run.history or [])
-        keys = CURVES.get(run.kind, ())
+        keys = runs.spec_for(run.kind).curves
         parts = [_curve(points, key, colour) for key, colour in zip(keys, CURVE_COLOURS, strict=False)]
         evaluations = epoch_evaluations(run.history or [])
         if evaluations:
@@ -906,7 +703,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     @admin.action(description="Cancel the selected runs", permissions=["cancel"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[TrainingRun]) -> None:
         for run in queryset:
-            training_runs.training_run_cancel(run=run)
+            runs.training_run_cancel(run=run)
         self.message_user(request, f"Asked {queryset.count()} run(s) to stop.")
 
     def get_urls(self):
@@ -921,7 +718,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         if not self.has_cancel_permission(request, run):
             raise PermissionDenied
         if request.method == "POST":
-            run = training_runs.training_run_cancel(run=run)
+            run = runs.training_run_cancel(run=run)
             if run.status == "cancelled":
                 self.message_user(request, f"Run {run.pk} was cancelled before it started.", messages.SUCCESS)
             elif run.cancel_requested and run.status == "running":
@@ -935,7 +732,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         """A queued or running run is cancelled, not deleted."""
-        if obj is not None and obj.status in training_runs.ACTIVE:
+        if obj is not None and obj.status in runs.ACTIVE:
             return False
         return super().has_delete_permission(request, obj)
 
@@ -973,7 +770,7 @@ class ModelVersionAdmin(ReadOnlyAdmin):
         if queryset.count() != 1:
             self.message_user(request, "Choose exactly one model.", messages.WARNING)
             return
-        version = training_runs.model_version_make_current(version=queryset.get())
+        version = runs.model_version_make_current(version=queryset.get())
         self.message_user(request, f"{version.name} is now the current {version.get_kind_display().lower()}.")
 
 

@@ -3,7 +3,7 @@
 from celery import shared_task
 from celery.signals import worker_ready
 
-from labeling import services, training_runs
+from labeling import runs, services
 from labeling.models import Project
 
 
@@ -22,14 +22,14 @@ def stored_html_fill_task() -> int:
 @shared_task(bind=True, acks_late=True)
 def training_run_execute_task(self, run_id: int) -> str:
     """Run the trainer for a queued run (queue ``training``); returns the run's final status."""
-    return training_runs.training_run_execute(run_id, worker=self.request.hostname)
+    return runs.training_run_execute(run_id, worker=self.request.hostname)
 
 
 @shared_task
 def reward_retrain_check_task(project_id: int) -> int | None:
     """A project's retraining schedule: start a reward run if enough new judgements have arrived."""
     project = Project.objects.filter(pk=project_id).first()
-    run = training_runs.reward_retrain_check(project=project) if project else None
+    run = runs.reward_retrain_check(project=project) if project else None
     return run.pk if run else None
 
 
@@ -37,4 +37,4 @@ def reward_retrain_check_task(project_id: int) -> int | None:
 def fail_orphaned_runs(sender=None, **kwargs) -> None:
     """When a worker starts, runs that a dead worker left 'running' are marked failed."""
     hostname = getattr(sender, "hostname", None)
-    training_runs.training_runs_fail_orphaned(worker=hostname)
+    runs.training_runs_fail_orphaned(worker=hostname)

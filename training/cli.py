@@ -253,7 +253,8 @@ RUNNERS = {"reward": run_reward, "sft": run_sft, "ppo": run_ppo, "generate": run
            "critique": run_critique, "feedback": run_feedback}  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m training <command> ...``: one subcommand per algorithm."""
     parser = argparse.ArgumentParser(prog="python -m training", description="RLHF Studio's trainer.")
     commands = parser.add_subparsers(dest="command", required=True)
     _reward_arguments(commands.add_parser("reward", help="train a reward model from rankings"))
@@ -262,7 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     _generate_arguments(commands.add_parser("generate", help="write responses to prompts with a policy"))
     _critique_arguments(commands.add_parser("critique", help="critique-and-revise chains (SL-CAI)"))
     _feedback_arguments(commands.add_parser("feedback", help="AI preference labels by principle (RLAIF)"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     with Metrics(args.metrics) as metrics:
         try:
             summary = RUNNERS[args.command](args, metrics)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from django.urls import reverse
 
-from labeling import exporters, selectors, services, training_runs
+from labeling import exporters, runs, selectors, services
 from labeling.errors import ApplicationError, Conflict
 from labeling.models import ComparisonTask, CritiqueChain, Demonstration, Judgement
 from tests.factories import ProjectFactory, PromptFactory, ResponseFactory
@@ -51,7 +51,7 @@ def test_critique_and_ai_feedback_runs_store_chains_and_soft_labels(admin_client
     with celery_worker(tmp_path) as worker:
         settings.CELERY_TRAINING_QUEUE = worker.queue
         critique = wait_for_end(
-            training_runs.critique_run_start(project=project, base_model=model, rounds=2, max_new_tokens=4), worker
+            runs.critique_run_start(project=project, base_model=model, rounds=2, max_new_tokens=4), worker
         )
         form = {"constitution": "", "principle_ids": [p.pk for p in chosen], "model": model}
         response = admin_client.post(reverse("admin:labeling_project_ai_feedback", args=[project.pk]), form)
@@ -146,10 +146,10 @@ def test_cai_runs_refuse_what_they_cannot_use(settings, artefacts):
     no_pairs = ProjectFactory(responses_per_task=3)
     PromptFactory(project=no_pairs)
     with pytest.raises(ApplicationError, match="no task with exactly two responses"):
-        training_runs.ai_feedback_run_start(project=no_pairs)
+        runs.ai_feedback_run_start(project=no_pairs)
     choices = services.constitution_import(name="Choices only", data=b'["Choose the kinder one."]')
     with pytest.raises(ApplicationError, match="has a critique request"):
-        training_runs.critique_run_start(project=no_pairs, constitution=choices)
+        runs.critique_run_start(project=no_pairs, constitution=choices)
 
 
 def test_ai_labels_change_the_reward_loss_as_soft_labels_weighted_by_source():
@@ -233,15 +233,15 @@ def test_the_review_page_is_listed_for_members_with_chains_waiting(client, chain
 def test_runs_pass_source_weights_and_the_few_shot_prefix_to_the_trainer(settings, artefacts, tmp_path):
     settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
     project = pair_project(tasks=2)
-    reward = training_runs.reward_run_start(project=project, human_weight=1.0, ai_weight=0.25)
-    command = training_runs.trainer_command(reward, tmp_path)
+    reward = runs.reward_run_start(project=project, human_weight=1.0, ai_weight=0.25)
+    command = runs.trainer_command(reward, tmp_path)
     assert command[command.index("--ai-weight") + 1] == "0.25" and command[command.index("--human-weight") + 1] == "1.0"
     with pytest.raises(ApplicationError, match="Source weights"):
-        training_runs.reward_run_start(project=project, human_weight=0, ai_weight=0)
+        runs.reward_run_start(project=project, human_weight=0, ai_weight=0)
 
-    critique = training_runs.critique_run_start(project=project, few_shot="Human: hi\n\nAssistant: hello")
-    training_runs._prepare_inputs(critique, tmp_path)
-    command = training_runs.trainer_command(critique, tmp_path)
+    critique = runs.critique_run_start(project=project, few_shot="Human: hi\n\nAssistant: hello")
+    runs.spec_for(critique.kind).prepare(critique, tmp_path)
+    command = runs.trainer_command(critique, tmp_path)
     few_shot = command[command.index("--few-shot") + 1]
     assert Path(few_shot).read_text(encoding="utf-8") == "Human: hi\n\nAssistant: hello"
     principles = json.loads((tmp_path / "principles.json").read_text())

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from labeling import training_runs
+from labeling import runs
 from labeling.models import ComparisonTask, Judgement, ModelVersion, Project, Response, User
 from tests.worker import celery_worker, wait_for_end
 
@@ -62,16 +62,14 @@ def test_the_demo_project_goes_round_the_loop_with_the_default_models(settings, 
 
         # "Train a reward model" on its default backbone (minilm-l6), a tenth of an epoch.
         reward = succeeded(
-            wait_for_end(
-                training_runs.reward_run_start(project=project, epochs=0.1, created_by=admin), worker, RUN_TIMEOUT
-            )
+            wait_for_end(runs.reward_run_start(project=project, epochs=0.1, created_by=admin), worker, RUN_TIMEOUT)
         )
         reward_model = ModelVersion.objects.get(training_run=reward)
         assert reward_model.is_current and reward_model.base_model == "minilm-l6"
         assert 0.0 <= reward_model.metrics["eval_accuracy"] <= 1.0
 
         # "Run SFT" on its default base model, the packaged SmolLM2: fine-tuned (one step) and saved.
-        start = training_runs.sft_run_start(project=project, epochs=0.01, batch_size=2, created_by=admin)
+        start = runs.sft_run_start(project=project, epochs=0.01, batch_size=2, created_by=admin)
         sft = succeeded(wait_for_end(start, worker, RUN_TIMEOUT))
         sft_policy = ModelVersion.objects.get(training_run=sft)
         assert sft_policy.is_current and sft.base_model == "smollm2-135m-instruct"
@@ -81,7 +79,7 @@ def test_the_demo_project_goes_round_the_loop_with_the_default_models(settings, 
         # "Run PPO" with its default choices: the current policy against the current reward model.
         ppo = succeeded(
             wait_for_end(
-                training_runs.ppo_run_start(
+                runs.ppo_run_start(
                     project=project, steps=2, batch_size=2, ppo_epochs=1, max_new_tokens=8, created_by=admin
                 ),
                 worker,
@@ -91,15 +89,13 @@ def test_the_demo_project_goes_round_the_loop_with_the_default_models(settings, 
         ppo_policy = ModelVersion.objects.get(training_run=ppo)
         assert (ppo_policy.parent, ppo.reward_model) == (sft_policy, reward_model)
         assert [line["step"] for line in ppo.history if "kl" in line] == [1, 2]
-        training_runs.model_version_make_current(version=ppo_policy)
+        runs.model_version_make_current(version=ppo_policy)
 
         # "Generate responses": the new policy answers a few prompts; each gets a task beside earlier answers.
         tasks_before = set(ComparisonTask.objects.filter(project=project).values_list("pk", flat=True))
         generate = succeeded(
             wait_for_end(
-                training_runs.generate_run_start(
-                    project=project, samples=2, max_prompts=3, max_new_tokens=16, created_by=admin
-                ),
+                runs.generate_run_start(project=project, samples=2, max_prompts=3, max_new_tokens=16, created_by=admin),
                 worker,
                 RUN_TIMEOUT,
             )

@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from labeling import services, training_runs
+from labeling import runs, services
 from labeling.errors import ApplicationError
 from labeling.models import ComparisonTask, ModelVersion, Response, TaskResponse, TrainingRun
 from tests.factories import ProjectFactory, PromptFactory, ResponseFactory
@@ -61,9 +61,7 @@ def test_sft_then_ppo_then_generation_run_on_a_worker_and_feed_the_next_round(
     reward = reward_version(project, artefacts)
     with celery_worker(tmp_path) as worker:
         settings.CELERY_TRAINING_QUEUE = worker.queue
-        sft = wait_for_end(
-            training_runs.sft_run_start(project=project, base_model=base, epochs=3, learning_rate=1e-3), worker
-        )
+        sft = wait_for_end(runs.sft_run_start(project=project, base_model=base, epochs=3, learning_rate=1e-3), worker)
         assert sft.status == "succeeded", f"{sft.error}\n{sft.log_tail}"
         sft_version = ModelVersion.objects.get(training_run=sft)
         assert (sft_version.kind, sft_version.base_model, sft.snapshot.kind) == ("policy", base, "sft")
@@ -88,9 +86,9 @@ def test_sft_then_ppo_then_generation_run_on_a_worker_and_feed_the_next_round(
         page = admin_client.get(reverse("admin:labeling_trainingrun_change", args=[ppo.pk])).content.decode()
         assert page.count("<polyline") >= 2  # score and KL over the steps
 
-        training_runs.model_version_make_current(version=policy)
+        runs.model_version_make_current(version=policy)
         tasks_before = ComparisonTask.objects.filter(project=project).count()
-        generate = wait_for_end(training_runs.generate_run_start(project=project, samples=2, max_new_tokens=5), worker)
+        generate = wait_for_end(runs.generate_run_start(project=project, samples=2, max_new_tokens=5), worker)
     assert generate.status == "succeeded", f"{generate.error}\n{generate.log_tail}"
     new_tasks = ComparisonTask.objects.filter(project=project).order_by("id")[tasks_before:]
     assert len(new_tasks) == 6 == generate.metrics["tasks_created"]
@@ -113,18 +111,18 @@ def test_runs_refuse_what_they_cannot_use(settings, artefacts):
     settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
     project = project_with_prompts(prompts=2)
     with pytest.raises(ApplicationError, match="PPO needs a reward model"):
-        training_runs.ppo_run_start(project=project)
+        runs.ppo_run_start(project=project)
     with pytest.raises(ApplicationError, match="Generating needs a policy"):
-        training_runs.generate_run_start(project=project)
+        runs.generate_run_start(project=project)
     other = reward_version(ProjectFactory(), artefacts, name="elsewhere")
     with pytest.raises(ApplicationError, match="Pick a reward model of this project"):
-        training_runs.ppo_run_start(project=project, reward_model=other)
+        runs.ppo_run_start(project=project, reward_model=other)
     reward_version(project, artefacts)
     with pytest.raises(ApplicationError, match="Beta|Kl coef must be positive"):
-        training_runs.ppo_run_start(project=project, kl_coef=0)
+        runs.ppo_run_start(project=project, kl_coef=0)
     empty = ProjectFactory()
     with pytest.raises(ApplicationError, match="sft snapshot is empty"):
-        training_runs.sft_run_start(project=empty)
+        runs.sft_run_start(project=empty)
     assert not TrainingRun.objects.exists()
 
 
@@ -137,7 +135,7 @@ def finish_run(project, artefacts_dir, kind: str, metrics: dict, baseline: Model
     (out_dir / "model").mkdir(parents=True)
     (out_dir / "model" / "config.json").write_text("{}")
     (out_dir / "result.json").write_text(json.dumps({"model_dir": str(out_dir / "model"), "metrics": metrics}))
-    version = training_runs._register_model(run, out_dir, timezone.now())
+    version = runs.model_version_register(run, out_dir, timezone.now())
     run.refresh_from_db()
     return version, run
 
@@ -195,11 +193,11 @@ def test_ppo_starts_against_a_reward_model_made_current_when_the_project_asks(se
     worse, _ = finish_run(
         project, artefacts, "reward", {"eval_accuracy": 0.6, "baseline_eval_accuracy": 0.7, "eval_pairs": 9}, current
     )
-    assert training_runs._after_reward_model(worse) is None
+    assert runs.after_reward_model(worse) is None
     better, _ = finish_run(
         project, artefacts, "reward", {"eval_accuracy": 0.8, "baseline_eval_accuracy": 0.7, "eval_pairs": 9}, current
     )
-    run = training_runs._after_reward_model(better)
+    run = runs.after_reward_model(better)
     assert run is not None and (run.kind, run.reward_model, run.status) == ("ppo", better, "queued")
 
     TrainingRun.objects.filter(pk=run.pk).update(status="succeeded")
@@ -208,7 +206,7 @@ def test_ppo_starts_against_a_reward_model_made_current_when_the_project_asks(se
     best, _ = finish_run(
         project, artefacts, "reward", {"eval_accuracy": 0.9, "baseline_eval_accuracy": 0.8, "eval_pairs": 9}, better
     )
-    assert best.is_current and training_runs._after_reward_model(best) is None
+    assert best.is_current and runs.after_reward_model(best) is None
 
 
 @pytest.mark.django_db

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from labeling import services, training_runs
+from labeling import runs, services
 from labeling.errors import Conflict
 from labeling.models import ModelVersion, TrainingRun
 from tests.factories import ProjectFactory, PromptFactory, ResponseFactory
@@ -86,7 +86,7 @@ def test_a_run_whose_trainer_fails_is_marked_failed_with_its_error_and_no_model(
     project = ranked_project(judgements=6)
     with celery_worker(tmp_path) as worker:
         settings.CELERY_TRAINING_QUEUE = worker.queue
-        run = training_runs.reward_run_start(project=project, base_model=str(tmp_path / "no-such-model"))
+        run = runs.reward_run_start(project=project, base_model=str(tmp_path / "no-such-model"))
         run = wait_for_end(run, worker)
     assert run.status == "failed"
     # The trainer's own exception and its real exit code (accelerate's launcher exits with 1 whatever it was).
@@ -105,13 +105,13 @@ def test_cancelling_a_running_run_stops_its_trainer(settings, artefacts, tmp_pat
     base = tiny_base_model(tmp_path / "tiny")
     with celery_worker(tmp_path) as worker:
         settings.CELERY_TRAINING_QUEUE = worker.queue
-        run = training_runs.reward_run_start(project=project, base_model=base, epochs=500, learning_rate=1e-3)
+        run = runs.reward_run_start(project=project, base_model=base, epochs=500, learning_rate=1e-3)
         deadline = time.monotonic() + 120
         while not run.history and time.monotonic() < deadline:  # wait until the trainer reports steps
             time.sleep(0.5)
             run.refresh_from_db()
         assert run.status == "running", worker.log()
-        training_runs.training_run_cancel(run=run)
+        runs.training_run_cancel(run=run)
         run = wait_for_end(run, worker, timeout=60)
     assert run.status == "cancelled" and run.error == "Cancelled by an administrator."
     assert 0 < run.progress < 1
@@ -127,7 +127,7 @@ def test_only_one_reward_run_per_project_at_a_time_even_when_started_together(se
     def start():
         barrier.wait()
         try:
-            training_runs.reward_run_start(project=project)
+            runs.reward_run_start(project=project)
             outcomes.append("started")
         except Conflict:
             outcomes.append("refused")
@@ -147,13 +147,13 @@ def test_only_one_reward_run_per_project_at_a_time_even_when_started_together(se
 def test_the_schedule_starts_exactly_one_run_after_n_new_judgements_and_none_while_one_runs(settings, artefacts):
     settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
     project = ranked_project(judgements=2, retrain_after_judgements=3)
-    assert training_runs.reward_retrain_check(project=project) is None  # 2 of 3
+    assert runs.reward_retrain_check(project=project) is None  # 2 of 3
     add_ranking(project, 2)
-    run = training_runs.reward_retrain_check(project=project)
+    run = runs.reward_retrain_check(project=project)
     assert run is not None and run.status == "queued"
-    assert training_runs.reward_retrain_check(project=project) is None  # one is queued
+    assert runs.reward_retrain_check(project=project) is None  # one is queued
     TrainingRun.objects.filter(pk=run.pk).update(status="succeeded")
-    assert training_runs.reward_retrain_check(project=project) is None  # nothing new since that run
+    assert runs.reward_retrain_check(project=project) is None  # nothing new since that run
 
 
 @pytest.mark.django_db
@@ -181,9 +181,9 @@ def test_the_retraining_schedule_is_in_beat_and_follows_the_project_setting(admi
 def test_cancelling_a_queued_run_ends_it_and_a_running_one_is_asked_to_stop():
     project = ProjectFactory()
     queued = TrainingRun.objects.create(project=project, kind="reward")
-    assert training_runs.training_run_cancel(run=queued).status == "cancelled"
+    assert runs.training_run_cancel(run=queued).status == "cancelled"
     running = TrainingRun.objects.create(project=project, kind="reward", status="running", heartbeat_at=timezone.now())
-    running = training_runs.training_run_cancel(run=running)
+    running = runs.training_run_cancel(run=running)
     assert (running.status, running.cancel_requested) == ("running", True)
 
 
@@ -198,7 +198,7 @@ def test_only_stale_runs_or_the_restarted_workers_own_are_marked_failed():
         project=other, kind="reward", status="running", worker="celery@b", heartbeat_at=now - timedelta(hours=1)
     )
     mine = TrainingRun.objects.create(project=other, kind="sft", status="running", worker="celery@c", heartbeat_at=now)
-    assert training_runs.training_runs_fail_orphaned(worker="celery@c", now=now) == 2
+    assert runs.training_runs_fail_orphaned(worker="celery@c", now=now) == 2
     statuses = {run.pk: run.status for run in TrainingRun.objects.all()}
     assert statuses == {alive.pk: "running", stale.pk: "failed", mine.pk: "failed"}
 
@@ -208,7 +208,7 @@ def test_making_a_model_current_replaces_the_previous_one():
     project = ProjectFactory()
     first = ModelVersion.objects.create(project=project, kind="reward", name="rm-1", is_current=True)
     second = ModelVersion.objects.create(project=project, kind="reward", name="rm-2")
-    training_runs.model_version_make_current(version=second)
+    runs.model_version_make_current(version=second)
     first.refresh_from_db()
     second.refresh_from_db()
     assert (first.is_current, second.is_current) == (False, True)
@@ -229,7 +229,7 @@ def test_a_log_is_stored_without_colour_codes_and_with_each_progress_bar_in_its_
         b"Loading weights:   0%|    | 0/272\rLoading weights:  50%|##  | 136/272\rLoading weights: 100%|####| 272/272\n"
         b"done\n"
     )
-    assert training_runs._log_tail(log) == "BertModel LOAD REPORT\nLoading weights: 100%|####| 272/272\ndone\n"
+    assert runs.log_tail(log) == "BertModel LOAD REPORT\nLoading weights: 100%|####| 272/272\ndone\n"
 
 
 def test_a_failure_names_the_trainers_last_exception_and_its_real_ending(tmp_path):
@@ -237,21 +237,21 @@ def test_a_failure_names_the_trainers_last_exception_and_its_real_ending(tmp_pat
         'Traceback (most recent call last):\n  File "x.py", line 1\n'
         "ValueError: You cannot perform fine-tuning on purely quantized models.\n" + LAUNCHER_TRACEBACK
     )
-    assert training_runs.failure_message(tmp_path, 1) == (
+    assert runs.failure_message(tmp_path, 1) == (
         "Failed: ValueError: You cannot perform fine-tuning on purely quantized models. "
         "(the trainer exited with code 1)."
     )
     (tmp_path / "error.json").write_text(
         json.dumps({"type": "ValueError", "message": "The model is quantized with gguf", "phase": "saving"})
     )
-    assert training_runs.failure_message(tmp_path, 1) == (
+    assert runs.failure_message(tmp_path, 1) == (
         "Failed while saving: ValueError: The model is quantized with gguf (the trainer exited with code 1)."
     )
     (tmp_path / "error.json").unlink()
     (tmp_path / "log.txt").write_text(
         LAUNCHER_TRACEBACK.replace("returned non-zero exit status 1.", "died with <Signals.SIGKILL: 9>.")
     )
-    assert training_runs.failure_message(tmp_path, 1) == (
+    assert runs.failure_message(tmp_path, 1) == (
         "Failed: The trainer was killed by SIGKILL (the kernel kills a process that runs out of memory this way)."
     )
     # No exception of the trainer's own: its last words before the launcher's, and torchrun's ending.
@@ -261,7 +261,7 @@ def test_a_failure_names_the_trainers_last_exception_and_its_real_ending(tmp_pat
         "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
         "  exitcode  : 2 (pid: 4242)\n"
     )
-    assert training_runs.failure_message(tmp_path, 1) == (
+    assert runs.failure_message(tmp_path, 1) == (
         "Failed: python -m training sft: error: unrecognized arguments: --x (the trainer exited with code 2)."
     )
 
@@ -279,12 +279,12 @@ def test_progress_follows_the_trainers_phases_and_stays_below_one_until_the_run_
         {"time": 130.0, "event": "phase", "phase": "normalising", "progress": 0.9},
         {"time": 140.0, "event": "done", "steps": 20, "eval_accuracy": 0.8, "phase": "done", "progress": 1.0},
     ]  # fmt: skip
-    training_runs._record_progress(run, lines[:4], timezone.now())
+    runs.record_progress(run, lines[:4], timezone.now())
     run.refresh_from_db()
     assert (run.progress, run.metrics["phase"], run.metrics["phase_progress"]) == (0.475, "training", 0.5)
     assert (run.metrics["eta_s"], run.metrics["eta_at"]) == (9.0, 121.0)
     assert [line.get("step") for line in run.history] == [10]  # phase and progress lines are not curve points
-    training_runs._record_progress(run, lines[4:], timezone.now())
+    runs.record_progress(run, lines[4:], timezone.now())
     run.refresh_from_db()
     assert run.progress == 0.99 and "eta_s" not in run.metrics
     assert [line.get("event") for line in run.history] == [None, "done"]
@@ -294,13 +294,13 @@ def test_progress_follows_the_trainers_phases_and_stays_below_one_until_the_run_
 def test_a_reward_run_started_while_a_model_is_current_evaluates_that_model_too(settings, artefacts, tmp_path):
     settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
     project = ranked_project(judgements=3)
-    first = training_runs.reward_run_start(project=project)
-    assert "--baseline" not in training_runs.trainer_command(first, tmp_path)
+    first = runs.reward_run_start(project=project)
+    assert "--baseline" not in runs.trainer_command(first, tmp_path)
     TrainingRun.objects.filter(pk=first.pk).update(status="succeeded")
     current = ModelVersion.objects.create(
         project=project, kind="reward", name="rm", artefact_path="models/rm", is_current=True
     )
-    second = training_runs.reward_run_start(project=project)
-    command = training_runs.trainer_command(second, tmp_path)
+    second = runs.reward_run_start(project=project)
+    command = runs.trainer_command(second, tmp_path)
     assert second.config["baseline_model_id"] == current.pk
     assert command[command.index("--baseline") + 1] == str(artefacts / "models" / "rm")

@@ -1,0 +1,168 @@
+"""Running a queued run: the trainer in a subprocess (``accelerate launch -m training <command> ...``), so that a
+crash or an out-of-memory kill cannot take the worker down and GPU memory is freed when it ends; its JSON metrics
+lines folded into the run as they come; Cancel honoured; and at the end the kind's registration of what it made,
+or the run marked failed with the trainer's own reason. Everything that differs between kinds comes from their
+``RunSpec``."""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from labeling.models import TrainingRun
+from labeling.runs.logs import failure_message
+from labeling.runs.outcomes import run_end
+from labeling.runs.spec import spec_for
+from labeling.runs.starting import artefacts_dir, model_path
+
+ROOT = Path(__file__).resolve().parents[2]
+# The trainer's log is read by people on the run page: no download and loading bars, unbuffered output.
+TRAINER_ENVIRONMENT = {
+    "PYTHONUNBUFFERED": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+}
+
+
+def _options(config: dict, names: tuple[str, ...]) -> list[str]:
+    return [part for name in names if name in config for part in (f"--{name.replace('_', '-')}", str(config[name]))]
+
+
+def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
+    """``accelerate launch -m training <command> ...``: one process on a CPU or a GPU by default, or whatever
+    ``ACCELERATE_CONFIG_FILE`` describes (several GPUs, DeepSpeed, several nodes). The kind's spec names the
+    command, how the snapshot and the starting model are passed, which config keys become options, and any
+    other arguments."""
+    spec = spec_for(run.kind)
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    if settings.ACCELERATE_CONFIG_FILE:
+        launch += ["--config_file", settings.ACCELERATE_CONFIG_FILE]
+    else:
+        launch += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    config = run.config or {}
+    command = [spec.command]
+    if spec.data_flag:
+        command += [spec.data_flag, str(artefacts_dir() / run.snapshot.path)]
+    command += ["--out", str(out_dir), "--metrics", str(out_dir / "metrics.jsonl"),
+                "--cache-dir", str(settings.MODEL_CACHE_DIR)]  # fmt: skip
+    command += [spec.model_flag, model_path(run.parent_model) if run.parent_model else run.base_model]
+    command += [*spec.arguments(run, out_dir), *_options(config, spec.options)]
+    if config.get("lora"):
+        command.append("--lora")
+    return [*launch, "-m", "training", *command]
+
+
+class MetricsFollower:
+    """Reads the JSON lines the trainer appends, a whole line at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def new_lines(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as metrics:
+            metrics.seek(self.offset)
+            data = metrics.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
+def record_progress(run: TrainingRun, lines: list[dict], now) -> None:
+    """Fold the trainer's new metrics lines into the run (``training.runtime`` describes them). Phase and
+    progress lines move the phase, the progress and the time left; every other line is a point of the curves.
+    Progress stays below 1 until the run has succeeded."""
+    metrics = dict(run.metrics or {})
+    progress = run.progress
+    points = []
+    for line in lines:
+        if "progress" in line:
+            progress = min(0.99, float(line["progress"]))
+        if "phase" in line:
+            metrics["phase"] = line["phase"]
+        if line.get("event") == "phase":
+            metrics["phase_progress"] = 0.0
+        elif "phase_progress" in line:
+            metrics["phase_progress"] = line["phase_progress"]
+        if "eta_s" in line:
+            metrics["eta_s"], metrics["eta_at"] = line["eta_s"], line.get("time")
+        elif line.get("phase") != "training":
+            metrics.pop("eta_s", None)
+        if line.get("event") in ("phase", "progress"):
+            metrics.update({key: line[key] for key in ("responses", "chains", "labels") if key in line})
+            continue
+        if line.get("event") == "error":  # the failure is told by failure_message, from the error files
+            continue
+        metrics.update({key: value for key, value in line.items() if isinstance(value, int | float | str)})
+        points.append(line)
+    history = [*(run.history or []), *points]
+    TrainingRun.objects.filter(pk=run.pk).update(metrics=metrics, progress=progress, history=history, heartbeat_at=now)
+    run.metrics, run.progress, run.history = metrics, progress, history
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End the trainer and everything it started (accelerate spawns the training process)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds: float = 1.0) -> str:
+    """Run a queued run to its end; returns its final status. Safe to call twice (a redelivered task):
+    only a queued run is started."""
+    worker = worker or socket.gethostname()
+    now = timezone.now()
+    started = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED, cancel_requested=False).update(
+        status=TrainingRun.Status.RUNNING, worker=worker, started_at=now, heartbeat_at=now
+    )
+    run = TrainingRun.objects.select_related("project", "snapshot", "parent_model").get(pk=run_id)
+    if not started:
+        return run.status
+    out_dir = artefacts_dir() / "runs" / f"{run.kind}-{run.pk}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    TrainingRun.objects.filter(pk=run.pk).update(output_dir=str(out_dir.relative_to(artefacts_dir())))
+    log_path = out_dir / "log.txt"
+    spec = spec_for(run.kind)
+    try:
+        spec.prepare(run, out_dir)
+        follower = MetricsFollower(out_dir / "metrics.jsonl")
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                trainer_command(run, out_dir),
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, so that cancelling stops all of it
+                env={**os.environ, **TRAINER_ENVIRONMENT},
+            )
+            while process.poll() is None:
+                time.sleep(poll_seconds)
+                record_progress(run, follower.new_lines(), timezone.now())
+                if TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
+                    _stop(process)
+                    run_end(run, TrainingRun.Status.CANCELLED, error="Cancelled by an administrator.", log=log_path)
+                    return TrainingRun.Status.CANCELLED
+        record_progress(run, follower.new_lines(), timezone.now())
+        if process.returncode == 0 and (out_dir / "result.json").exists():
+            spec.register(run, out_dir, timezone.now())
+            return TrainingRun.Status.SUCCEEDED
+        run_end(run, TrainingRun.Status.FAILED, error=failure_message(out_dir, process.returncode), log=log_path)
+        return TrainingRun.Status.FAILED
+    except Exception as error:  # the run must end failed, whatever went wrong around the trainer
+        run_end(run, TrainingRun.Status.FAILED, error=f"{type(error).__name__}: {error}", log=log_path)
+        raise

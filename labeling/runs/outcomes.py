@@ -1,0 +1,110 @@
+"""How a run ends: succeeded (with the model version it produced, and whether that became current), or
+stopped (failed or cancelled) with its progress where it stopped."""
+
+import hashlib
+import json
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from config.version import code_version
+from labeling.models import ModelVersion, TrainingRun
+from labeling.runs.logs import log_tail
+from labeling.runs.starting import artefacts_dir
+
+
+def model_version_make_current(*, version: ModelVersion) -> ModelVersion:
+    """The project's current model of its kind (reward model, policy): the one later runs use."""
+    with transaction.atomic():
+        ModelVersion.objects.filter(project=version.project, kind=version.kind, is_current=True).exclude(
+            pk=version.pk
+        ).update(is_current=False)
+        ModelVersion.objects.filter(pk=version.pk).update(is_current=True)
+    version.refresh_from_db()
+    return version
+
+
+def files_hash(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(folder).as_posix().encode())
+            with open(path, "rb") as content:
+                for block in iter(lambda: content.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+@transaction.atomic
+def model_version_register(run: TrainingRun, out_dir: Path, now) -> ModelVersion:
+    """The model a run saved, as a version of its kind with its lineage; the run succeeded."""
+    result = json.loads((out_dir / "result.json").read_text())
+    model_dir = Path(result["model_dir"])
+    version = ModelVersion.objects.create(
+        project=run.project,
+        kind=ModelVersion.Kind.REWARD if run.kind == TrainingRun.Kind.REWARD else ModelVersion.Kind.POLICY,
+        name=f"{run.kind}-{run.pk}",
+        base_model=run.base_model,
+        artefact_path=str(model_dir.relative_to(artefacts_dir())),
+        content_hash=files_hash(model_dir),
+        metrics=result["metrics"],
+        parent=run.parent_model,
+        snapshot=run.snapshot,
+        training_run=run,
+        code_version=code_version(),
+    )
+    run_succeeded(run, out_dir, now, {"promotion": promotion_decide(version, run)})
+    version.refresh_from_db()
+    return version
+
+
+def promotion_decide(version: ModelVersion, run: TrainingRun) -> str:
+    """Whether a new model becomes the project's current one, and why, in a sentence. Any first model of its
+    kind does. A later reward model does when the project promotes better ones and its held-out accuracy beats
+    the current model's on the same held-out prompts (measured by the run, ``baseline_eval_accuracy``)."""
+    project = version.project
+    current = (
+        ModelVersion.objects.filter(project=project, kind=version.kind, is_current=True).exclude(pk=version.pk).first()
+    )
+    kind = version.get_kind_display().lower()
+    if current is None:
+        model_version_make_current(version=version)
+        return f"Made current: the project had no current {kind}."
+    if version.kind != ModelVersion.Kind.REWARD:
+        return f"{current.name} stays the current {kind}; make this one current on the model list."
+    if not project.promote_better_reward_model:
+        return f"{current.name} stays current: the project does not promote better reward models on its own."
+    metrics = version.metrics or {}
+    accuracy, baseline = metrics.get("eval_accuracy"), metrics.get("baseline_eval_accuracy")
+    if accuracy is None:
+        return f"{current.name} stays current: this run held out no prompts to compare the two on."
+    if metrics.get("baseline_error"):
+        return f"{current.name} stays current: it could not be evaluated here ({metrics['baseline_error']})."
+    if (run.config or {}).get("baseline_model_id") != current.pk or baseline is None:
+        return f"{current.name} stays current: this run did not measure it on the same held-out prompts."
+    pairs = metrics.get("eval_pairs", 0)
+    versus = f"{accuracy:.3f} against {baseline:.3f} on the same {pairs} held-out pairs"
+    if accuracy <= baseline:
+        return f"{current.name} stays current: {versus}."
+    model_version_make_current(version=version)
+    return f"Made current in place of {current.name}: {versus}."
+
+
+def run_succeeded(run: TrainingRun, out_dir: Path, now, extra: dict) -> None:
+    """Mark the run succeeded with the trainer's closing metrics and ``extra`` (what was stored of its output)."""
+    result = json.loads((out_dir / "result.json").read_text())
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.SUCCEEDED, progress=1.0, finished_at=now, heartbeat_at=now,
+        log_tail=log_tail(out_dir / "log.txt"),
+        metrics={**(run.metrics or {}), **result["metrics"], **extra, "phase": "done"},
+    )  # fmt: skip
+
+
+def run_end(run: TrainingRun, status: str, *, error: str = "", log: Path | None = None) -> None:
+    """End a run that did not succeed: its progress stays where it stopped, below 100%."""
+    now = timezone.now()
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=status, error=error, finished_at=now, heartbeat_at=now, log_tail=log_tail(log) if log else "",
+        progress=min(run.progress, 0.99),
+    )  # fmt: skip
