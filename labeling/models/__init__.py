@@ -1,0 +1,70 @@
+"""RLHF Studio's tables, one module per domain, re-exported here: ``content`` (projects, prompts, responses,
+comparison tasks, demonstrations, accounts), ``judging`` (assignments, judgements, problem reports), ``runs``
+(dataset snapshots, training runs, model versions) and ``constitutional`` (constitutions, principles, critique
+chains).
+
+Rules that a single row can check are database constraints; rules that need related rows live in
+``clean()``. Services call ``full_clean()`` before every write, so both hold for every write path.
+"""
+
+from labeling.models.constitutional import Constitution, CritiqueChain, CritiqueRound, Principle, ReviewStatus
+from labeling.models.content import (
+    ComparisonTask,
+    Demonstration,
+    Project,
+    Prompt,
+    Response,
+    TaskResponse,
+    TaskStatus,
+    User,
+)
+from labeling.models.judging import (
+    Assignment,
+    AssignmentState,
+    Flag,
+    Judgement,
+    JudgementSource,
+    ProblemReportOutcome,
+    TaskProblemReport,
+)
+from labeling.models.runs import (
+    DatasetSnapshot,
+    ModelKind,
+    ModelVersion,
+    RunKind,
+    RunStatus,
+    SnapshotFormat,
+    SnapshotKind,
+    TrainingRun,
+)
+
+__all__ = [
+    "Assignment",
+    "AssignmentState",
+    "ComparisonTask",
+    "Constitution",
+    "CritiqueChain",
+    "CritiqueRound",
+    "DatasetSnapshot",
+    "Demonstration",
+    "Flag",
+    "Judgement",
+    "JudgementSource",
+    "ModelKind",
+    "ModelVersion",
+    "Principle",
+    "ProblemReportOutcome",
+    "Project",
+    "Prompt",
+    "Response",
+    "ReviewStatus",
+    "RunKind",
+    "RunStatus",
+    "SnapshotFormat",
+    "SnapshotKind",
+    "TaskProblemReport",
+    "TaskResponse",
+    "TaskStatus",
+    "TrainingRun",
+    "User",
+]
