@@ -17,6 +17,7 @@
 Records are read with a server-side cursor and written as they come, so memory stays flat.
 """
 
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -303,3 +304,15 @@ def write_export(
     else:
         write_parquet(records, stream, kind=kind, conversational=conversational)
     return stats
+
+
+SPOOL_IN_MEMORY = 64 * 1024 * 1024
+
+
+def export_spooled(kind: str, file_format: str, selection: selectors.ExportFilter, *, conversational: bool = False):
+    """One export written whole to a temporary file (in memory up to 64 MiB), rewound for a download response
+    (which closes it). Parquet needs this: its footer comes last."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 (the response closes it)
+    write_export(kind, file_format, selection, spool, conversational=conversational)
+    spool.seek(0)
+    return spool

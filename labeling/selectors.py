@@ -299,6 +299,13 @@ class ExportFilter:
     source: str | None = None
     gold: str = "include"
 
+    @classmethod
+    def for_project(cls, project: Project, *, raters=(), source: str | None = None, **fields) -> "ExportFilter":
+        """The filter of an export form or query: ``raters`` as usernames, ``source`` blank for both sources, and
+        ``since``, ``until``, ``gold`` as given (missing or None: their defaults)."""
+        given = {name: value for name, value in fields.items() if value is not None}
+        return cls(project_id=project.pk, raters=tuple(raters), source=source or None, **given)
+
     def as_dict(self) -> dict:
         return {
             "project_id": self.project_id,

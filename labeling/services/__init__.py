@@ -29,19 +29,22 @@ from labeling.services.constitutions import (
 )
 from labeling.services.content import (
     comparison_task_create,
+    comparison_task_update,
     demonstration_create,
     judgement_create,
     project_create,
     project_update,
     prompt_create,
+    prompt_save,
     rater_ensure,
     response_create,
+    response_save,
     stored_html_fill,
     task_status_refresh,
     task_statuses_refresh,
 )
 from labeling.services.demo import DemoLoadResult, demo_project_ensure
-from labeling.services.imports import ImportResult, dataset_import, dataset_import_file
+from labeling.services.imports import ImportResult, dataset_import, dataset_import_file, dataset_import_upload
 from labeling.services.snapshots import dataset_snapshot_create, snapshot_path
 
 __all__ = [
@@ -51,12 +54,14 @@ __all__ = [
     "assignment_lease_next",
     "assignment_skip",
     "comparison_task_create",
+    "comparison_task_update",
     "constitution_default_ensure",
     "constitution_import",
     "constitution_make_default",
     "critique_chain_review",
     "dataset_import",
     "dataset_import_file",
+    "dataset_import_upload",
     "dataset_snapshot_create",
     "demo_project_ensure",
     "demonstration_create",
@@ -66,8 +71,10 @@ __all__ = [
     "project_create",
     "project_update",
     "prompt_create",
+    "prompt_save",
     "rater_ensure",
     "response_create",
+    "response_save",
     "snapshot_path",
     "stored_html_fill",
     "task_problem_report_create",

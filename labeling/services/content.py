@@ -82,6 +82,24 @@ def response_create(
 
 
 @transaction.atomic
+def prompt_save(*, prompt: Prompt) -> Prompt:
+    """Store a prompt edited in place (the admin's form), with its HTML rendered again."""
+    validate(prompt)
+    prompt.messages_html = rendering.messages_html_for_storage(prompt.messages)
+    prompt.save()
+    return prompt
+
+
+@transaction.atomic
+def response_save(*, response: Response) -> Response:
+    """Store a response edited in place or added (the admin's forms), with its HTML rendered again."""
+    validate(response)
+    response.html = rendering.html_for_storage(response.text)
+    response.save()
+    return response
+
+
+@transaction.atomic
 def comparison_task_create(
     *,
     project: Project,
@@ -113,6 +131,24 @@ def comparison_task_create(
     )
     validate(task)
     return task
+
+
+@transaction.atomic
+def comparison_task_update(*, task: ComparisonTask, **fields) -> ComparisonTask:
+    """Change a task's settings (``required_judgements``, ``status``) and keep its status true to its
+    judgements: an open task that has all the human judgements it now needs is complete, and a complete task
+    whose required judgements were raised above what it has goes back to open (unless the status was set in the
+    same change). An archived task stays archived."""
+    raised = "required_judgements" in fields and fields["required_judgements"] > task.required_judgements
+    for name, value in fields.items():
+        setattr(task, name, value)
+    validate(task)
+    task.save()
+    reopen = raised and "status" not in fields and task.status == ComparisonTask.Status.COMPLETE
+    if reopen and Judgement.objects.filter(task=task, source=Judgement.Source.HUMAN).count() < task.required_judgements:
+        task.status = ComparisonTask.Status.OPEN
+        task.save(update_fields=["status", "updated_at"])
+    return task_status_refresh(task=task)
 
 
 def task_status_refresh(*, task: ComparisonTask) -> ComparisonTask:

@@ -364,6 +364,11 @@ def dataset_import_file(
     )
 
 
+def dataset_import_upload(*, project: Project, upload, **options) -> ImportResult:
+    """``dataset_import_file`` of an uploaded file (the admin's form, the API): its name says the format."""
+    return dataset_import_file(project=project, source=upload.file, name=upload.name, **options)
+
+
 def _counting(records, progress: Callable[[str, int, int], None]):
     for count, record in enumerate(records, start=1):
         if count % 1000 == 0:

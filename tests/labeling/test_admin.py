@@ -190,3 +190,29 @@ def test_text_edited_in_the_admin_is_stored_with_its_new_html(admin_client, popu
     prompt.refresh_from_db()
     assert prompt.messages_html == [rendering.html_for_storage("_new question_")]
     assert Response.objects.get(pk=others[1].pk).html == rendering.html_for_storage("*inline*")
+
+
+def test_changing_a_tasks_required_judgements_in_the_admin_keeps_its_status_true(admin_client, make_task, rater):
+    """Fewer judgements wanted than it has: the task is complete; more again: it is open for raters again."""
+    task = make_task(k=2, required_judgements=2)
+    services.judgement_create(task=task, rater=rater, ranking=[task.response_ids()], client_submission_id="one")
+    task.refresh_from_db()
+    assert task.status == "open"
+    url = reverse("admin:labeling_comparisontask_change", args=[task.pk])
+
+    def change(required: int, status: str):
+        form = {"required_judgements": required, "status": status, **inline_management("slots")}
+        response = admin_client.post(url, form)
+        assert response.status_code == 302, response.content.decode()[:2000]
+        task.refresh_from_db()
+        return task.status
+
+    assert change(1, "open") == "complete"
+    assert change(3, "complete") == "open"
+    # An admin who sets the status along with the number has the last word.
+    assert change(4, "archived") == "archived"
+
+
+def inline_management(prefix: str) -> dict:
+    return {f"{prefix}-TOTAL_FORMS": 0, f"{prefix}-INITIAL_FORMS": 0, f"{prefix}-MIN_NUM_FORMS": 0,
+            f"{prefix}-MAX_NUM_FORMS": 1000}  # fmt: skip

@@ -1,0 +1,266 @@
+"""Projects and accounts: the project list, its import and export pages, and the pages that start runs."""
+
+from functools import partial
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import QuerySet
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import path, reverse
+
+from labeling import exporters, importers, runs, selectors, services
+from labeling.errors import ApplicationError
+from labeling.models import (
+    Project,
+    User,
+)
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    list_display = ["username", "email", "is_staff", "is_active", "last_login"]
+    list_filter = ["is_staff", "is_active", "groups"]
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="JSONL, CSV or Parquet.")
+    format = forms.ChoiceField(choices=[(value, value) for value in ["auto", *importers.FILE_FORMATS]])
+    kind = forms.ChoiceField(
+        choices=[(value, value) for value in ["auto", *importers.KINDS]], help_text="The records' layout."
+    )
+    origin = forms.CharField(required=False, help_text="Where the judgements came from (default: the file name).")
+
+
+class ExportForm(forms.Form):
+    kind = forms.ChoiceField(choices=[(value, value) for value in exporters.EXPORT_KINDS])
+    format = forms.ChoiceField(choices=[(value, value) for value in exporters.FILE_FORMATS])
+    conversational = forms.BooleanField(required=False, help_text="Prompts and replies as lists of messages.")
+    since = forms.DateTimeField(required=False)
+    until = forms.DateTimeField(required=False)
+    raters = forms.CharField(required=False, help_text="Usernames, separated by commas (empty: everyone).")
+    source = forms.ChoiceField(choices=[("", "human and ai"), ("human", "human"), ("ai", "ai")], required=False)
+    gold = forms.ChoiceField(choices=[("include", "include"), ("exclude", "exclude"), ("only", "only")])
+    snapshot = forms.BooleanField(required=False, help_text="Freeze it as a dataset snapshot instead of downloading.")
+
+    def selection(self, project: Project) -> selectors.ExportFilter:
+        data = self.cleaned_data
+        raters = [name.strip() for name in data["raters"].split(",") if name.strip()]
+        return selectors.ExportFilter.for_project(
+            project, since=data["since"], until=data["until"], raters=raters, source=data["source"], gold=data["gold"]
+        )
+
+
+def _run_page_action(spec: runs.RunSpec):
+    """The project list's action that opens the run page of ``spec``'s kind."""
+
+    def action(modeladmin: "ProjectAdmin", request: HttpRequest, queryset: QuerySet[Project]):
+        return modeladmin.to_run_page(request, queryset, spec.page.slug)
+
+    action.__name__ = spec.page.action
+    return admin.action(description=spec.page.description)(action)
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "slug",
+        "responses_per_task",
+        "overlap",
+        "gold_rate",
+        "prompt_count",
+        "task_count",
+        "open_task_count",
+        "judgement_count",
+        "created_at",
+    ]
+    list_filter = ["compare_enabled", "rank_enabled", "rate_enabled", "demonstrate_enabled"]
+    search_fields = ["name", "slug", "guidelines"]
+    prepopulated_fields = {"slug": ["name"]}
+    filter_horizontal = ["members"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "guidelines"]}),
+        (
+            "Task kinds",
+            {"fields": ["compare_enabled", "rank_enabled", "rate_enabled", "demonstrate_enabled"]},
+        ),
+        ("Assignment", {"fields": ["responses_per_task", "overlap", "gold_rate", "lease_timeout"]}),
+        (
+            "Retraining",
+            {"fields": ["retrain_after_judgements", "promote_better_reward_model", "ppo_after_better_reward"]},
+        ),
+        ("Members", {"fields": ["members"]}),
+    ]
+
+    actions = [
+        "import_data", "export_data", *(_run_page_action(spec) for spec in runs.all_specs()), "show_agreement"
+    ]  # fmt: skip
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
+        return selectors.project_list_with_counts()
+
+    def get_urls(self):
+        own = (
+            [
+                path(
+                    "<int:project_id>/import/",
+                    self.admin_site.admin_view(self.import_view),
+                    name="labeling_project_import",
+                ),
+                path(
+                    "<int:project_id>/export/",
+                    self.admin_site.admin_view(self.export_view),
+                    name="labeling_project_export",
+                ),
+            ]
+            + [
+                path(
+                    f"<int:project_id>/{spec.page.slug}/",
+                    self.admin_site.admin_view(partial(self.run_view, kind=spec.kind)),
+                    name=f"labeling_project_{spec.page.slug.replace('-', '_')}",
+                )
+                for spec in runs.all_specs()
+            ]
+            + [
+                path(
+                    "<int:project_id>/agreement/",
+                    self.admin_site.admin_view(self.agreement_view),
+                    name="labeling_project_agreement",
+                ),
+            ]
+        )
+        return own + super().get_urls()
+
+    def _one_project(self, request: HttpRequest, queryset: QuerySet[Project], what: str) -> Project | None:
+        if queryset.count() != 1:
+            self.message_user(request, f"Choose exactly one project to {what}.", messages.WARNING)
+            return None
+        return queryset.first()
+
+    @admin.action(description="Import data (prompts, responses, preference data) into the project")
+    def import_data(self, request: HttpRequest, queryset: QuerySet[Project]):
+        if project := self._one_project(request, queryset, "import into"):
+            return HttpResponseRedirect(reverse("admin:labeling_project_import", args=[project.pk]))
+        return None
+
+    @admin.action(description="Export data (or freeze a snapshot) from the project")
+    def export_data(self, request: HttpRequest, queryset: QuerySet[Project]):
+        if project := self._one_project(request, queryset, "export from"):
+            return HttpResponseRedirect(reverse("admin:labeling_project_export", args=[project.pk]))
+        return None
+
+    def to_run_page(self, request: HttpRequest, queryset: QuerySet[Project], slug: str):
+        if project := self._one_project(request, queryset, "start a run on"):
+            return HttpResponseRedirect(reverse(f"admin:labeling_project_{slug.replace('-', '_')}", args=[project.pk]))
+        return None
+
+    @admin.action(description="Show AI and human agreement")
+    def show_agreement(self, request: HttpRequest, queryset: QuerySet[Project]):
+        return self.to_run_page(request, queryset, "agreement")
+
+    def agreement_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
+        project = get_object_or_404(Project, pk=project_id)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": project,
+            "title": f"AI and human agreement: {project.name}",
+            "agreement": selectors.ai_human_agreement(project=project),
+        }
+        return render(request, "admin/labeling/project/agreement.html", context)
+
+    def save_model(self, request: HttpRequest, obj: Project, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if obj.retrain_after_judgements or "retrain_after_judgements" in form.changed_data:
+            runs.project_retraining_schedule(project=obj)
+
+    def run_view(self, request: HttpRequest, project_id: int, kind: str) -> HttpResponse:
+        project = get_object_or_404(Project, pk=project_id)
+        spec = runs.spec_for(kind)
+        form = spec.form(request.POST or None, project=project)
+        if request.method == "POST" and form.is_valid():
+            try:
+                run = spec.start(project=project, created_by=request.user, **form.cleaned_data)
+            except ApplicationError as error:
+                form.add_error(None, error.message)
+            else:
+                label = run.get_kind_display()
+                self.message_user(request, f"{label} run {run.pk} queued on the training workers.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:labeling_trainingrun_change", args=[run.pk]))
+        return self._page(request, project, form, spec.page.title, spec.page.button)
+
+    def _page(self, request: HttpRequest, project: Project, form, title: str, button: str) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": project,
+            "title": f"{title}: {project.name}",
+            "form": form,
+            "button": button,
+        }
+        return render(request, "admin/labeling/project/data_form.html", context)
+
+    def import_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
+        project = get_object_or_404(Project, pk=project_id)
+        form = ImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                result = services.dataset_import_upload(
+                    project=project, upload=upload, file_format=form.cleaned_data["format"],
+                    kind=form.cleaned_data["kind"], origin=form.cleaned_data["origin"],
+                )  # fmt: skip
+            except ApplicationError as error:
+                form.add_error("file", f"{error.message} Nothing was imported.")
+            else:
+                created = ", ".join(f"{count} {what}" for what, count in result.created.items()) or "nothing"
+                skipped = ", ".join(f"{count} {what}" for what, count in result.skipped.items()) or "nothing"
+                self.message_user(
+                    request,
+                    f"Imported {result.records} {result.kind} records: created {created}; skipped {skipped}.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:labeling_project_change", args=[project.pk]))
+        return self._page(request, project, form, "Import data", "Import")
+
+    def export_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
+        project = get_object_or_404(Project, pk=project_id)
+        form = ExportForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            if data["snapshot"]:
+                snapshot = services.dataset_snapshot_create(
+                    project=project,
+                    kind=data["kind"],
+                    file_format=data["format"],
+                    selection=form.selection(project),
+                    conversational=data["conversational"],
+                    created_by=request.user,
+                )
+                self.message_user(
+                    request, f"Snapshot {snapshot.pk} frozen: {snapshot.row_count} rows.", messages.SUCCESS
+                )
+                return HttpResponseRedirect(reverse("admin:labeling_datasetsnapshot_change", args=[snapshot.pk]))
+            spool = exporters.export_spooled(
+                data["kind"], data["format"], form.selection(project), conversational=data["conversational"]
+            )
+            return FileResponse(spool, as_attachment=True, filename=f"{project.slug}-{data['kind']}.{data['format']}")
+        return self._page(request, project, form, "Export data", "Export")
+
+    @admin.display(ordering="prompt_count", description="prompts")
+    def prompt_count(self, project: Project) -> int:
+        return project.prompt_count
+
+    @admin.display(ordering="task_count", description="tasks")
+    def task_count(self, project: Project) -> int:
+        return project.task_count
+
+    @admin.display(ordering="open_task_count", description="open tasks")
+    def open_task_count(self, project: Project) -> int:
+        return project.open_task_count
+
+    @admin.display(ordering="judgement_count", description="judgements")
+    def judgement_count(self, project: Project) -> int:
+        return project.judgement_count

@@ -1,0 +1,289 @@
+"""Snapshots, training runs (live status, phase, progress, curves, log, Cancel) and model versions."""
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from labeling import runs, services
+from labeling.admin.base import ReadOnlyAdmin
+from labeling.models import (
+    DatasetSnapshot,
+    ModelVersion,
+    TrainingRun,
+)
+
+
+@admin.register(DatasetSnapshot)
+class DatasetSnapshotAdmin(ReadOnlyAdmin):
+    """Frozen exports. Immutable: listed, shown and downloaded, never edited."""
+
+    list_display = [
+        "id",
+        "project",
+        "kind",
+        "file_format",
+        "row_count",
+        "sha256",
+        "created_by",
+        "created_at",
+        "download",
+    ]
+    list_filter = ["project", "kind", "file_format"]
+    search_fields = ["sha256", "path"]
+    readonly_fields = ["download"]
+
+    def get_urls(self):
+        own = [
+            path(
+                "<int:snapshot_id>/download/",
+                self.admin_site.admin_view(self.download_view),
+                name="labeling_datasetsnapshot_download",
+            )
+        ]
+        return own + super().get_urls()
+
+    @admin.display(description="file")
+    def download(self, snapshot: DatasetSnapshot) -> str:
+        url = reverse("admin:labeling_datasetsnapshot_download", args=[snapshot.pk])
+        return format_html('<a href="{}">download</a>', url)
+
+    def download_view(self, request: HttpRequest, snapshot_id: int) -> HttpResponse:
+        snapshot = get_object_or_404(DatasetSnapshot, pk=snapshot_id)
+        file_path = services.snapshot_path(snapshot)
+        if not file_path.is_file():
+            self.message_user(request, f"The file of snapshot {snapshot.pk} is missing.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:labeling_datasetsnapshot_changelist"))
+        return FileResponse(open(file_path, "rb"), as_attachment=True, filename=file_path.name)  # noqa: SIM115
+
+
+def _curve(history: list[dict], key: str, colour: str, width: int = 560, height: int = 140) -> str:
+    """An SVG polyline of one metric over the steps (the admin has no chart library to load)."""
+    points = [(line["step"], float(line[key])) for line in history if key in line and "step" in line]
+    if len(points) < 2:
+        return ""
+    steps = [step for step, _ in points]
+    values = [value for _, value in points]
+    low, high = min(values), max(values)
+    span_x, span_y = (max(steps) - min(steps)) or 1, (high - low) or 1
+    first = min(steps)
+    coordinates = " ".join(
+        f"{(step - first) / span_x * (width - 10) + 5:.1f},{height - 5 - (value - low) / span_y * (height - 10):.1f}"
+        for step, value in points
+    )
+    return format_html(
+        '<figure style="margin:0 0 1em"><figcaption>{} ({} to {})</figcaption>'
+        '<svg width="{}" height="{}" role="img" aria-label="{} over steps" style="background:#fafafa">'
+        '<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/></svg></figure>',
+        key, f"{low:.4g}", f"{high:.4g}", width, height, key, colour, coordinates,
+    )  # fmt: skip
+
+
+CURVE_COLOURS = ("#b3261e", "#2956c8", "#3a7d44", "#8a5a00")
+EOS_RATE_WARNING = 0.5
+
+
+def curve_points(history: list[dict]) -> list[dict]:
+    """The lines of a run's history that are points of its curves: logging steps (phase and progress lines,
+    the evaluations and the closing summary are not)."""
+    return [line for line in history if "step" in line and not line.get("event") and "eval_accuracy" not in line]
+
+
+def epoch_evaluations(history: list[dict]) -> list[dict]:
+    """One held-out evaluation per epoch (the closing summary repeats the last one: it is left out)."""
+    return [line for line in history if "eval_accuracy" in line and "epoch" in line and not line.get("event")]
+
+
+def seconds_left(run: TrainingRun, now=None) -> float | None:
+    """Time left in the training phase: the trainer's last estimate, less the time since it was made."""
+    metrics = run.metrics or {}
+    eta, made_at = metrics.get("eta_s"), metrics.get("eta_at")
+    if run.status != "running" or metrics.get("phase") != "training" or not isinstance(eta, int | float):
+        return None
+    waited = (now or timezone.now()).timestamp() - made_at if isinstance(made_at, int | float) else 0.0
+    return max(0.0, eta - max(waited, 0.0))
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(ReadOnlyAdmin):
+    """Runs of the trainer: live status, phase, progress, curves and the log tail (the page refreshes itself
+    while a run is active), the model it produced, and Cancel."""
+
+    list_display = [
+        "id", "project", "kind", "status", "phase", "progress_bar", "held_out_accuracy", "base_model", "created_at",
+    ]  # fmt: skip
+    list_filter = ["project", "kind", "status"]
+    search_fields = ["base_model", "error", "celery_task_id"]
+    actions = ["cancel_runs"]
+    fields = [
+        "project", "kind", "status", "phase", "progress_bar", "eta", "produced", "episodes_ending", "base_model",
+        "parent_model", "reward_model", "snapshot", "config", "metrics", "curves",
+        "error", "log", "worker", "created_by", "created_at", "started_at", "finished_at",
+    ]  # fmt: skip
+    readonly_fields = ["phase", "progress_bar", "eta", "produced", "episodes_ending", "curves", "log"]
+    change_form_template = "admin/labeling/trainingrun/change_form.html"
+
+    @admin.display(description="phase")
+    def phase(self, run: TrainingRun) -> str:
+        metrics = run.metrics or {}
+        name = metrics.get("phase") or ("waiting for a worker" if run.status == "queued" else "-")
+        share = metrics.get("phase_progress")
+        if run.status == "running" and isinstance(share, int | float) and name not in ("done", "-"):
+            return f"{name} ({share * 100:.0f}%)"
+        if run.status in ("failed", "cancelled") and name not in ("done", "-"):
+            return f"stopped while {name}"
+        return name
+
+    @admin.display(description="progress")
+    def progress_bar(self, run: TrainingRun) -> str:
+        return format_html(
+            '<progress value="{}" max="1"></progress> {}%', f"{run.progress:.3f}", f"{run.progress * 100:.0f}"
+        )
+
+    @admin.display(description="held-out accuracy")
+    def held_out_accuracy(self, run: TrainingRun) -> str:
+        value = (run.metrics or {}).get("eval_accuracy")
+        return f"{value:.3f}" if isinstance(value, float) else "-"
+
+    @admin.display(description="time left")
+    def eta(self, run: TrainingRun) -> str:
+        seconds = seconds_left(run)
+        if seconds is None:
+            return "-"
+        return f"about {seconds:.0f} s" if seconds >= 1 else "finishing the training phase"
+
+    @admin.display(description="model produced")
+    def produced(self, run: TrainingRun) -> str:
+        version = ModelVersion.objects.filter(training_run=run).first()
+        if version is None:
+            return "-"
+        link = format_html(
+            '<a href="{}">{}</a>{}',
+            reverse("admin:labeling_modelversion_change", args=[version.pk]),
+            version.name,
+            " (current)" if version.is_current else "",
+        )
+        promotion = (run.metrics or {}).get("promotion")
+        return format_html("{}<br>{}", link, promotion) if promotion else link
+
+    @admin.display(description="episodes that ended")
+    def episodes_ending(self, run: TrainingRun) -> str:
+        """PPO: the share of sampled responses that ended with EOS within the response budget; a warning when
+        most were cut off, since each of those gets the missing-EOS penalty."""
+        points = [line["eos_rate"] for line in curve_points(run.history or []) if "eos_rate" in line]
+        if run.kind != "ppo" or not points:
+            return "-"
+        recent = points[-5:]
+        rate = sum(recent) / len(recent)
+        text = f"{rate * 100:.0f}% of episodes ended with EOS (last {len(recent)} logged iterations)"
+        if rate < EOS_RATE_WARNING:
+            return format_html(
+                '<strong style="color:#b3261e">{}: most responses are cut off at the response budget, so '
+                "their scores carry the missing-EOS penalty. Raise the response length.</strong>",
+                text,
+            )
+        return text
+
+    @admin.display(description="curves")
+    def curves(self, run: TrainingRun) -> str:
+        points = curve_points(run.history or [])
+        keys = runs.spec_for(run.kind).curves
+        parts = [_curve(points, key, colour) for key, colour in zip(keys, CURVE_COLOURS, strict=False)]
+        evaluations = epoch_evaluations(run.history or [])
+        if evaluations:
+            parts.append(
+                format_html(
+                    "<p>held-out accuracy by epoch: {}</p>",
+                    ", ".join(f"{line['epoch']}: {line['eval_accuracy']:.3f}" for line in evaluations),
+                )
+            )
+        return format_html_join("", "{}", ((part,) for part in parts if part)) if any(parts) else "-"
+
+    @admin.display(description="log (end)")
+    def log(self, run: TrainingRun) -> str:
+        return format_html(
+            '<pre class="run-log" style="max-height:24em;overflow:auto;white-space:pre-wrap">{}</pre>',
+            run.log_tail or "-",
+        )
+
+    def has_cancel_permission(self, request: HttpRequest, obj=None) -> bool:
+        """Cancelling stops someone's training: staff who may change runs (superusers, or those given the
+        permission), not every staff member."""
+        return request.user.has_perm("labeling.change_trainingrun")
+
+    @admin.action(description="Cancel the selected runs", permissions=["cancel"])
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[TrainingRun]) -> None:
+        for run in queryset:
+            runs.training_run_cancel(run=run)
+        self.message_user(request, f"Asked {queryset.count()} run(s) to stop.")
+
+    def get_urls(self):
+        cancel = path(
+            "<int:run_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="labeling_trainingrun_cancel"
+        )
+        return [cancel, *super().get_urls()]
+
+    def cancel_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        """The run page's Cancel button (a POST): stops the run, then shows its page again."""
+        run = get_object_or_404(TrainingRun, pk=run_id)
+        if not self.has_cancel_permission(request, run):
+            raise PermissionDenied
+        if request.method == "POST":
+            run = runs.training_run_cancel(run=run)
+            if run.status == "cancelled":
+                self.message_user(request, f"Run {run.pk} was cancelled before it started.", messages.SUCCESS)
+            elif run.cancel_requested and run.status == "running":
+                self.message_user(request, f"Run {run.pk} is stopping; its worker ends the trainer within seconds.")
+            else:
+                self.message_user(request, f"Run {run.pk} had already ended ({run.status}).", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:labeling_trainingrun_change", args=[run.pk]))
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        """A queued or running run is cancelled, not deleted."""
+        if obj is not None and obj.status in runs.ACTIVE:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        run = TrainingRun.objects.filter(pk=object_id).first()
+        active = run is not None and run.status in ("queued", "running")
+        context = {
+            **(extra_context or {}),
+            "refresh": active,
+            "run": run,
+            "can_cancel": active and not run.cancel_requested and self.has_cancel_permission(request, run),
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(ReadOnlyAdmin):
+    """Trained models with their metrics and lineage; "make current" picks the one later runs use."""
+
+    list_display = [
+        "name", "project", "kind", "is_current", "held_out_accuracy", "base_model", "snapshot", "training_run",
+        "created_at",
+    ]  # fmt: skip
+    list_filter = ["project", "kind", "is_current"]
+    search_fields = ["name", "base_model", "content_hash"]
+    actions = ["make_current"]
+
+    @admin.display(description="held-out accuracy")
+    def held_out_accuracy(self, version: ModelVersion) -> str:
+        value = (version.metrics or {}).get("eval_accuracy")
+        return f"{value:.3f}" if isinstance(value, float) else "-"
+
+    @admin.action(description="Make the selected model current")
+    def make_current(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Choose exactly one model.", messages.WARNING)
+            return
+        version = runs.model_version_make_current(version=queryset.get())
+        self.message_user(request, f"{version.name} is now the current {version.get_kind_display().lower()}.")

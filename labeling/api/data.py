@@ -1,0 +1,177 @@
+"""Data in and out (staff): imports, exports and snapshots."""
+
+from django.http import FileResponse, HttpResponseBase, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling import exporters, importers, permissions, selectors, services
+from labeling.api.access import project_for_staff
+from labeling.errors import NotFound
+from labeling.models import (
+    DatasetSnapshot,
+    Project,
+)
+
+
+class ImportInput(serializers.Serializer):
+    file = serializers.FileField()
+    format = serializers.ChoiceField(choices=["auto", *importers.FILE_FORMATS], default="auto")
+    kind = serializers.ChoiceField(choices=["auto", *importers.KINDS], default="auto")
+    origin = serializers.CharField(required=False, default="", allow_blank=True, max_length=200)
+    response_origin = serializers.CharField(required=False, default="imported", max_length=200)
+
+
+class ImportOutput(serializers.Serializer):
+    kind = serializers.CharField()
+    records = serializers.IntegerField()
+    created = serializers.DictField(child=serializers.IntegerField())
+    skipped = serializers.DictField(child=serializers.IntegerField())
+
+
+class ImportApi(APIView):
+    """POST (staff, multipart): import a JSONL, CSV or Parquet file into the project, all or nothing."""
+
+    permission_classes = [permissions.IsStaff]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request={"multipart/form-data": ImportInput}, responses={201: ImportOutput})
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_staff(request, slug)
+        data = ImportInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        result = services.dataset_import_upload(
+            project=project,
+            upload=upload,
+            file_format=data.validated_data["format"],
+            kind=data.validated_data["kind"],
+            origin=data.validated_data["origin"],
+            response_origin=data.validated_data["response_origin"],
+        )
+        return Response(result.as_dict(), status=status.HTTP_201_CREATED)
+
+
+class ExportQuery(serializers.Serializer):
+    format = serializers.ChoiceField(choices=exporters.FILE_FORMATS, default="jsonl")
+    conversational = serializers.BooleanField(default=False)
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)
+    rater = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    source = serializers.ChoiceField(choices=["human", "ai"], required=False)
+    gold = serializers.ChoiceField(choices=["include", "exclude", "only"], default="include")
+
+
+def _selection(project: Project, query: dict) -> selectors.ExportFilter:
+    return selectors.ExportFilter.for_project(
+        project, since=query.get("since"), until=query.get("until"), raters=query.get("rater", ()),
+        source=query.get("source"), gold=query.get("gold"),
+    )  # fmt: skip
+
+
+CONTENT_TYPES = {"jsonl": "application/jsonl", "parquet": "application/vnd.apache.parquet"}
+
+
+class ExportApi(APIView):
+    """GET (staff): download an export (``preference``, ``ranking``, ``sft``, ``hh``), streamed as it is read."""
+
+    permission_classes = [permissions.IsStaff]
+
+    @extend_schema(parameters=[ExportQuery], responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def get(self, request: Request, slug: str, kind: str) -> HttpResponseBase:
+        project = project_for_staff(request, slug)
+        if kind not in exporters.EXPORT_KINDS:
+            raise NotFound(f"There is no export '{kind}'; use one of {', '.join(exporters.EXPORT_KINDS)}.")
+        query = ExportQuery(data={**request.query_params.dict(), "rater": request.query_params.getlist("rater")})
+        query.is_valid(raise_exception=True)
+        options = query.validated_data
+        selection = _selection(project, options)
+        file_format = options["format"]
+        filename = f"{project.slug}-{kind}.{file_format}"
+        if file_format == "jsonl":
+            stats = exporters.ExportStats()
+            records = exporters.export_records(kind, selection, stats, conversational=options["conversational"])
+            response = StreamingHttpResponse(exporters.jsonl_chunks(records), content_type=CONTENT_TYPES["jsonl"])
+        else:
+            spool = exporters.export_spooled(kind, file_format, selection, conversational=options["conversational"])
+            response = FileResponse(spool, content_type=CONTENT_TYPES["parquet"])
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+
+
+class SnapshotOutput(serializers.ModelSerializer):
+    download = serializers.SerializerMethodField()
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = DatasetSnapshot
+        fields = [
+            "id", "project", "kind", "file_format", "filters", "path", "sha256", "row_count", "counts",
+            "code_version", "created_by", "created_at", "download",
+        ]  # fmt: skip
+
+    def get_download(self, snapshot: DatasetSnapshot) -> str:
+        return f"/api/v1/snapshots/{snapshot.pk}/download"
+
+
+class SnapshotInput(ExportQuery):
+    kind = serializers.ChoiceField(choices=exporters.EXPORT_KINDS)
+
+
+class SnapshotListApi(generics.ListAPIView):
+    """GET (staff): the project's snapshots. POST (staff): freeze an export as a new snapshot."""
+
+    permission_classes = [permissions.IsStaff]
+    serializer_class = SnapshotOutput
+
+    def get_queryset(self):
+        project = project_for_staff(self.request, self.kwargs["slug"])
+        return DatasetSnapshot.objects.filter(project=project).order_by("-id")
+
+    @extend_schema(request=SnapshotInput, responses={201: SnapshotOutput})
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_staff(request, slug)
+        data = SnapshotInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        options = data.validated_data
+        snapshot = services.dataset_snapshot_create(
+            project=project,
+            kind=options["kind"],
+            file_format=options["format"],
+            selection=_selection(project, options),
+            conversational=options["conversational"],
+            created_by=request.user,
+        )
+        return Response(SnapshotOutput(snapshot).data, status=status.HTTP_201_CREATED)
+
+
+class SnapshotDetailApi(APIView):
+    """GET (staff): one snapshot."""
+
+    permission_classes = [permissions.IsStaff]
+    serializer_class = SnapshotOutput
+
+    def get(self, request: Request, snapshot_id: int) -> Response:
+        return Response(SnapshotOutput(get_object_or_404(DatasetSnapshot, pk=snapshot_id)).data)
+
+
+class SnapshotDownloadApi(APIView):
+    """GET (staff): the snapshot's file, byte for byte as frozen."""
+
+    permission_classes = [permissions.IsStaff]
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def get(self, request: Request, snapshot_id: int) -> HttpResponseBase:
+        snapshot = get_object_or_404(DatasetSnapshot, pk=snapshot_id)
+        path = services.snapshot_path(snapshot)
+        if not path.is_file():
+            raise NotFound(f"The file of snapshot {snapshot.pk} is missing from the artefacts folder.")
+        response = FileResponse(open(path, "rb"), content_type=CONTENT_TYPES[snapshot.file_format])  # noqa: SIM115
+        response["Content-Disposition"] = f'attachment; filename="{path.name}"'
+        response["X-Content-SHA256"] = snapshot.sha256
+        return response
