@@ -24,8 +24,8 @@ from transformers import DynamicCache
 
 from training.data import as_messages, pick_prompts, read_prompts_with_ids
 from training.models import causal_lm_for_inference
-from training.ppo import cache_argument_name, generate, position_ids_for
 from training.runtime import Progress
+from training.sampling import cache_argument_name, generate, position_ids_for
 from training.text import policy_prompt, uses_chat_template
 
 CHAIN_OF_THOUGHT_RANGE = (0.4, 0.6)

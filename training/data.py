@@ -192,3 +192,37 @@ def pick_prompts(prompts: list, count: int, seed: int) -> list:
         return prompts
     chosen = sorted(random.Random(seed).sample(range(len(prompts)), count))
     return [prompts[index] for index in chosen]
+
+
+class DemonstrationBatches:
+    """Random minibatches of demonstrations for PPO-ptx, tokenized with the policy's prompt format and labelled
+    on the reply only."""
+
+    def __init__(self, path: str | Path, tokenizer, config) -> None:  # config: a PPOConfig
+        self.items = read_references(path)
+        if not self.items:
+            raise DataError(f"{Path(path).name} holds no demonstrations.")
+        self.tokenizer, self.config = tokenizer, config
+
+    def batch(self, device) -> dict:
+        import torch
+
+        from training.text import policy_prompt
+
+        picks = [self.items[i] for i in torch.randint(len(self.items), (self.config.ptx_batch_size,)).tolist()]
+        eos = self.tokenizer.eos_token or ""
+        rows, labels = [], []
+        for item in picks:
+            prompt = self.tokenizer(policy_prompt(self.tokenizer, item.prompt), add_special_tokens=False)["input_ids"]
+            reply = self.tokenizer(item.response + eos, add_special_tokens=False)["input_ids"]
+            limit = self.config.max_prompt_length + self.config.max_new_tokens
+            ids = (prompt + reply)[-limit:]
+            rows.append(ids)
+            labels.append(([-100] * len(prompt) + reply)[-limit:])
+        width = max(len(ids) for ids in rows)
+        pad = self.tokenizer.pad_token_id
+        return {
+            "input_ids": torch.tensor([ids + [pad] * (width - len(ids)) for ids in rows], device=device),
+            "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in rows], device=device),
+            "labels": torch.tensor([row + [-100] * (width - len(row)) for row in labels], device=device),
+        }

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import torch
 
-from training.config import PPOConfig
 from training.data import pick_prompts, read_prompts_with_ids
 from training.models import causal_lm_for_inference
-from training.ppo import sample
 from training.runtime import MetricsSink, Progress
+from training.sampling import SamplingConfig, sample
 
 
 @torch.no_grad()
@@ -46,7 +45,7 @@ def generate_responses(
     model, tokenizer = causal_lm_for_inference(model_name, cache_dir, model, tokenizer)
     device = next(model.parameters()).device
     jobs = [(prompt_id, messages) for prompt_id, messages in prompts for _ in range(samples)]
-    config = PPOConfig(max_new_tokens=max_new_tokens, temperature=temperature)
+    config = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature)
     progress.phase("generating")
     started, written, finished = time.monotonic(), 0, 0
     partial = output_dir / "responses.jsonl.partial"

@@ -17,6 +17,7 @@ between epochs) leave it where it is. It reaches 1.0 only with the ``done`` line
 
 import json
 import os
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -145,3 +146,25 @@ def read_error(output_dir: str | Path) -> dict | None:
         except (OSError, ValueError):
             continue
     return min(records, key=lambda record: record.get("time", 0.0)) if records else None
+
+
+def random_states() -> dict:
+    """Every random generator's state (torch, CUDA, Python, NumPy), for a checkpoint."""
+    import numpy as np
+    import torch
+
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def random_states_restore(states: dict) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

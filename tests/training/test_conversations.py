@@ -12,7 +12,7 @@ from training.config import PPOConfig
 from training.data import read_prompts, read_prompts_with_ids
 from training.generate import generate_responses
 from training.models import prepare_policy_tokenizer, tiny_causal_lm, tiny_tokenizer
-from training.ppo import sample
+from training.sampling import sample
 from training.text import policy_prompt
 
 CHAT_TEMPLATE = (

@@ -16,8 +16,10 @@ from training.models import (
     tiny_reward_model,
     tiny_tokenizer,
 )
-from training.ppo import gae, sample, train_ppo
+from training.ppo import train_ppo
 from training.reward import score
+from training.rl import gae
+from training.sampling import sample
 
 WORDS = [f"w{i}" for i in range(16)] + ["good", "q"] + [f"p{i}" for i in range(10)]
 
@@ -122,7 +124,7 @@ def test_a_sampled_response_is_cut_after_its_first_eos(prompts_file):
 def test_sampling_with_the_kv_cache_follows_the_full_forward_pass():
     """At a temperature near 0 sampling is greedy: the cached loop (left-padded prompts of several lengths)
     must pick what generate() picks."""
-    from training.ppo import generate
+    from training.sampling import generate
 
     policy, tokenizer = tiny_policy()
     tokenizer.padding_side = "left"
@@ -133,7 +135,7 @@ def test_sampling_with_the_kv_cache_follows_the_full_forward_pass():
 
 
 def test_draw_samples_each_row_from_its_own_distribution():
-    from training.ppo import draw
+    from training.sampling import draw
 
     torch.manual_seed(0)
     first = torch.tensor([0.5, 0.2, 0.0, 0.3])
@@ -202,7 +204,7 @@ def test_a_reward_model_is_read_through_its_own_tokenizer(prompts_file, tmp_path
 
 
 def test_the_adaptive_controller_raises_beta_above_the_target_kl_and_lowers_it_below():
-    from training.ppo import AdaptiveKLController
+    from training.rl import AdaptiveKLController
 
     controller = AdaptiveKLController(beta=0.1, target=6.0, horizon=1000)
     controller.update(kl=12.0, episodes=100)  # twice the target: the error is clipped at +20%
