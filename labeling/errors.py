@@ -25,6 +25,14 @@ class Conflict(ApplicationError):
     status_code = 409
 
 
+class RecordError(ApplicationError):
+    """A bad record: the message names the line (or row) and the field."""
+
+    def __init__(self, line: int, field_name: str | None, problem: str) -> None:
+        where = f"Line {line}" + (f", field '{field_name}'" if field_name else "")
+        super().__init__(f"{where}: {problem}", {"line": line, "field": field_name})
+
+
 def _first_message(data) -> str:
     """The first human-readable message inside DRF's nested error data, with its field name."""
     if isinstance(data, dict):

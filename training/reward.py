@@ -290,6 +290,107 @@ def evaluate_baseline(
     return {f"baseline_{key}": value for key, value in result.items()}
 
 
+def _read_data(config: RewardConfig, data_path, reference_path) -> tuple[list, list, list]:
+    """Train and held-out prompts, split by prompt so that no held-out prompt has a judgement in training;
+    and the replies the scores are normalised over."""
+    dataset = read_rankings(data_path)
+    train, held_out = dataset.split(config.eval_fraction, config.seed)
+    if not train:
+        raise DataError(
+            f"No prompts are left to train on: {len(held_out)} held out of {len(dataset.examples)} "
+            f"(eval_fraction {config.eval_fraction}). Lower the held-out share or add judgements."
+        )
+    references = (
+        read_references(reference_path)
+        if reference_path
+        else [Reference(example.prompt, response) for example in dataset.examples for response in example.responses]
+    )
+    return train, held_out, references
+
+
+@dataclass
+class _Setup:
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    scheduler: object
+    total_steps: int
+
+
+def _setup(config: RewardConfig, accelerator, model, tokenizer, train: list) -> _Setup:
+    """The model in train mode (LoRA adapters on it if asked), the shuffled loader, AdamW and a cosine schedule
+    with warm-up over the run's steps, prepared by the accelerator."""
+    if config.lora:
+        model = _with_lora(model, config)
+    model.train()
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(
+        train,
+        batch_size=config.prompts_per_batch,
+        shuffle=True,
+        generator=generator,
+        collate_fn=lambda examples: collate(examples, tokenizer, config),
+    )
+    steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
+    total_steps = max(1, math.ceil(steps_per_epoch * config.epochs))
+    optimizer = torch.optim.AdamW(
+        [parameter for parameter in model.parameters() if parameter.requires_grad],
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    return _Setup(model, optimizer, loader, scheduler, total_steps)
+
+
+def _train(
+    config: RewardConfig, accelerator, setup: _Setup, held_out: list, tokenizer, progress: Progress
+) -> tuple[int, int, list[dict], float]:
+    """Epochs of (forward, listwise loss, update, log), a held-out evaluation after each. Returns the steps
+    taken, the pairs seen, the evaluations and the seconds it took."""
+    model, optimizer, scheduler, total_steps = setup.model, setup.optimizer, setup.scheduler, setup.total_steps
+    progress.phase("training")
+    step, pairs_seen, started, epoch = 0, 0, time.monotonic(), 0
+    window = _Window()
+    evaluations: list[dict] = []
+    while step < total_steps:
+        for batch in setup.loader:
+            with accelerator.accumulate(model):
+                rewards = rewards_of(model, batch)  # (N,)
+                loss = listwise_loss(rewards, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            with torch.no_grad():
+                difference = rewards[batch.winner] - rewards[batch.loser]
+                window.add(float(loss), float((difference > 0).sum()), batch.winner.numel())
+                pairs_seen += batch.winner.numel()
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            progress.update(step / total_steps)
+            if (step % config.logging_steps == 0 or step == total_steps) and accelerator.is_main_process:
+                progress.log({
+                    "step": step, "total_steps": total_steps, "epoch": epoch + 1, **window.take(),
+                    "learning_rate": scheduler.get_last_lr()[0],
+                    "pairs_per_s": pairs_seen / max(time.monotonic() - started, 1e-9),
+                })  # fmt: skip
+            if step >= total_steps:
+                break
+        epoch += 1
+        progress.phase("evaluating")
+        evaluation = {"epoch": epoch, **evaluate(model, held_out, tokenizer, config, accelerator.device, progress)}
+        evaluations.append(evaluation)
+        if accelerator.is_main_process:
+            progress.log(evaluation)
+        if step < total_steps:
+            progress.phase("training")
+    return step, pairs_seen, evaluations, time.monotonic() - started
+
+
 def train_reward_model(
     config: RewardConfig,
     data_path: str | Path,
@@ -312,97 +413,16 @@ def train_reward_model(
     output_dir = Path(output_dir)
     set_seed(config.seed)
     accelerator = _accelerator(config)
-
-    # Data: split by prompt, so no held-out prompt has a judgement in training.
     progress.phase("loading")
-    dataset = read_rankings(data_path)
-    train, held_out = dataset.split(config.eval_fraction, config.seed)
-    if not train:
-        raise DataError(
-            f"No prompts are left to train on: {len(held_out)} held out of {len(dataset.examples)} "
-            f"(eval_fraction {config.eval_fraction}). Lower the held-out share or add judgements."
-        )
-    references = (
-        read_references(reference_path)
-        if reference_path
-        else [Reference(example.prompt, response) for example in dataset.examples for response in example.responses]
-    )
-
-    # Model: one scalar output, dropout off; optionally LoRA adapters.
+    train, held_out, references = _read_data(config, data_path, reference_path)
     if model is None or tokenizer is None:
         model, tokenizer = load_reward_model(config.model, cache_dir)
-    if config.lora:
-        model = _with_lora(model, config)
-    model.train()
-
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
-        train,
-        batch_size=config.prompts_per_batch,
-        shuffle=True,
-        generator=generator,
-        collate_fn=lambda examples: collate(examples, tokenizer, config),
-    )
-    steps_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
-    total_steps = max(1, math.ceil(steps_per_epoch * config.epochs))
-    optimizer = torch.optim.AdamW(
-        [parameter for parameter in model.parameters() if parameter.requires_grad],
-        lr=config.learning_rate,
-        weight_decay=config.weight_decay,
-    )
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-
-    # Training: epochs of (forward, loss, update, log), a held-out evaluation after each.
-    progress.phase("training")
-    step, pairs_seen, started, epoch = 0, 0, time.monotonic(), 0
-    window = _Window()
-    evaluations: list[dict] = []
-    while step < total_steps:
-        for batch in loader:
-            with accelerator.accumulate(model):
-                rewards = rewards_of(model, batch)  # (N,)
-                loss = listwise_loss(rewards, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            with torch.no_grad():
-                difference = rewards[batch.winner] - rewards[batch.loser]
-                window.add(float(loss), float((difference > 0).sum()), batch.winner.numel())
-                pairs_seen += batch.winner.numel()
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            progress.update(step / total_steps)
-            if step % config.logging_steps == 0 or step == total_steps:
-                line = {
-                    "step": step,
-                    "total_steps": total_steps,
-                    "epoch": epoch + 1,
-                    **window.take(),
-                    "learning_rate": scheduler.get_last_lr()[0],
-                    "pairs_per_s": pairs_seen / max(time.monotonic() - started, 1e-9),
-                }
-                if accelerator.is_main_process:
-                    progress.log(line)
-            if step >= total_steps:
-                break
-        epoch += 1
-        progress.phase("evaluating")
-        evaluation = {"epoch": epoch, **evaluate(model, held_out, tokenizer, config, accelerator.device, progress)}
-        evaluations.append(evaluation)
-        if accelerator.is_main_process:
-            progress.log(evaluation)
-        if step < total_steps:
-            progress.phase("training")
-    training_seconds = time.monotonic() - started
+    setup = _setup(config, accelerator, model, tokenizer, train)
+    step, pairs_seen, evaluations, training_seconds = _train(config, accelerator, setup, held_out, tokenizer, progress)
 
     # Normalise, then save a plain model (LoRA adapters merged) that any transformers user can load.
     accelerator.wait_for_everyone()
-    model = accelerator.unwrap_model(model)
+    model = accelerator.unwrap_model(setup.model)
     if config.lora:
         model = model.merge_and_unload()
     normalization = {}

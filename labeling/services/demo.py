@@ -6,8 +6,9 @@ from pathlib import Path
 
 from django.db import transaction
 
-from labeling.importers import oasst_ranked_groups, plain_prompts
+from labeling.importers import plain_prompts
 from labeling.models import Project, Response, User
+from labeling.oasst import oasst_ranked_groups
 from labeling.services.content import (
     comparison_task_create,
     demonstration_create,

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from labeling.errors import ApplicationError
-from labeling.importers import oasst_ranked_groups, plain_prompts
+from labeling.importers import plain_prompts
+from labeling.oasst import oasst_ranked_groups
 
 
 def message(message_id, role, text, replies=(), rank=None, **extra):
