@@ -67,10 +67,16 @@ def run(mode: str, prompts: Path, out: Path, models: tuple, config: dict, cache:
     """One PPO run from a fresh copy of the policy, with PPOConfig's defaults but for ``config``."""
     policy, tokenizer, reward_model, reward_tokenizer = models
     started = time.monotonic()
+
+    def iteration(line: dict) -> None:  # each iteration as it ends, so that a run cut short still says something
+        if "score" in line and "step" in line:
+            print(f"  {mode} {line['step']:>3}: score {line['score']:+.3f} KL {line['kl']:.2f} "
+                  f"EOS {line['eos_rate']:.2f} ({time.monotonic() - started:.0f} s)", flush=True)  # fmt: skip
+
     result = train_ppo(
         PPOConfig(missing_eos=mode, seed=0, **config), prompts, out, cache_dir=cache, resume=False,
         policy=copy.deepcopy(policy), tokenizer=tokenizer, reward_model=reward_model,
-        reward_tokenizer=reward_tokenizer,
+        reward_tokenizer=reward_tokenizer, on_metrics=iteration,
     )  # fmt: skip
     history = result.history
     window = max(1, min(5, len(history) // 2))
