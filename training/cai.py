@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from training.config import CritiqueConfig, FeedbackConfig
 from training.data import as_messages, pick_prompts, read_prompts_with_ids
 from training.models import causal_lm_for_inference
-from training.runtime import Progress
+from training.runtime import CHAINS_FILE, LABELS_FILE, Progress, write_result
 from training.sampling import cache_argument_name, generate, position_ids_for
 from training.text import policy_prompt, uses_chat_template
 
@@ -346,17 +347,17 @@ def run_critique(
     principles_path,
     output_dir,
     *,
-    rounds: int = 1,
+    rounds: int = CritiqueConfig.rounds,
     few_shot: str = "",
-    max_new_tokens: int = 128,
-    temperature: float = 0.7,
-    seed: int = 0,
-    batch_size: int = 16,
+    max_new_tokens: int = CritiqueConfig.max_new_tokens,
+    temperature: float = CritiqueConfig.temperature,
+    seed: int = CritiqueConfig.seed,
+    batch_size: int = CritiqueConfig.batch_size,
     cache_dir=None,
     on_metrics=None,
     model=None,
     tokenizer=None,
-    max_prompts: int = 0,
+    max_prompts: int = CritiqueConfig.max_prompts,
 ) -> dict:
     """Critique chains for every prompt of a ``prompts`` export (or ``max_prompts`` of them drawn at random),
     written to ``output_dir/chains.jsonl``."""
@@ -370,7 +371,7 @@ def run_critique(
     model, tokenizer = causal_lm_for_inference(model_name, cache_dir, model, tokenizer)
     progress.phase("generating")
     started, written = time.monotonic(), 0
-    with open(output_dir / "chains.jsonl", "w", encoding="utf-8") as out:
+    with open(output_dir / CHAINS_FILE, "w", encoding="utf-8") as out:
         for index, first in enumerate(range(0, len(prompts), batch_size)):
             batch = prompts[first : first + batch_size]
             chains = critique_chains(
@@ -383,7 +384,7 @@ def run_critique(
             written += len(batch)
             progress.update(written / len(prompts), chains=written)
     summary = {"chains": written, "rounds": rounds, "seconds": round(time.monotonic() - started, 2)}
-    (output_dir / "result.json").write_text(json.dumps({"metrics": summary}))
+    write_result(output_dir, {"metrics": summary})
     progress.done(summary)
     return summary
 
@@ -393,8 +394,8 @@ def run_feedback(
     comparisons_path,
     output_dir,
     *,
-    chain_of_thought: bool = False,
-    batch_size: int = 16,
+    chain_of_thought: bool = FeedbackConfig.chain_of_thought,
+    batch_size: int = FeedbackConfig.batch_size,
     cache_dir=None,
     on_metrics=None,
     model=None,
@@ -411,7 +412,7 @@ def run_feedback(
     model, tokenizer = causal_lm_for_inference(model_name, cache_dir, model, tokenizer)
     progress.phase("labelling")
     started = time.monotonic()
-    with open(output_dir / "labels.jsonl", "w", encoding="utf-8") as out:
+    with open(output_dir / LABELS_FILE, "w", encoding="utf-8") as out:
         for first in range(0, len(items), batch_size):
             batch = items[first : first + batch_size]
             comparisons = [
@@ -425,6 +426,6 @@ def run_feedback(
             done = first + len(batch)
             progress.update(done / max(len(items), 1), labels=done)
     summary = {"labels": len(items), "seconds": round(time.monotonic() - started, 2)}
-    (output_dir / "result.json").write_text(json.dumps({"metrics": summary}))
+    write_result(output_dir, {"metrics": summary})
     progress.done(summary)
     return summary

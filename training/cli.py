@@ -2,15 +2,21 @@
 and one JSON line of metrics per logging step for programs (``--metrics FILE``)."""
 
 import argparse
+import ast
+import dataclasses
+import inspect
+import itertools
 import json
 import os
 import sys
+import textwrap
 import traceback
+import typing
 from pathlib import Path
 
 from tqdm import tqdm
 
-from training.config import PPOConfig, RewardConfig, SFTConfig
+from training.config import CritiqueConfig, FeedbackConfig, GenerateConfig, PPOConfig, RewardConfig, SFTConfig
 from training.data import DataError
 from training.models import ModelNotFound
 from training.runtime import process_rank, write_error
@@ -69,7 +75,63 @@ class Metrics:
             )
 
 
-def _common_arguments(parser: argparse.ArgumentParser) -> None:
+def _field_help(config: type) -> dict[str, str]:
+    """Each field's explanation: the string literal written under it in the dataclass."""
+    helps = {}
+    for cls in reversed([cls for cls in config.__mro__ if dataclasses.is_dataclass(cls)]):
+        helps.update(_own_field_help(cls))
+    return helps
+
+
+def _own_field_help(config: type) -> dict[str, str]:
+    body = ast.parse(textwrap.dedent(inspect.getsource(config))).body[0].body
+    helps = {}
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):  # fmt: skip
+            helps[node.target.id] = " ".join(following.value.value.split()).replace("%", "%%")
+    return helps
+
+
+def config_arguments(
+    parser: argparse.ArgumentParser, config: type, *, required: tuple[str, ...] = (), skip: tuple[str, ...] = ()
+) -> None:
+    """One option per field of the ``config`` dataclass, named after it (``--learning-rate``), typed and
+    defaulted by it: ``--name``/``--no-name`` for a flag, the choices of a ``Literal``. ``skip`` names the
+    fields given otherwise; ``required`` those without a default here."""
+    helps, types = _field_help(config), typing.get_type_hints(config)
+    for spec in dataclasses.fields(config):
+        if spec.name in skip:
+            continue
+        kind = types[spec.name]
+        options: dict = {"dest": spec.name, "help": helps.get(spec.name)}
+        if spec.name in required:
+            options["required"] = True
+        elif spec.default is dataclasses.MISSING:
+            raise TypeError(f"{config.__name__}.{spec.name} has no plain default: skip it and give it otherwise.")
+        else:
+            options["default"] = spec.default
+        if kind in (bool, bool | None):
+            options["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is typing.Literal:
+            options["choices"] = typing.get_args(kind)
+        elif kind in (int, float, str):
+            options["type"] = kind
+        else:
+            raise TypeError(f"{config.__name__}.{spec.name}: no command-line form for {kind}.")
+        parser.add_argument(f"--{spec.name.replace('_', '-')}", **options)
+
+
+def config_from(config: type, args: argparse.Namespace, **given):
+    """The ``config`` dataclass from the parsed options (its checks run), with ``given`` for skipped fields."""
+    names = {spec.name for spec in dataclasses.fields(config)} - set(given)
+    return config(**{name: getattr(args, name) for name in names if hasattr(args, name)}, **given)
+
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="the output folder (a model goes to OUT/model)")
     parser.add_argument("--metrics", type=Path, help="append one JSON line of metrics per logging step here")
     parser.add_argument(
@@ -78,43 +140,19 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _reward_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = RewardConfig()
     parser.add_argument("--data", required=True, type=Path, help="a ranking or preference export (JSONL or Parquet)")
-    _common_arguments(parser)
-    parser.add_argument("--model", default=defaults.model, help="a named default, a Hugging Face id or a local path")
+    _output_arguments(parser)
     parser.add_argument("--reference", type=Path, help="an sft export whose replies set the reward's zero")
     parser.add_argument("--baseline", help="a reward model to evaluate on the same held-out prompts, for comparison")
-    parser.add_argument("--epochs", type=float, default=defaults.epochs)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--prompts-per-batch", type=int, default=defaults.prompts_per_batch)
-    parser.add_argument("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps)
-    parser.add_argument("--max-length", type=int, default=defaults.max_length)
-    parser.add_argument("--eval-fraction", type=float, default=defaults.eval_fraction)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--logging-steps", type=int, default=defaults.logging_steps)
     parser.add_argument("--human-weight", type=float, default=1.0, help="loss weight of human judgements")
     parser.add_argument("--ai-weight", type=float, default=1.0, help="loss weight of AI feedback labels")
-    parser.add_argument("--lora", action="store_true", help="train LoRA adapters instead of all weights")
-    parser.add_argument("--no-normalize", action="store_true", help="leave the scores' zero where training put it")
+    config_arguments(parser, RewardConfig, skip=("source_weights",))
 
 
 def run_reward(args: argparse.Namespace, metrics: Metrics) -> dict:
     from training.reward import train_reward_model
 
-    config = RewardConfig(
-        model=args.model,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        prompts_per_batch=args.prompts_per_batch,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        max_length=args.max_length,
-        eval_fraction=args.eval_fraction,
-        seed=args.seed,
-        logging_steps=args.logging_steps,
-        source_weights={"human": args.human_weight, "ai": args.ai_weight},
-        lora=args.lora,
-        normalize=not args.no_normalize,
-    )
+    config = config_from(RewardConfig, args, source_weights={"human": args.human_weight, "ai": args.ai_weight})
     metrics.show = ("loss", "accuracy")
     result = train_reward_model(
         config, args.data, args.out, reference_path=args.reference, on_metrics=metrics, cache_dir=args.cache_dir,
@@ -124,64 +162,33 @@ def run_reward(args: argparse.Namespace, metrics: Metrics) -> dict:
 
 
 def _sft_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = SFTConfig()
     parser.add_argument("--data", required=True, type=Path, help="an sft export (JSONL or Parquet)")
-    _common_arguments(parser)
-    parser.add_argument("--model", default=defaults.model, help="a named default, a Hugging Face id or a local path")
-    parser.add_argument("--epochs", type=float, default=defaults.epochs)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--gradient-accumulation-steps", type=int, default=defaults.gradient_accumulation_steps)
-    parser.add_argument("--max-length", type=int, default=defaults.max_length)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--logging-steps", type=int, default=defaults.logging_steps)
-    parser.add_argument("--lora", action="store_true", help="train LoRA adapters, merged into the saved model")
+    _output_arguments(parser)
+    config_arguments(parser, SFTConfig)
 
 
 def run_sft(args: argparse.Namespace, metrics: Metrics) -> dict:
     from training.sft import train_sft
 
-    config = SFTConfig(
-        model=args.model, epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps, max_length=args.max_length, seed=args.seed,
-        logging_steps=args.logging_steps, lora=args.lora,
-    )  # fmt: skip
     metrics.show = ("loss",)
+    config = config_from(SFTConfig, args)
     return train_sft(config, args.data, args.out, on_metrics=metrics, cache_dir=args.cache_dir).metrics
 
 
 def _ppo_arguments(parser: argparse.ArgumentParser) -> None:
-    # The fields' own defaults: an instance would have resolved mini_batch_size (0: the whole batch) already.
-    defaults = argparse.Namespace(**{name: spec.default for name, spec in PPOConfig.__dataclass_fields__.items()})
     parser.add_argument("--prompts", required=True, type=Path, help="any export with prompts (JSONL or Parquet)")
-    _common_arguments(parser)
-    parser.add_argument("--policy", default=defaults.policy, help="the policy: a named default, a hub id or a path")
-    parser.add_argument("--reward-model", required=True, help="a reward model folder, a hub id or a path")
+    _output_arguments(parser)
     parser.add_argument("--ptx-data", type=Path, help="an sft export for PPO-ptx (with --ptx-coef above 0)")
-    for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_length",
-                 "save_every", "seed", "logging_steps", "ptx_batch_size"):  # fmt: skip
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    for name in ("learning_rate", "temperature", "kl_coef", "target_kl", "cliprange", "cliprange_value", "vf_coef",
-                 "lam", "gamma", "ptx_coef", "missing_eos_penalty"):  # fmt: skip
-        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
-    parser.add_argument(
-        "--missing-eos", choices=("subtract", "replace"), default=defaults.missing_eos,
-        help="a response cut off at --max-new-tokens: its score minus the penalty, or minus the penalty alone",
-    )  # fmt: skip
-    parser.add_argument("--adaptive-kl", action="store_true", help="steer beta towards --target-kl")
-    parser.add_argument("--whiten-rewards", action="store_true")
-    parser.add_argument("--lora", action="store_true", help="train LoRA adapters on the policy")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds a checkpoint")
+    config_arguments(parser, PPOConfig, required=("reward_model",))
 
 
 def run_ppo(args: argparse.Namespace, metrics: Metrics) -> dict:
     from training.ppo import train_ppo
 
-    fields = {name: getattr(args, name) for name in PPOConfig.__dataclass_fields__ if hasattr(args, name)}
-    config = PPOConfig(**fields)
     metrics.show = ("score", "kl", "eos_rate")
     result = train_ppo(
-        config, args.prompts, args.out, ptx_path=args.ptx_data, on_metrics=metrics,
+        config_from(PPOConfig, args), args.prompts, args.out, ptx_path=args.ptx_data, on_metrics=metrics,
         cache_dir=args.cache_dir, resume=not args.no_resume,
     )  # fmt: skip
     return result.metrics
@@ -189,64 +196,50 @@ def run_ppo(args: argparse.Namespace, metrics: Metrics) -> dict:
 
 def _generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", required=True, type=Path, help="a prompts export (prompt_id and prompt)")
-    _common_arguments(parser)
-    parser.add_argument("--model", required=True, help="the policy: a named default, a hub id or a path")
-    parser.add_argument("--samples", type=int, default=2, help="responses per prompt")
-    parser.add_argument("--max-prompts", type=int, default=0, help="answer this many prompts, drawn at random (0: all)")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    _output_arguments(parser)
+    config_arguments(parser, GenerateConfig, required=("model",))
 
 
 def run_generate(args: argparse.Namespace, metrics: Metrics) -> dict:
     from training.generate import generate_responses
 
+    config = config_from(GenerateConfig, args).as_dict()
     return generate_responses(
-        args.model, args.prompts, args.out, samples=args.samples, max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature, batch_size=args.batch_size, seed=args.seed, cache_dir=args.cache_dir,
-        on_metrics=metrics, max_prompts=args.max_prompts,
-    )  # fmt: skip
+        config.pop("model"), args.prompts, args.out, cache_dir=args.cache_dir, on_metrics=metrics, **config
+    )
 
 
 def _critique_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", required=True, type=Path, help="a prompts export (prompt_id and prompt)")
     parser.add_argument("--principles", required=True, type=Path, help="principles as JSON (the app writes it)")
-    _common_arguments(parser)
-    parser.add_argument("--model", required=True, help="the model: a named default, a hub id or a path")
-    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--few-shot", type=Path, help="a text file put before every critique prompt")
-    parser.add_argument("--max-prompts", type=int, default=0, help="this many prompts, drawn at random (0: all)")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--seed", type=int, default=0)
+    _output_arguments(parser)
+    config_arguments(parser, CritiqueConfig, required=("model",))
 
 
 def run_critique(args: argparse.Namespace, metrics: Metrics) -> dict:
     from training.cai import run_critique as critique
 
+    config = config_from(CritiqueConfig, args).as_dict()
     return critique(
-        args.model, args.prompts, args.principles, args.out, rounds=args.rounds,
+        config.pop("model"), args.prompts, args.principles, args.out,
         few_shot=args.few_shot.read_text(encoding="utf-8") if args.few_shot else "",
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
-        cache_dir=args.cache_dir, on_metrics=metrics, max_prompts=args.max_prompts,
+        cache_dir=args.cache_dir, on_metrics=metrics, **config,
     )  # fmt: skip
 
 
 def _feedback_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--comparisons", required=True, type=Path, help="the pairs to label (the app writes it)")
-    _common_arguments(parser)
-    parser.add_argument("--model", required=True, help="the feedback model: a named default, a hub id or a path")
-    parser.add_argument("--chain-of-thought", action="store_true", help="reason first; labels clamped to 0.4..0.6")
+    _output_arguments(parser)
+    config_arguments(parser, FeedbackConfig, required=("model",))
 
 
 def run_feedback(args: argparse.Namespace, metrics: Metrics) -> dict:
     from training.cai import run_feedback as feedback
 
-    return feedback(
-        args.model, args.comparisons, args.out, chain_of_thought=args.chain_of_thought,
-        cache_dir=args.cache_dir, on_metrics=metrics,
-    )  # fmt: skip
+    config = config_from(FeedbackConfig, args).as_dict()
+    model = config.pop("model")
+    return feedback(model, args.comparisons, args.out, cache_dir=args.cache_dir, on_metrics=metrics, **config)
 
 
 RUNNERS = {"reward": run_reward, "sft": run_sft, "ppo": run_ppo, "generate": run_generate,

@@ -1,6 +1,18 @@
-"""One config per algorithm: every field typed, defaulted and explained."""
+"""One config per trainer command: every field typed, defaulted and explained (the string under a field is its
+``--help``), checked in ``__post_init__``. ``python -m training`` builds its options from these, and the app's
+run kinds take their defaults from them."""
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+DEFAULT_POLICY = "smollm2-135m-instruct"
+
+
+def _require_positive(config: object, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value is None or value <= 0:
+            raise ValueError(f"{name} must be above 0, not {value}.")
 
 
 @dataclass
@@ -44,6 +56,14 @@ class RewardConfig:
     within a few hundredths of the whole set's (its standard error is a sixteenth of the scores' spread), at a
     fraction of the time on a large export."""
 
+    def __post_init__(self) -> None:
+        _require_positive(self, "max_length", "epochs", "learning_rate", "prompts_per_batch",
+                          "gradient_accumulation_steps", "logging_steps")  # fmt: skip
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"eval_fraction is a share of the prompts: from 0 up to 1, not {self.eval_fraction}.")
+        if any(weight < 0 for weight in self.source_weights.values()):
+            raise ValueError(f"Source weights must be 0 or more: {self.source_weights}.")
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -52,7 +72,7 @@ class RewardConfig:
 class SFTConfig:
     """Supervised fine-tuning on demonstrations (the ``sft`` export), loss on the reply only."""
 
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_POLICY
     """A name from ``training.models.NAMED_MODELS``, any Hugging Face model id, or a local path."""
     max_length: int = 1024
     epochs: float = 2.0
@@ -66,8 +86,13 @@ class SFTConfig:
     bf16: bool = True
     """Mixed precision on GPUs that support bfloat16; ignored on CPU."""
     lora: bool = False
+    """Train LoRA adapters, merged into the saved model."""
     lora_rank: int = 16
     lora_alpha: int = 32
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "max_length", "epochs", "learning_rate", "batch_size", "gradient_accumulation_steps",
+                          "logging_steps")  # fmt: skip
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -78,7 +103,7 @@ class PPOConfig:
     """PPO against a reward model with a per-token KL penalty to the initial policy (InstructGPT, section 3.5),
     with the implementation details that published replications found to matter."""
 
-    policy: str = "smollm2-135m-instruct"
+    policy: str = DEFAULT_POLICY
     """The policy to tune (usually the SFT model): a named default, a Hugging Face id or a local path."""
     reward_model: str = ""
     """A reward model folder (``python -m training reward`` output), a Hugging Face id or a local path."""
@@ -115,7 +140,7 @@ class PPOConfig:
     whiten_rewards: bool = False
     missing_eos_penalty: float = 1.0
     """What a response that does not end within ``max_new_tokens`` loses (0: nothing)."""
-    missing_eos: str = "subtract"
+    missing_eos: Literal["subtract", "replace"] = "subtract"
     """``subtract``: the penalty comes off the reward model's score, so its judgement of a cut-off response still
     reaches the policy (TRL's choice). ``replace``: the score is ``-missing_eos_penalty`` whatever the reward
     model says (the N+ implementation details for TL;DR, whose answers fit the budget; chat answers often do
@@ -151,6 +176,72 @@ class PPOConfig:
             raise ValueError(f"missing_eos must be 'subtract' or 'replace', not '{self.missing_eos}'.")
         if self.missing_eos_penalty is None or self.missing_eos_penalty < 0:
             raise ValueError("missing_eos_penalty is an amount taken off the score: 0 or more.")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PromptSamplingConfig:
+    """What every command that has a model answer a project's prompts shares."""
+
+    model: str = DEFAULT_POLICY
+    """The model that answers: a named default, a Hugging Face id or a local path."""
+    max_prompts: int = 0
+    """Answer this many prompts, drawn at random (0: all)."""
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    batch_size: int = 16
+    """Prompts sampled together."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "max_new_tokens", "temperature", "batch_size")
+        if self.max_prompts < 0:
+            raise ValueError(f"max_prompts must be 0 (all) or more, not {self.max_prompts}.")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GenerateConfig(PromptSamplingConfig):
+    """A policy answers prompts: the responses of the next round of comparisons."""
+
+    samples: int = 2
+    """Responses per prompt."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require_positive(self, "samples")
+
+
+@dataclass
+class CritiqueConfig(PromptSamplingConfig):
+    """Critique-and-revision chains by a constitution's principles (SL-CAI): the model answers, then criticises
+    and revises its answer."""
+
+    max_new_tokens: int = 128
+    rounds: int = 1
+    """Critique-and-revision rounds per prompt, each by a principle drawn at random."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require_positive(self, "rounds")
+
+
+@dataclass
+class FeedbackConfig:
+    """AI preference labels, one per pair and principle (RLAIF)."""
+
+    model: str = DEFAULT_POLICY
+    """The feedback model: a named default, a Hugging Face id or a local path."""
+    chain_of_thought: bool = False
+    """Reason first, then answer; the labels are then clamped to 0.4..0.6."""
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "batch_size")
 
     def as_dict(self) -> dict:
         return asdict(self)

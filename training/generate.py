@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
+from training.config import GenerateConfig
 from training.data import pick_prompts, read_prompts_with_ids
 from training.models import causal_lm_for_inference
-from training.runtime import MetricsSink, Progress
+from training.runtime import RESPONSES_FILE, MetricsSink, Progress, write_result
 from training.sampling import SamplingConfig, sample
 
 
@@ -23,16 +24,16 @@ def generate_responses(
     prompts_path: str | Path,
     output_dir: str | Path,
     *,
-    samples: int = 2,
-    max_new_tokens: int = 256,
-    temperature: float = 0.7,
-    batch_size: int = 16,
-    seed: int = 0,
+    samples: int = GenerateConfig.samples,
+    max_new_tokens: int = GenerateConfig.max_new_tokens,
+    temperature: float = GenerateConfig.temperature,
+    batch_size: int = GenerateConfig.batch_size,
+    seed: int = GenerateConfig.seed,
     cache_dir: str | Path | None = None,
     on_metrics: MetricsSink | None = None,
     model=None,
     tokenizer=None,
-    max_prompts: int = 0,
+    max_prompts: int = GenerateConfig.max_prompts,
 ) -> dict:
     """Write ``output_dir/responses.jsonl`` and ``output_dir/result.json``; returns the summary. With
     ``max_prompts``, that many prompts drawn at random (seeded) are answered instead of all."""
@@ -48,7 +49,7 @@ def generate_responses(
     config = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature)
     progress.phase("generating")
     started, written, finished = time.monotonic(), 0, 0
-    partial = output_dir / "responses.jsonl.partial"
+    partial = output_dir / f"{RESPONSES_FILE}.partial"
     with open(partial, "w", encoding="utf-8") as out:
         for first in range(0, len(jobs), batch_size):
             batch = jobs[first : first + batch_size]
@@ -58,15 +59,13 @@ def generate_responses(
                 written += 1
                 finished += int(ended)
             progress.update(written / len(jobs), responses=written)
-    partial.rename(output_dir / "responses.jsonl")
+    partial.rename(output_dir / RESPONSES_FILE)
     summary = {
         "prompts": len(prompts),
         "responses": written,
         "finished_rate": finished / max(written, 1),
         "seconds": round(time.monotonic() - started, 2),
     }
-    (output_dir / "result.json").write_text(
-        json.dumps({"responses_path": str(output_dir / "responses.jsonl"), "metrics": summary}, indent=2)
-    )
+    write_result(output_dir, {"responses_path": str(output_dir / RESPONSES_FILE), "metrics": summary})
     progress.done(summary)
     return summary

@@ -20,7 +20,6 @@ optimiser, beta and every random state, so a resumed run ends where an uninterru
 """
 
 import copy
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -48,7 +47,7 @@ from training.rl import (
     same_vocabulary,
     value_model_for,
 )
-from training.runtime import MetricsSink, Progress, random_states, random_states_restore
+from training.runtime import MODEL_DIR, MetricsSink, Progress, random_states, random_states_restore, write_result
 from training.sampling import Rollout, position_ids_for, sample
 
 RewardFunction = Callable[[list[list[dict]], list[str]], torch.Tensor]
@@ -382,7 +381,7 @@ def _checkpoint_save(
 def _save_policy(config: PPOConfig, output_dir: Path, accelerator, models: _Models) -> Path:
     """The trained policy, as a plain model with its tokenizer (LoRA adapters merged)."""
     accelerator.wait_for_everyone()
-    model_dir = output_dir / "model"
+    model_dir = output_dir / MODEL_DIR
     final = accelerator.unwrap_model(models.policy)
     if config.lora:
         final = final.merge_and_unload()
@@ -474,6 +473,6 @@ def train_ppo(
     }
     if accelerator.is_main_process:
         written = {"model_dir": str(model_dir), "metrics": summary, "config": config.as_dict()}
-        (output_dir / "result.json").write_text(json.dumps(written, indent=2))
+        write_result(output_dir, written)
     progress.done(summary)
     return PPOResult(model_dir=str(model_dir), metrics=summary, config=config.as_dict(), history=history)

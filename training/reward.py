@@ -14,7 +14,6 @@ The loop below reads top to bottom: data, model, optimiser, then epochs of (forw
 with a held-out evaluation after each, then normalisation and saving.
 """
 
-import json
 import math
 import random
 import time
@@ -32,7 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_sc
 from training.config import RewardConfig
 from training.data import DataError, RankedPrompt, Reference, read_rankings, read_references
 from training.models import load_reward_model
-from training.runtime import MetricsSink, Progress
+from training.runtime import MODEL_DIR, MetricsSink, Progress, write_result
 from training.text import prompt_text
 
 # --- text and batches ----------------------------------------------------------------------------------------
@@ -437,7 +436,7 @@ def train_reward_model(
         **{key: value for key, value in evaluations[-1].items() if key.startswith("eval_")},
         "normalization": normalization,
     }
-    model_dir = output_dir / "model"
+    model_dir = output_dir / MODEL_DIR
     result = RewardResult(model_dir=str(model_dir), metrics=final, config=config.as_dict())
     if accelerator.is_main_process:
         progress.phase("saving")
@@ -448,7 +447,7 @@ def train_reward_model(
             accelerator.free_memory()
             progress.phase("evaluating")
             final.update(_baseline_comparison(baseline, held_out, config, accelerator.device, cache_dir, progress))
-        (output_dir / "result.json").write_text(json.dumps(result.as_dict(), indent=2))
+        write_result(output_dir, result.as_dict())
         progress.done(final)
     return result
 

@@ -24,6 +24,15 @@ from pathlib import Path
 
 MetricsSink = Callable[[dict], None]
 
+# What a trainer leaves in its output folder (``--out``), by name, for whoever launched it to read back.
+RESULT_FILE = "result.json"  # the run's outcome: metrics and where its outputs are
+METRICS_FILE = "metrics.jsonl"  # the lines described above (``--metrics`` names it; the app uses this name)
+ERROR_FILE = "error.json"  # the trainer's account of its failure (``error-rank<N>.json`` for other processes)
+MODEL_DIR = "model"  # a trained model, saved for ``from_pretrained``
+RESPONSES_FILE = "responses.jsonl"  # generate: one sampled response per line
+CHAINS_FILE = "chains.jsonl"  # critique: one critique-and-revision chain per line
+LABELS_FILE = "labels.jsonl"  # AI feedback: one preference label per line
+
 # How much of a run each phase is, by trainer (the rest of each run is setting up, weighted 0).
 PHASE_WEIGHTS = {
     "reward": {"loading": 0.05, "training": 0.85, "normalising": 0.05, "saving": 0.05},
@@ -114,6 +123,20 @@ class Progress:
         self._emit({"event": "done", **summary, "phase": "done", "progress": 1.0})
 
 
+# --- the output folder ---------------------------------------------------------------------------------------
+
+
+def write_result(output_dir: str | Path, result: dict) -> Path:
+    """The run's outcome, written last: its presence tells the launcher the run finished."""
+    path = Path(output_dir) / RESULT_FILE
+    path.write_text(json.dumps(result, indent=2))
+    return path
+
+
+def read_result(output_dir: str | Path) -> dict:
+    return json.loads((Path(output_dir) / RESULT_FILE).read_text())
+
+
 # --- errors --------------------------------------------------------------------------------------------------
 
 
@@ -130,9 +153,8 @@ def write_error(output_dir: str | Path | None, error: BaseException, phase: str 
         folder = Path(output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         rank = process_rank()
-        (folder / ("error.json" if rank == 0 else f"error-rank{rank}.json")).write_text(
-            json.dumps(record), encoding="utf-8"
-        )
+        name = ERROR_FILE if rank == 0 else ERROR_FILE.replace(".json", f"-rank{rank}.json")
+        (folder / name).write_text(json.dumps(record), encoding="utf-8")
     return record
 
 
@@ -140,7 +162,7 @@ def read_error(output_dir: str | Path) -> dict | None:
     """The first failure any process recorded (a failing process often takes the others down with errors of
     their own, later)."""
     records = []
-    for path in Path(output_dir).glob("error*.json"):
+    for path in Path(output_dir).glob(ERROR_FILE.replace(".json", "*.json")):
         try:
             records.append(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError):

@@ -5,7 +5,6 @@ prompt-completion pair laid out as the policy will later be prompted (``training
 loss covers the completion only, and the completion ends with EOS, so the model learns to stop.
 """
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from transformers.trainer_callback import PrinterCallback
 from training.config import SFTConfig
 from training.data import DataError, read_references
 from training.models import load_causal_lm
-from training.runtime import MetricsSink, Progress
+from training.runtime import MODEL_DIR, MetricsSink, Progress, write_result
 from training.text import policy_prompt, uses_chat_template
 
 
@@ -135,7 +134,7 @@ def train_sft(
     trained = trainer.model
     if config.lora:
         trained = trained.merge_and_unload()
-    model_dir = output_dir / "model"
+    model_dir = output_dir / MODEL_DIR
     trained.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -148,6 +147,6 @@ def train_sft(
         "seconds": round(time.monotonic() - started, 2),
     }
     result = SFTResult(model_dir=str(model_dir), metrics=metrics, config=config.as_dict())
-    (output_dir / "result.json").write_text(json.dumps(result.as_dict(), indent=2))
+    write_result(output_dir, result.as_dict())
     progress.done(metrics)
     return result

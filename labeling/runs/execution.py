@@ -22,6 +22,7 @@ from labeling.runs.logs import failure_message
 from labeling.runs.outcomes import run_end
 from labeling.runs.spec import spec_for
 from labeling.runs.starting import artefacts_dir, model_path
+from training.runtime import METRICS_FILE, RESULT_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 # The trainer's log is read by people on the run page: no download and loading bars, unbuffered output.
@@ -33,8 +34,18 @@ TRAINER_ENVIRONMENT = {
 }
 
 
-def _options(config: dict, names: tuple[str, ...]) -> list[str]:
-    return [part for name in names if name in config for part in (f"--{name.replace('_', '-')}", str(config[name]))]
+def config_options(config: dict, names: tuple[str, ...]) -> list[str]:
+    """``--name value`` for each of ``names`` the run's config holds; ``--name`` or ``--no-name`` for a flag."""
+    options = []
+    for name in names:
+        if name not in config:
+            continue
+        flag, value = name.replace("_", "-"), config[name]
+        if isinstance(value, bool):
+            options.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            options += [f"--{flag}", str(value)]
+    return options
 
 
 def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
@@ -52,12 +63,10 @@ def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
     command = [spec.command]
     if spec.data_flag:
         command += [spec.data_flag, str(artefacts_dir() / run.snapshot.path)]
-    command += ["--out", str(out_dir), "--metrics", str(out_dir / "metrics.jsonl"),
+    command += ["--out", str(out_dir), "--metrics", str(out_dir / METRICS_FILE),
                 "--cache-dir", str(settings.MODEL_CACHE_DIR)]  # fmt: skip
     command += [spec.model_flag, model_path(run.parent_model) if run.parent_model else run.base_model]
-    command += [*spec.arguments(run, out_dir), *_options(config, spec.options)]
-    if config.get("lora"):
-        command.append("--lora")
+    command += [*spec.arguments(run, out_dir), *config_options(config, spec.options)]
     return [*launch, "-m", "training", *command]
 
 
@@ -140,7 +149,7 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
     spec = spec_for(run.kind)
     try:
         spec.prepare(run, out_dir)
-        follower = MetricsFollower(out_dir / "metrics.jsonl")
+        follower = MetricsFollower(out_dir / METRICS_FILE)
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 trainer_command(run, out_dir),
@@ -158,7 +167,7 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
                     run_end(run, TrainingRun.Status.CANCELLED, error="Cancelled by an administrator.", log=log_path)
                     return TrainingRun.Status.CANCELLED
         record_progress(run, follower.new_lines(), timezone.now())
-        if process.returncode == 0 and (out_dir / "result.json").exists():
+        if process.returncode == 0 and (out_dir / RESULT_FILE).exists():
             spec.register(run, out_dir, timezone.now())
             return TrainingRun.Status.SUCCEEDED
         run_end(run, TrainingRun.Status.FAILED, error=failure_message(out_dir, process.returncode), log=log_path)

@@ -2,7 +2,6 @@
 stopped (failed or cancelled) with its progress where it stopped."""
 
 import hashlib
-import json
 from pathlib import Path
 
 from django.db import transaction
@@ -12,6 +11,7 @@ from config.version import code_version
 from labeling.models import ModelVersion, TrainingRun
 from labeling.runs.logs import log_tail
 from labeling.runs.starting import artefacts_dir
+from training.runtime import read_result
 
 
 def model_version_make_current(*, version: ModelVersion) -> ModelVersion:
@@ -39,7 +39,7 @@ def files_hash(folder: Path) -> str:
 @transaction.atomic
 def model_version_register(run: TrainingRun, out_dir: Path, now) -> ModelVersion:
     """The model a run saved, as a version of its kind with its lineage; the run succeeded."""
-    result = json.loads((out_dir / "result.json").read_text())
+    result = read_result(out_dir)
     model_dir = Path(result["model_dir"])
     version = ModelVersion.objects.create(
         project=run.project,
@@ -93,7 +93,7 @@ def promotion_decide(version: ModelVersion, run: TrainingRun) -> str:
 
 def run_succeeded(run: TrainingRun, out_dir: Path, now, extra: dict) -> None:
     """Mark the run succeeded with the trainer's closing metrics and ``extra`` (what was stored of its output)."""
-    result = json.loads((out_dir / "result.json").read_text())
+    result = read_result(out_dir)
     TrainingRun.objects.filter(pk=run.pk).update(
         status=TrainingRun.Status.SUCCEEDED, progress=1.0, finished_at=now, heartbeat_at=now,
         log_tail=log_tail(out_dir / "log.txt"),

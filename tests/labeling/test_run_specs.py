@@ -7,7 +7,7 @@ import pytest
 
 from labeling import runs
 from labeling.models import TrainingRun
-from training.cli import RUNNERS, build_parser
+from training.cli import RUNNERS, build_parser, config_from
 
 
 def subcommand_options(command: str) -> set[str]:
@@ -49,3 +49,38 @@ def test_each_kind_has_its_own_page_and_action():
     specs = runs.all_specs()
     assert [spec.kind for spec in specs] == list(TrainingRun.Kind)
     assert len({spec.page.slug for spec in specs}) == len({spec.page.action for spec in specs}) == len(specs)
+
+
+def _another(value, choices=None):
+    """A value of the same type that is not ``value`` (a different choice, when the option has choices)."""
+    if choices:
+        return next(choice for choice in choices if choice != value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 3
+    if isinstance(value, float):
+        return value * 0.5 + 0.25
+    return f"{value}-other"
+
+
+@pytest.mark.parametrize("kind", TrainingRun.Kind.values)
+def test_the_options_a_run_passes_reach_the_trainer_with_their_values(kind):
+    spec = runs.spec_for(kind)
+    subcommand = next(action for action in build_parser()._actions if action.dest == "command").choices[spec.command]
+    actions = {action.dest: action for action in subcommand._actions}
+    config = {}
+    for name in spec.options:
+        default = actions[name].default
+        config[name] = _another(default if default is not None else False, actions[name].choices)
+    if "mini_batch_size" in config:  # PPO's check: the batch a multiple of the minibatch (the app sets them equal)
+        config["mini_batch_size"] = config["batch_size"]
+    required = [part for action in subcommand._actions if action.required for part in (action.option_strings[0], "x")]
+
+    args = build_parser().parse_args([spec.command, *required, *runs.config_options(config, spec.options)])
+    assert {name: getattr(args, name) for name in spec.options} == config
+    if spec.config is not None:  # and the trainer's config takes them (its checks pass)
+        built = config_from(spec.config, args, **({"source_weights": {}} if spec.command == "reward" else {}))
+        assert {name: getattr(built, name) for name in spec.options if hasattr(built, name)} == {
+            name: value for name, value in config.items() if hasattr(spec.config, name)
+        }

@@ -16,7 +16,8 @@ from labeling.runs.kinds.critique import constitution_or_default
 from labeling.runs.outcomes import run_succeeded
 from labeling.runs.spec import RunPage, RunSpec
 from labeling.runs.starting import run_create
-from training.config import PPOConfig
+from training.config import FeedbackConfig
+from training.runtime import LABELS_FILE
 
 TASKS_PER_QUERY = 500
 
@@ -31,7 +32,7 @@ def ai_feedback_run_start(
     project: Project,
     constitution: Constitution | None = None,
     principle_ids: list[int] | None = None,
-    model: str = PPOConfig.policy,
+    model: str = FeedbackConfig.model,
     chain_of_thought: bool = False,
     created_by: User | None = None,
 ) -> TrainingRun:
@@ -60,7 +61,7 @@ class AIFeedbackRunForm(RunForm):
         queryset=Principle.objects.filter(is_active=True).exclude(comparison_question="").select_related("constitution"),
         required=False, label="Principles", help_text="None chosen: every active principle of the constitution.",
     )  # fmt: skip
-    model = forms.CharField(initial=PPOConfig.policy, help_text="The feedback model: any causal LM.")
+    model = forms.CharField(initial=FeedbackConfig.model, help_text="The feedback model: any causal LM.")
     chain_of_thought = forms.BooleanField(required=False, help_text="Reason first; labels clamped to 0.4..0.6.")
 
 
@@ -82,8 +83,7 @@ def comparisons_write(run: TrainingRun, out_dir: Path) -> None:
 
 
 def _arguments(run: TrainingRun, out_dir: Path) -> list[str]:
-    arguments = ["--comparisons", str(out_dir / "comparisons.jsonl")]
-    return [*arguments, "--chain-of-thought"] if (run.config or {}).get("chain_of_thought") else arguments
+    return ["--comparisons", str(out_dir / "comparisons.jsonl")]
 
 
 @transaction.atomic
@@ -92,7 +92,7 @@ def ai_labels_register(run: TrainingRun, out_dir: Path, now) -> int:
     the better one (0.5 or more), the principle, and the feedback model as origin."""
     from labeling.services import judgement_create
 
-    with open(out_dir / "labels.jsonl", encoding="utf-8") as lines:
+    with open(out_dir / LABELS_FILE, encoding="utf-8") as lines:
         labels = [json.loads(line) for line in lines if line.strip()]
     tasks = ComparisonTask.objects.in_bulk([label["task_id"] for label in labels])
     principles = Principle.objects.in_bulk([label["principle_id"] for label in labels])
@@ -122,7 +122,7 @@ def ai_labels_register(run: TrainingRun, out_dir: Path, now) -> int:
 SPEC = RunSpec(
     kind=TrainingRun.Kind.AI_FEEDBACK,
     command="feedback",
-    config=None,
+    config=FeedbackConfig,
     start=ai_feedback_run_start,
     form=AIFeedbackRunForm,
     page=RunPage(
@@ -132,6 +132,7 @@ SPEC = RunSpec(
         "label_with_ai_feedback",
         "Label pairs with AI feedback (RLAIF)",
     ),
+    options=("chain_of_thought",),
     arguments=_arguments,
     prepare=comparisons_write,
     register=ai_labels_register,

@@ -24,9 +24,10 @@ from labeling.runs.forms import ModelVersionChoiceField, RunForm
 from labeling.runs.outcomes import run_succeeded
 from labeling.runs.spec import RunPage, RunSpec
 from labeling.runs.starting import own_model, require_max_prompts, require_positive, run_create, snapshot_for
-from training.config import PPOConfig
+from training.config import CritiqueConfig
+from training.runtime import CHAINS_FILE
 
-ROUNDS, MAX_PROMPTS, MAX_NEW_TOKENS, TEMPERATURE = 1, 50, 128, 0.7
+MAX_PROMPTS = 50  # what the admin form suggests (the service's default, None, answers every prompt)
 
 
 def constitution_or_default(constitution: Constitution | None) -> Constitution:
@@ -42,12 +43,12 @@ def critique_run_start(
     project: Project,
     constitution: Constitution | None = None,
     policy: ModelVersion | None = None,
-    base_model: str = PPOConfig.policy,
+    base_model: str = CritiqueConfig.model,
     snapshot: DatasetSnapshot | None = None,
-    rounds: int = ROUNDS,
+    rounds: int = CritiqueConfig.rounds,
     max_prompts: int | None = None,
-    max_new_tokens: int = MAX_NEW_TOKENS,
-    temperature: float = TEMPERATURE,
+    max_new_tokens: int = CritiqueConfig.max_new_tokens,
+    temperature: float = CritiqueConfig.temperature,
     few_shot: str = "",
     created_by: User | None = None,
 ) -> TrainingRun:
@@ -77,11 +78,11 @@ class CritiqueRunForm(RunForm):
         queryset=ModelVersion.objects.none(), required=False,
         empty_label="The current policy (or the base model below if there is none)",
     )  # fmt: skip
-    base_model = forms.CharField(initial=PPOConfig.policy)
+    base_model = forms.CharField(initial=CritiqueConfig.model)
     snapshot = forms.ModelChoiceField(
         queryset=DatasetSnapshot.objects.none(), required=False, empty_label="Freeze a snapshot of every prompt now"
     )
-    rounds = forms.IntegerField(initial=ROUNDS, min_value=1, max_value=8)
+    rounds = forms.IntegerField(initial=CritiqueConfig.rounds, min_value=1, max_value=8)
     max_prompts = forms.IntegerField(
         initial=MAX_PROMPTS, min_value=0, required=False,
         help_text="Work on this many prompts of the snapshot, drawn at random (0 or blank: all of them).",
@@ -90,8 +91,8 @@ class CritiqueRunForm(RunForm):
         required=False, widget=forms.Textarea(attrs={"rows": 4}),
         help_text="Optional: worked examples put before every critique prompt.",
     )  # fmt: skip
-    max_new_tokens = forms.IntegerField(initial=MAX_NEW_TOKENS, min_value=1)
-    temperature = forms.FloatField(initial=TEMPERATURE, min_value=0.01)
+    max_new_tokens = forms.IntegerField(initial=CritiqueConfig.max_new_tokens, min_value=1)
+    temperature = forms.FloatField(initial=CritiqueConfig.temperature, min_value=0.01)
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, project=project, **kwargs)
@@ -122,7 +123,7 @@ def chains_register(run: TrainingRun, out_dir: Path, now) -> int:
     constitution = Constitution.objects.get(pk=run.config["constitution_id"])
     principles = Principle.objects.in_bulk()
     stored = 0
-    with open(out_dir / "chains.jsonl", encoding="utf-8") as lines:
+    with open(out_dir / CHAINS_FILE, encoding="utf-8") as lines:
         records = [json.loads(line) for line in lines if line.strip()]
     prompts = Prompt.objects.in_bulk([record["prompt_id"] for record in records])
     for record in records:
@@ -147,7 +148,7 @@ def chains_register(run: TrainingRun, out_dir: Path, now) -> int:
 SPEC = RunSpec(
     kind=TrainingRun.Kind.CRITIQUE,
     command="critique",
-    config=None,
+    config=CritiqueConfig,
     start=critique_run_start,
     form=CritiqueRunForm,
     page=RunPage(

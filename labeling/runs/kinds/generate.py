@@ -14,8 +14,10 @@ from labeling.runs.forms import ModelVersionChoiceField, RunForm
 from labeling.runs.outcomes import run_succeeded
 from labeling.runs.spec import RunPage, RunSpec
 from labeling.runs.starting import own_model, require_max_prompts, require_positive, run_create, snapshot_for
+from training.config import GenerateConfig
+from training.runtime import RESPONSES_FILE
 
-SAMPLES, MAX_PROMPTS, MAX_NEW_TOKENS, TEMPERATURE = 2, 50, 256, 0.7
+MAX_PROMPTS = 50  # what the admin form suggests (the service's default, None, answers every prompt)
 
 
 @transaction.atomic
@@ -24,10 +26,10 @@ def generate_run_start(
     project: Project,
     policy: ModelVersion | None = None,
     snapshot: DatasetSnapshot | None = None,
-    samples: int = SAMPLES,
+    samples: int = GenerateConfig.samples,
     max_prompts: int | None = None,
-    max_new_tokens: int = MAX_NEW_TOKENS,
-    temperature: float = TEMPERATURE,
+    max_new_tokens: int = GenerateConfig.max_new_tokens,
+    temperature: float = GenerateConfig.temperature,
     created_by: User | None = None,
 ) -> TrainingRun:
     """Queue ``policy`` (default: the current policy) writing ``samples`` responses to each prompt of a
@@ -57,13 +59,15 @@ class GenerateRunForm(RunForm):
         queryset=DatasetSnapshot.objects.none(), required=False, empty_label="Freeze a snapshot of every prompt now",
         help_text="Each of these prompts gets new responses and a comparison task.",
     )  # fmt: skip
-    samples = forms.IntegerField(initial=SAMPLES, min_value=1, max_value=9, help_text="New responses per prompt.")
+    samples = forms.IntegerField(
+        initial=GenerateConfig.samples, min_value=1, max_value=9, help_text="New responses per prompt."
+    )
     max_prompts = forms.IntegerField(
         initial=MAX_PROMPTS, min_value=0, required=False,
         help_text="Answer this many prompts of the snapshot, drawn at random (0 or blank: all of them).",
     )  # fmt: skip
-    max_new_tokens = forms.IntegerField(initial=MAX_NEW_TOKENS, min_value=1)
-    temperature = forms.FloatField(initial=TEMPERATURE, min_value=0.01)
+    max_new_tokens = forms.IntegerField(initial=GenerateConfig.max_new_tokens, min_value=1)
+    temperature = forms.FloatField(initial=GenerateConfig.temperature, min_value=0.01)
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, project=project, **kwargs)
@@ -82,7 +86,7 @@ def generations_register(run: TrainingRun, out_dir: Path, now) -> int:
     policy, project = run.parent_model, run.project
     written: dict[int, list[str]] = {}
     empty = 0
-    with open(out_dir / "responses.jsonl", encoding="utf-8") as lines:
+    with open(out_dir / RESPONSES_FILE, encoding="utf-8") as lines:
         for line in lines:
             if line.strip():
                 record = json.loads(line)
@@ -117,7 +121,7 @@ def generations_register(run: TrainingRun, out_dir: Path, now) -> int:
 SPEC = RunSpec(
     kind=TrainingRun.Kind.GENERATE,
     command="generate",
-    config=None,
+    config=GenerateConfig,
     start=generate_run_start,
     form=GenerateRunForm,
     page=RunPage(

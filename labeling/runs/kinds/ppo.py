@@ -112,6 +112,7 @@ SPEC = RunSpec(
         "seed",
         "missing_eos",
         "missing_eos_penalty",
+        "lora",
     ),  # fmt: skip
     arguments=_reward_model,
     register=model_version_register,

@@ -135,6 +135,7 @@ SPEC = RunSpec(
         "eval_fraction",
         "human_weight",
         "ai_weight",
+        "lora",
     ),  # fmt: skip
     arguments=_baseline,
     register=reward_model_register,

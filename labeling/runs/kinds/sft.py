@@ -68,7 +68,7 @@ SPEC = RunSpec(
     form=SFTRunForm,
     page=RunPage("run-sft", "Run SFT", "Start fine-tuning", "run_sft", "Run SFT on the project's demonstrations"),
     data_flag="--data",
-    options=("epochs", "learning_rate", "batch_size", "max_length", "logging_steps"),
+    options=("epochs", "learning_rate", "batch_size", "max_length", "logging_steps", "lora"),
     register=model_version_register,
     curves=("loss",),
 )
