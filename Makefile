@@ -43,9 +43,12 @@ test: export SECRET_KEY ?= insecure-key-for-tests-only
 test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# mypy's Django plugin reads the settings, which need a SECRET_KEY.
+lint: export SECRET_KEY ?= insecure-key-for-lint-only
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Every benchmark in bench/ on its quick setting; each prints one JSON object on its last line.
 bench: $(STAMP)

@@ -16,10 +16,6 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
 
-class LogoutView(auth_views.LogoutView):
-    pass
-
-
 @permissions.rater_required
 def project_list(request: HttpRequest) -> HttpResponse:
     projects = selectors.project_list_for_user(user=request.user).order_by("name")

@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group
 
-from labeling.permissions import RATERS_GROUP
+from labeling.permissions import RATERS_GROUP, rater_membership_remember
 
 
 class ModelBackendWithRole(ModelBackend):
@@ -28,5 +28,6 @@ class ModelBackendWithRole(ModelBackend):
             return None
         if user is None or not self.user_can_authenticate(user):
             return None
-        user._in_raters_group = user.in_raters_group
+        # raw() sets the query's extra column as an attribute
+        rater_membership_remember(user, user.in_raters_group)  # type: ignore[attr-defined]
         return user

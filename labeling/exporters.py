@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import IO
+from typing import Protocol
 
 import orjson
 
@@ -32,6 +32,12 @@ EXPORT_KINDS = ("preference", "ranking", "sft", "hh", "prompts")
 FILE_FORMATS = ("jsonl", "parquet")
 BLOCK = 5000
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+class BytesWriter(Protocol):
+    """Where an export goes: a file, a spooled temporary file, a stream that hashes what passes."""
+
+    def write(self, data: bytes, /) -> int: ...
 
 
 @dataclass
@@ -113,6 +119,7 @@ def preference_records(selection, stats: ExportStats, *, conversational: bool = 
             stats.by_source[source] = stats.by_source.get(source, 0) + 1
             for winner, loser in _pairs(ranking):
                 chosen, rejected = content.texts[winner], content.texts[loser]
+                record: dict[str, object]
                 if hh:
                     record = {
                         "chosen": hh_transcript(content.messages, chosen),
@@ -231,7 +238,7 @@ def jsonl_chunks(records: Iterable[dict], lines_per_chunk: int = 1000) -> Iterat
         yield b"\n".join(buffer) + b"\n"
 
 
-def write_jsonl(records: Iterable[dict], stream: IO[bytes]) -> None:
+def write_jsonl(records: Iterable[dict], stream: BytesWriter) -> None:
     for chunk in jsonl_chunks(records):
         stream.write(chunk)
 
@@ -274,7 +281,7 @@ def parquet_schema(kind: str, conversational: bool):
     )
 
 
-def write_parquet(records: Iterable[dict], stream: IO[bytes], *, kind: str, conversational: bool = False) -> None:
+def write_parquet(records: Iterable[dict], stream: BytesWriter, *, kind: str, conversational: bool = False) -> None:
     """Parquet in row groups of ``BLOCK`` records, written as they come."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -290,7 +297,7 @@ def write_export(
     kind: str,
     file_format: str,
     selection: selectors.ExportFilter,
-    stream: IO[bytes],
+    stream: BytesWriter,
     *,
     conversational: bool = False,
 ) -> ExportStats:

@@ -194,9 +194,10 @@ def _completion(value: Any, line: int, name: str) -> str:
     """A reply as text: plain text, or the assistant turns of a list of messages."""
     if isinstance(value, list):
         parts = [turn.get("content") for turn in value if isinstance(turn, dict) and turn.get("role") == "assistant"]
-        if not parts or not all(isinstance(part, str) for part in parts):
+        texts = [part for part in parts if isinstance(part, str)]
+        if not texts or len(texts) != len(parts):
             raise RecordError(line, name, "expected text or a list of assistant messages.")
-        return "\n\n".join(parts)
+        return "\n\n".join(texts)
     if not isinstance(value, str):
         raise RecordError(line, name, "expected text or a list of assistant messages.")
     if not value.strip():
@@ -334,9 +335,8 @@ def parse_hh(record: dict, line: int) -> list[ItemIn]:
 
 def parse_ranking(record: dict, line: int) -> list[ItemIn]:
     responses = _responses(record.get("responses"), line)
-    ranking = record.get("ranking")
     try:
-        validation.validate_ranking(ranking, range(len(responses)))
+        ranking = validation.validate_ranking(record.get("ranking"), range(len(responses)))
     except ValidationError as error:
         message = error.messages[0].replace("response ids", "response positions").replace("Response ", "Position ")
         raise RecordError(line, "ranking", message) from None

@@ -8,12 +8,13 @@ from collections.abc import Callable
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from rest_framework.permissions import BasePermission
 
-from labeling.models import Judgement, Project
+from labeling.models import Judgement, Project, User
 
 RATERS_GROUP = "raters"
 
@@ -30,8 +31,20 @@ def is_rater(user) -> bool:
     if user.is_staff:
         return True
     if not hasattr(user, "_in_raters_group"):
-        user._in_raters_group = user.groups.filter(name=RATERS_GROUP).exists()
+        rater_membership_remember(user, user.groups.filter(name=RATERS_GROUP).exists())
     return user._in_raters_group
+
+
+def rater_membership_remember(user, member: bool) -> None:
+    """Keep the answer on the user object (the authentication backend reads it with the user)."""
+    user._in_raters_group = member
+
+
+def signed_in(user: User | AnonymousUser) -> User:
+    """The user of a request the view's permission checks let through, as a ``User``."""
+    if not isinstance(user, User):
+        raise PermissionDenied
+    return user
 
 
 def projects_visible_to(user) -> QuerySet[Project]:

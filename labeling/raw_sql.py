@@ -4,6 +4,7 @@ come from the models; values are always parameters."""
 
 from collections.abc import Sequence
 from functools import cache
+from typing import TypeVar, cast
 
 from django.db import connection, models
 from django.utils import timezone
@@ -11,6 +12,12 @@ from django.utils import timezone
 from labeling.models import Prompt, Response, TaskResponse
 
 BULK_BATCH = 2000
+M = TypeVar("M", bound=models.Model)
+
+
+def column_of(model_field) -> str:
+    """A concrete field's column name (always set on concrete fields, though the type allows None)."""
+    return cast(str, model_field.column)
 
 
 @cache
@@ -28,17 +35,18 @@ def columns_of(model: type[models.Model], alias: str = "") -> str:
     """The select list of all of ``model``'s columns, in field order, for ``instance_from_row``."""
     quote = connection.ops.quote_name
     prefix = alias or model._meta.db_table
-    return ", ".join(f"{prefix}.{quote(model_field.column)}" for model_field in model._meta.concrete_fields)
+    return ", ".join(f"{prefix}.{quote(column_of(model_field))}" for model_field in model._meta.concrete_fields)
 
 
-def instance_from_row(model: type[models.Model], values: Sequence) -> models.Model:
+def instance_from_row(model: type[M], values: Sequence) -> M:
     """A model instance from the values of ``columns_of(model)`` in a plain-SQL row, as the ORM would build it."""
     converted = []
     for (column, converters), value in zip(_converters(model, connection.vendor), values, strict=True):
         for converter in converters:
             value = converter(value, column, connection)
         converted.append(value)
-    return model.from_db(connection.alias, None, converted)
+    names = [model_field.attname for model_field in model._meta.concrete_fields]
+    return model.from_db(connection.alias, names, converted)
 
 
 def task_content_sql() -> tuple[str, str]:
@@ -66,7 +74,7 @@ def insert_rows(model: type[models.Model], rows: list[dict]) -> list[int]:
     if not rows:
         return []
     if connection.vendor != "postgresql":
-        objects = model.objects.bulk_create([model(**row) for row in rows], batch_size=BULK_BATCH)
+        objects = model._default_manager.bulk_create([model(**row) for row in rows], batch_size=BULK_BATCH)
         return [obj.pk for obj in objects]
     from psycopg.types.json import Jsonb
 
@@ -84,10 +92,12 @@ def insert_rows(model: type[models.Model], rows: list[dict]) -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-            [table, model._meta.pk.column, len(rows)],
+            [table, column_of(model._meta.pk), len(rows)],
         )
         ids = [pk for (pk,) in cursor.fetchall()]
-        columns = ", ".join(quote(name) for name in [model._meta.pk.column, *(field.column for field in fields)])
+        columns = ", ".join(
+            quote(name) for name in [column_of(model._meta.pk), *(column_of(field) for field in fields)]
+        )
         with cursor.cursor.copy(f"COPY {quote(table)} ({columns}) FROM STDIN") as copy:
             for pk, row in zip(ids, rows, strict=True):
                 values = [pk]

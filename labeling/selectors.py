@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import orjson
 from django.db import connection
@@ -25,6 +26,16 @@ from labeling.models import (
 )
 from labeling.permissions import is_rater, is_staff, projects_visible_to
 from labeling.raw_sql import columns_of, instance_from_row, task_content_sql
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class ProjectCounts(TypedDict):
+    prompt_count: int
+    task_count: int
+    open_task_count: int
+    judgement_count: int
 
 
 def _count_per_project(queryset: QuerySet, project_field: str) -> Coalesce:
@@ -88,7 +99,7 @@ def project_list_for_user(*, user) -> QuerySet[Project]:
     )
 
 
-def project_list_with_counts() -> QuerySet[Project]:
+def project_list_with_counts() -> "QuerySet[WithAnnotations[Project, ProjectCounts]]":
     """Every project with how many prompts, tasks, open tasks and judgements it holds (for the admin)."""
     return Project.objects.annotate(
         prompt_count=_count_per_project(Prompt.objects.all(), "project"),
@@ -138,7 +149,7 @@ def task_id_with_free_slot(
     rater,
     gold: bool,
     now: datetime,
-    passed_over: list[int] = (),
+    passed_over: Sequence[int] = (),
     after_id: int = 0,
     lock: bool = False,
 ) -> tuple[int, int] | None:
@@ -197,7 +208,7 @@ def task_slots_taken(*, task_id: int, now: datetime) -> int:
         return cursor.fetchone()[0]
 
 
-def prompt_next_for_demonstration(*, project: Project, author, exclude: list[int] = ()) -> Prompt | None:
+def prompt_next_for_demonstration(*, project: Project, author, exclude: Sequence[int] = ()) -> Prompt | None:
     """A prompt of the project the author has not written a demonstration for (nor passed over, ``exclude``),
     fewest demonstrations first."""
     demonstrations = (
@@ -254,7 +265,8 @@ def task_content(*, task_id: int) -> TaskContent:
 
 def task_content_from_rows(rows: Sequence[tuple]) -> TaskContent:
     """A ``TaskContent`` from the rows that ``task_content_sql`` selects."""
-    messages, messages_html = (rows[0][3], rows[0][4]) if rows else ([], [])
+    messages: Any = rows[0][3] if rows else []  # JSON: a list, or text on SQLite
+    messages_html: Any = rows[0][4] if rows else []
     rows = [row for row in rows if row[0] is not None]  # a task without responses still has its prompt
     if isinstance(messages, str):  # SQLite hands JSON back as text
         messages, messages_html = json.loads(messages), json.loads(messages_html)
@@ -370,7 +382,7 @@ def ai_human_agreement(*, project: Project) -> dict:
     """Where people and the AI labeller judged the same pair (a task with two responses): how often the AI's
     preferred response is the one the person put first, per principle and overall. Ties and "both bad" are
     left out. Each (AI label, human judgement) pair counts once."""
-    human = {}
+    human: dict[int, list[int]] = {}
     for task_id, ranking in Judgement.objects.filter(
         task__project=project, source=Judgement.Source.HUMAN, all_bad=False
     ).values_list("task_id", "ranking"):
@@ -391,12 +403,12 @@ def ai_human_agreement(*, project: Project) -> dict:
         for name, (agreed, total) in sorted(rows.items())
         if total
     ]
-    agreed = sum(row["agreement"] * row["pairs"] for row in by_principle)
-    pairs = sum(row["pairs"] for row in by_principle)
+    agreed = sum(agreed for agreed, _ in rows.values())
+    pairs = sum(total for _, total in rows.values())
     return {"pairs": pairs, "agreement": agreed / pairs if pairs else None, "by_principle": by_principle}
 
 
-def critique_chain_next_for_review(*, project: Project, exclude: list[int] = ()):
+def critique_chain_next_for_review(*, project: Project, exclude: Sequence[int] = ()):
     """The oldest chain of the project waiting for review, leaving out those passed over."""
     from labeling.models import CritiqueChain
 

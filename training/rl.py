@@ -3,6 +3,7 @@ real tokens of left-padded batches, GAE, the adaptive KL controller (Ziegler et 
 and entropy of responses, and the value model (a transformer body with a scalar head at every position)."""
 
 import copy
+from typing import cast
 
 import numpy as np
 import torch
@@ -50,7 +51,10 @@ class AdaptiveKLController:
 class ValueModel(torch.nn.Module):
     """A transformer body and a scalar head read at every position: the value of each state."""
 
-    def __init__(self, body: torch.nn.Module, head: torch.nn.Linear) -> None:
+    body: PreTrainedModel
+    head: torch.nn.Linear
+
+    def __init__(self, body: PreTrainedModel, head: torch.nn.Linear) -> None:
         super().__init__()
         self.body, self.head = body, head
 
@@ -70,9 +74,10 @@ def value_model_for(policy: PreTrainedModel, reward_model: PreTrainedModel | Non
     ``score`` layer (decoder sequence classifiers: GPT-2, Llama, ...), else from the policy's body with a new
     zero head. Returns the model and where it came from."""
     head = getattr(reward_model, "score", None)
-    if shared_tokenizer and isinstance(head, torch.nn.Linear) and head.out_features == 1:
-        return ValueModel(copy.deepcopy(reward_model.base_model), copy.deepcopy(head)), "reward model"
-    body = copy.deepcopy(policy.base_model)
+    if reward_model is not None and shared_tokenizer and isinstance(head, torch.nn.Linear) and head.out_features == 1:
+        body = cast(PreTrainedModel, copy.deepcopy(reward_model.base_model))
+        return ValueModel(body, copy.deepcopy(head)), "reward model"
+    body = cast(PreTrainedModel, copy.deepcopy(policy.base_model))
     head = torch.nn.Linear(policy.config.get_text_config().hidden_size, 1)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)

@@ -19,9 +19,12 @@ from training.text import policy_prompt, uses_chat_template
 class Sampling(Protocol):
     """The sampling settings ``sample`` reads: ``SamplingConfig``, or an algorithm's config that has them."""
 
-    max_prompt_length: int
-    max_new_tokens: int
-    temperature: float
+    @property
+    def max_prompt_length(self) -> int: ...
+    @property
+    def max_new_tokens(self) -> int: ...
+    @property
+    def temperature(self) -> float: ...
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ loss covers the completion only, and the completion ends with EOS, so the model 
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
@@ -131,9 +132,9 @@ def train_sft(
     started = time.monotonic()
     outcome = trainer.train()
     progress.phase("saving")
-    trained = trainer.model
+    trained = cast(PreTrainedModel, trainer.model)
     if config.lora:
-        trained = trained.merge_and_unload()
+        trained = trained.merge_and_unload()  # type: ignore[operator]  # a peft model
     model_dir = output_dir / MODEL_DIR
     trained.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)

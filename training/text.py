@@ -1,6 +1,8 @@
 """How a prompt and a reply are laid out for a causal language model, in one place: SFT trains on this
 layout, PPO samples from it, and the reward model reads the same (``training.reward.encode``)."""
 
+from typing import cast
+
 from transformers import PreTrainedTokenizerBase
 
 
@@ -18,5 +20,5 @@ def policy_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, s
     """What the policy continues: the chat template with the assistant's turn opened, or the prompt and a
     blank line."""
     if uses_chat_template(tokenizer):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return cast(str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     return f"{prompt_text(messages)}\n\n"

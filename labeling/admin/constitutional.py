@@ -92,8 +92,7 @@ class ConstitutionAdmin(admin.ModelAdmin):
 class CritiqueRoundInline(admin.TabularInline):
     model = CritiqueRound
     extra = 0
-    fields = ["number", "principle", "critique", "revision"]
-    readonly_fields = fields
+    fields = readonly_fields = ("number", "principle", "critique", "revision")
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False

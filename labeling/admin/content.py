@@ -1,5 +1,7 @@
 """What projects hold: prompts, responses, tasks, assignments, judgements, problem reports, demonstrations."""
 
+from typing import TYPE_CHECKING, TypedDict
+
 from django.contrib import admin, messages
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
@@ -18,6 +20,13 @@ from labeling.models import (
     TaskProblemReport,
     TaskResponse,
 )
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class HeldBack(TypedDict):
+    task_is_held_back: bool
 
 
 class ResponseInline(admin.TabularInline):
@@ -171,7 +180,7 @@ class TaskProblemReportAdmin(ReadOnlyAdmin):
         return report.task.project
 
     @admin.display(description="task held back", boolean=True, ordering="task_is_held_back")
-    def task_held_back(self, report: TaskProblemReport) -> bool:
+    def task_held_back(self, report: "WithAnnotations[TaskProblemReport, HeldBack]") -> bool:
         return report.task_is_held_back
 
     def has_close_permission(self, request: HttpRequest) -> bool:

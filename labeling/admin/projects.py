@@ -1,21 +1,27 @@
 """Projects and accounts: the project list, its import and export pages, and the pages that start runs."""
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import QuerySet
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 
-from labeling import exporters, importers, runs, selectors, services
+from labeling import exporters, importers, permissions, runs, selectors, services
 from labeling.errors import ApplicationError
 from labeling.models import (
     Project,
     User,
 )
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    from labeling.selectors import ProjectCounts
 
 
 @admin.register(User)
@@ -225,7 +231,7 @@ class ProjectAdmin(admin.ModelAdmin):
                 return HttpResponseRedirect(reverse("admin:labeling_project_change", args=[project.pk]))
         return self._page(request, project, form, "Import data", "Import")
 
-    def export_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
+    def export_view(self, request: HttpRequest, project_id: int) -> HttpResponseBase:
         project = get_object_or_404(Project, pk=project_id)
         form = ExportForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
@@ -237,7 +243,7 @@ class ProjectAdmin(admin.ModelAdmin):
                     file_format=data["format"],
                     selection=form.selection(project),
                     conversational=data["conversational"],
-                    created_by=request.user,
+                    created_by=permissions.signed_in(request.user),
                 )
                 self.message_user(
                     request, f"Snapshot {snapshot.pk} frozen: {snapshot.row_count} rows.", messages.SUCCESS
@@ -250,17 +256,17 @@ class ProjectAdmin(admin.ModelAdmin):
         return self._page(request, project, form, "Export data", "Export")
 
     @admin.display(ordering="prompt_count", description="prompts")
-    def prompt_count(self, project: Project) -> int:
+    def prompt_count(self, project: "WithAnnotations[Project, ProjectCounts]") -> int:
         return project.prompt_count
 
     @admin.display(ordering="task_count", description="tasks")
-    def task_count(self, project: Project) -> int:
+    def task_count(self, project: "WithAnnotations[Project, ProjectCounts]") -> int:
         return project.task_count
 
     @admin.display(ordering="open_task_count", description="open tasks")
-    def open_task_count(self, project: Project) -> int:
+    def open_task_count(self, project: "WithAnnotations[Project, ProjectCounts]") -> int:
         return project.open_task_count
 
     @admin.display(ordering="judgement_count", description="judgements")
-    def judgement_count(self, project: Project) -> int:
+    def judgement_count(self, project: "WithAnnotations[Project, ProjectCounts]") -> int:
         return project.judgement_count

@@ -3,7 +3,7 @@
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
@@ -52,7 +52,7 @@ class DatasetSnapshotAdmin(ReadOnlyAdmin):
         url = reverse("admin:labeling_datasetsnapshot_download", args=[snapshot.pk])
         return format_html('<a href="{}">download</a>', url)
 
-    def download_view(self, request: HttpRequest, snapshot_id: int) -> HttpResponse:
+    def download_view(self, request: HttpRequest, snapshot_id: int) -> HttpResponseBase:
         snapshot = get_object_or_404(DatasetSnapshot, pk=snapshot_id)
         file_path = services.snapshot_path(snapshot)
         if not file_path.is_file():
@@ -130,11 +130,11 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     @admin.display(description="phase")
     def phase(self, run: TrainingRun) -> str:
         metrics = run.metrics or {}
-        name = metrics.get("phase") or ("waiting for a worker" if run.status == "queued" else "-")
+        name = metrics.get("phase") or ("waiting for a worker" if run.status == TrainingRun.Status.QUEUED else "-")
         share = metrics.get("phase_progress")
-        if run.status == "running" and isinstance(share, int | float) and name not in ("done", "-"):
+        if run.status == TrainingRun.Status.RUNNING and isinstance(share, int | float) and name not in ("done", "-"):
             return f"{name} ({share * 100:.0f}%)"
-        if run.status in ("failed", "cancelled") and name not in ("done", "-"):
+        if run.status in (TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED) and name not in ("done", "-"):
             return f"stopped while {name}"
         return name
 
@@ -234,9 +234,9 @@ class TrainingRunAdmin(ReadOnlyAdmin):
             raise PermissionDenied
         if request.method == "POST":
             run = runs.training_run_cancel(run=run)
-            if run.status == "cancelled":
+            if run.status == TrainingRun.Status.CANCELLED:
                 self.message_user(request, f"Run {run.pk} was cancelled before it started.", messages.SUCCESS)
-            elif run.cancel_requested and run.status == "running":
+            elif run.cancel_requested and run.status == TrainingRun.Status.RUNNING:
                 self.message_user(request, f"Run {run.pk} is stopping; its worker ends the trainer within seconds.")
             else:
                 self.message_user(request, f"Run {run.pk} had already ended ({run.status}).", messages.WARNING)
@@ -253,12 +253,14 @@ class TrainingRunAdmin(ReadOnlyAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         run = TrainingRun.objects.filter(pk=object_id).first()
-        active = run is not None and run.status in ("queued", "running")
+        active = run is not None and run.status in runs.ACTIVE
         context = {
             **(extra_context or {}),
             "refresh": active,
             "run": run,
-            "can_cancel": active and not run.cancel_requested and self.has_cancel_permission(request, run),
+            "can_cancel": (
+                run is not None and active and not run.cancel_requested and self.has_cancel_permission(request, run)
+            ),
         }
         return super().change_view(request, object_id, form_url, context)
 

@@ -44,7 +44,7 @@ class ProjectInput(serializers.ModelSerializer):
             "name", "slug", "guidelines", "compare_enabled", "rank_enabled", "rate_enabled", "demonstrate_enabled",
             "responses_per_task", "overlap", "gold_rate", "lease_timeout", "members",
         ]  # fmt: skip
-        validators = []  # the service checks uniqueness and constraints, and says what is wrong
+        validators: list = []  # the service checks uniqueness and constraints, and says what is wrong
 
 
 class ProjectListApi(generics.ListAPIView):
@@ -95,7 +95,7 @@ class PromptOutput(serializers.ModelSerializer):
 class PromptInput(serializers.Serializer):
     messages = serializers.ListField(child=serializers.DictField(child=serializers.CharField()), required=False)
     prompt = serializers.CharField(required=False, help_text="A plain prompt: one user message.")
-    source = serializers.CharField(required=False, default="api", max_length=200)
+    source = serializers.CharField(required=False, default="api", max_length=200)  # type: ignore[assignment]  # a field named like a Field attribute
     external_id = serializers.CharField(required=False, default="", allow_blank=True, max_length=200)
     metadata = serializers.DictField(required=False, default=dict)
 
@@ -222,7 +222,7 @@ class TaskListApi(generics.ListAPIView):
 
 
 class JudgementOutput(serializers.ModelSerializer):
-    rater = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    rater: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
         model = Judgement
@@ -249,7 +249,7 @@ class JudgementListApi(generics.ListAPIView):
 
 
 class DemonstrationOutput(serializers.ModelSerializer):
-    author = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    author: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
         model = Demonstration
@@ -266,5 +266,5 @@ class DemonstrationListApi(generics.ListAPIView):
         project = project_for_rater(self.request, self.kwargs["slug"])
         demonstrations = Demonstration.objects.filter(prompt__project=project).select_related("author").order_by("id")
         if not permissions.is_staff(self.request.user):
-            demonstrations = demonstrations.filter(author=self.request.user)
+            demonstrations = demonstrations.filter(author=permissions.signed_in(self.request.user))
         return demonstrations

@@ -16,6 +16,7 @@ from labeling.errors import NotFound
 from labeling.models import (
     DatasetSnapshot,
     Project,
+    User,
 )
 
 
@@ -54,7 +55,7 @@ class ImportApi(APIView):
             origin=data.validated_data["origin"],
             response_origin=data.validated_data["response_origin"],
         )
-        return Response(result.as_dict(), status=status.HTTP_201_CREATED)
+        return Response(ImportOutput(result.as_dict()).data, status=status.HTTP_201_CREATED)
 
 
 class ExportQuery(serializers.Serializer):
@@ -63,7 +64,7 @@ class ExportQuery(serializers.Serializer):
     since = serializers.DateTimeField(required=False)
     until = serializers.DateTimeField(required=False)
     rater = serializers.ListField(child=serializers.CharField(), required=False, default=list)
-    source = serializers.ChoiceField(choices=["human", "ai"], required=False)
+    source = serializers.ChoiceField(choices=["human", "ai"], required=False)  # type: ignore[assignment]  # a field named like a Field attribute
     gold = serializers.ChoiceField(choices=["include", "exclude", "only"], default="include")
 
 
@@ -106,7 +107,9 @@ class ExportApi(APIView):
 
 class SnapshotOutput(serializers.ModelSerializer):
     download = serializers.SerializerMethodField()
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
 
     class Meta:
         model = DatasetSnapshot
@@ -145,7 +148,7 @@ class SnapshotListApi(generics.ListAPIView):
             file_format=options["format"],
             selection=_selection(project, options),
             conversational=options["conversational"],
-            created_by=request.user,
+            created_by=permissions.signed_in(request.user),
         )
         return Response(SnapshotOutput(snapshot).data, status=status.HTTP_201_CREATED)
 

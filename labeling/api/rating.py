@@ -40,7 +40,7 @@ def task_kind(project: Project, k: int) -> str:
 def task_payload(assignment: Assignment, project: Project) -> dict:
     """What the task page needs: the conversation and the responses in this rater's order, as safe HTML
     (and as text, for the word diff)."""
-    content = getattr(assignment, "content", None) or selectors.task_content(task_id=assignment.task_id)
+    content = assignment.content or selectors.task_content(task_id=assignment.task_id)
     order = assignment.shown_order or sorted(content.texts)
     kind = task_kind(project, len(order))
     return {
@@ -68,7 +68,7 @@ class ConversationTurnOutput(serializers.Serializer):
 
 class TaskResponseOutput(serializers.Serializer):
     id = serializers.IntegerField()
-    label = serializers.CharField(help_text="A, B for comparisons; 1..K for rankings.")
+    label = serializers.CharField(help_text="A, B for comparisons; 1..K for rankings.")  # type: ignore[assignment]  # a field named like a Field attribute
     html = serializers.CharField(help_text="Sanitised HTML rendered from Markdown.")
     text = serializers.CharField()
 
@@ -93,7 +93,33 @@ class TaskNextApi(APIView):
         assignment = services.assignment_lease_next(project=project, rater=request.user)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(task_payload(assignment, project))
+        return Response(TaskPayloadOutput(task_payload(assignment, project)).data)
+
+
+class JudgementSubmitInput(serializers.Serializer):
+    client_submission_id = serializers.CharField(max_length=64)
+    ranking = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField(), allow_empty=False),
+        required=False,
+        allow_null=True,
+        default=None,
+    )
+    margin = serializers.FloatField(required=False, allow_null=True, default=None, min_value=0)
+    all_bad = serializers.BooleanField(required=False, default=False)
+    likert = serializers.DictField(child=serializers.IntegerField(), required=False, default=dict)
+    flags = serializers.DictField(
+        child=serializers.ListField(child=serializers.ChoiceField(choices=Flag.values)),
+        required=False,
+        default=dict,
+    )
+    rationale = serializers.CharField(required=False, allow_blank=True, default="", max_length=10000)
+
+
+class JudgementSubmitOutput(serializers.Serializer):
+    judgement_id = serializers.IntegerField()
+    task_id = serializers.IntegerField()
+    ranking = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))
+    seconds_spent = serializers.FloatField()
 
 
 class JudgementSubmitApi(APIView):
@@ -102,45 +128,32 @@ class JudgementSubmitApi(APIView):
 
     permission_classes = [permissions.IsRater]
 
-    class JudgementSubmitInput(serializers.Serializer):
-        client_submission_id = serializers.CharField(max_length=64)
-        ranking = serializers.ListField(
-            child=serializers.ListField(child=serializers.IntegerField(), allow_empty=False),
-            required=False,
-            allow_null=True,
-            default=None,
-        )
-        margin = serializers.FloatField(required=False, allow_null=True, default=None, min_value=0)
-        all_bad = serializers.BooleanField(required=False, default=False)
-        likert = serializers.DictField(child=serializers.IntegerField(), required=False, default=dict)
-        flags = serializers.DictField(
-            child=serializers.ListField(child=serializers.ChoiceField(choices=Flag.values)),
-            required=False,
-            default=dict,
-        )
-        rationale = serializers.CharField(required=False, allow_blank=True, default="", max_length=10000)
-
-    class JudgementSubmitOutput(serializers.Serializer):
-        judgement_id = serializers.IntegerField()
-        task_id = serializers.IntegerField()
-        ranking = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))
-        seconds_spent = serializers.FloatField()
-
     @extend_schema(request=JudgementSubmitInput, responses={201: JudgementSubmitOutput, 200: JudgementSubmitOutput})
     def post(self, request: Request, task_id: int) -> Response:
         # The service accepts only a task this rater holds, which they could only lease in their projects.
-        data = self.JudgementSubmitInput(data=request.data)
+        data = JudgementSubmitInput(data=request.data)
         data.is_valid(raise_exception=True)
         judgement, created = services.judgement_submit(rater=request.user, task_id=task_id, **data.validated_data)
         return Response(
-            {
-                "judgement_id": judgement.pk,
-                "task_id": judgement.task_id,
-                "ranking": judgement.ranking,
-                "seconds_spent": judgement.seconds_spent,
-            },
+            JudgementSubmitOutput(
+                {
+                    "judgement_id": judgement.pk,
+                    "task_id": judgement.task_id,
+                    "ranking": judgement.ranking,
+                    "seconds_spent": judgement.seconds_spent,
+                }
+            ).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
+
+
+class TaskSkipInput(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000)
+
+
+class TaskSkipOutput(serializers.Serializer):
+    task_id = serializers.IntegerField()
+    state = serializers.CharField()
 
 
 class TaskSkipApi(APIView):
@@ -148,20 +161,22 @@ class TaskSkipApi(APIView):
 
     permission_classes = [permissions.IsRater]
 
-    class TaskSkipInput(serializers.Serializer):
-        reason = serializers.CharField(max_length=2000)
-
-    class TaskSkipOutput(serializers.Serializer):
-        task_id = serializers.IntegerField()
-        state = serializers.CharField()
-
     @extend_schema(request=TaskSkipInput, responses=TaskSkipOutput)
     def post(self, request: Request, task_id: int) -> Response:
         # The service accepts only a task this rater holds, which they could only lease in their projects.
-        data = self.TaskSkipInput(data=request.data)
+        data = TaskSkipInput(data=request.data)
         data.is_valid(raise_exception=True)
         assignment = services.assignment_skip(rater=request.user, task_id=task_id, **data.validated_data)
-        return Response({"task_id": task_id, "state": assignment.state})
+        return Response(TaskSkipOutput({"task_id": task_id, "state": assignment.state}).data)
+
+
+class TaskProblemReportInput(serializers.Serializer):
+    message = serializers.CharField(max_length=5000)
+
+
+class TaskProblemReportOutput(serializers.Serializer):
+    report_id = serializers.IntegerField()
+    task_id = serializers.IntegerField()
 
 
 class TaskProblemReportApi(APIView):
@@ -169,20 +184,24 @@ class TaskProblemReportApi(APIView):
 
     permission_classes = [permissions.IsRater]
 
-    class TaskProblemReportInput(serializers.Serializer):
-        message = serializers.CharField(max_length=5000)
-
-    class TaskProblemReportOutput(serializers.Serializer):
-        report_id = serializers.IntegerField()
-        task_id = serializers.IntegerField()
-
     @extend_schema(request=TaskProblemReportInput, responses={201: TaskProblemReportOutput})
     def post(self, request: Request, task_id: int) -> Response:
         task_for_rater(request, task_id)
-        data = self.TaskProblemReportInput(data=request.data)
+        data = TaskProblemReportInput(data=request.data)
         data.is_valid(raise_exception=True)
         report = services.task_problem_report_create(rater=request.user, task_id=task_id, **data.validated_data)
-        return Response({"report_id": report.pk, "task_id": task_id}, status=status.HTTP_201_CREATED)
+        return Response(
+            TaskProblemReportOutput({"report_id": report.pk, "task_id": task_id}).data, status=status.HTTP_201_CREATED
+        )
+
+
+class DemonstrationNextQuery(serializers.Serializer):
+    exclude = serializers.RegexField(r"^\d+(,\d+)*$", required=False, help_text="Prompt ids passed over.")
+
+
+class DemonstrationNextOutput(serializers.Serializer):
+    prompt_id = serializers.IntegerField()
+    conversation = ConversationTurnOutput(many=True)
 
 
 class DemonstrationNextApi(APIView):
@@ -191,37 +210,36 @@ class DemonstrationNextApi(APIView):
 
     permission_classes = [permissions.IsRater]
 
-    class DemonstrationNextQuery(serializers.Serializer):
-        exclude = serializers.RegexField(r"^\d+(,\d+)*$", required=False, help_text="Prompt ids passed over.")
-
-    class DemonstrationNextOutput(serializers.Serializer):
-        prompt_id = serializers.IntegerField()
-        conversation = ConversationTurnOutput(many=True)
-
     @extend_schema(parameters=[DemonstrationNextQuery], responses={200: DemonstrationNextOutput, 204: None})
     def get(self, request: Request, slug: str) -> Response:
         project = project_for_rater(request, slug)
-        query = self.DemonstrationNextQuery(data=request.query_params)
+        query = DemonstrationNextQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         exclude = [int(part) for part in query.validated_data.get("exclude", "").split(",") if part]
         prompt = selectors.prompt_next_for_demonstration(project=project, author=request.user, exclude=exclude)
         if prompt is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response({"prompt_id": prompt.pk, "conversation": conversation_payload(prompt.messages)})
+        return Response(
+            DemonstrationNextOutput(
+                {"prompt_id": prompt.pk, "conversation": conversation_payload(prompt.messages)}
+            ).data
+        )
+
+
+class DemonstrationSubmitInput(serializers.Serializer):
+    text = serializers.CharField(max_length=50000, trim_whitespace=False)
+    client_submission_id = serializers.CharField(max_length=64)
+
+
+class DemonstrationSubmitOutput(serializers.Serializer):
+    demonstration_id = serializers.IntegerField()
+    prompt_id = serializers.IntegerField()
 
 
 class DemonstrationSubmitApi(APIView):
     """POST {"text", "client_submission_id"}: the rater's ideal reply to a prompt."""
 
     permission_classes = [permissions.IsRater]
-
-    class DemonstrationSubmitInput(serializers.Serializer):
-        text = serializers.CharField(max_length=50000, trim_whitespace=False)
-        client_submission_id = serializers.CharField(max_length=64)
-
-    class DemonstrationSubmitOutput(serializers.Serializer):
-        demonstration_id = serializers.IntegerField()
-        prompt_id = serializers.IntegerField()
 
     @extend_schema(
         request=DemonstrationSubmitInput, responses={201: DemonstrationSubmitOutput, 200: DemonstrationSubmitOutput}
@@ -230,15 +248,34 @@ class DemonstrationSubmitApi(APIView):
         prompt = get_object_or_404(
             Prompt.objects.filter(project__in=permissions.projects_visible_to(request.user)), pk=prompt_id
         )
-        data = self.DemonstrationSubmitInput(data=request.data)
+        data = DemonstrationSubmitInput(data=request.data)
         data.is_valid(raise_exception=True)
         demonstration, created = services.demonstration_submit(
             author=request.user, prompt=prompt, **data.validated_data
         )
         return Response(
-            {"demonstration_id": demonstration.pk, "prompt_id": prompt.pk},
+            DemonstrationSubmitOutput({"demonstration_id": demonstration.pk, "prompt_id": prompt.pk}).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
+
+
+class CritiqueChainNextQuery(serializers.Serializer):
+    exclude = serializers.RegexField(r"^\d+(,\d+)*$", required=False, help_text="Chain ids passed over.")
+
+
+class CritiqueRoundOutput(serializers.Serializer):
+    number = serializers.IntegerField()
+    principle = serializers.CharField()
+    critique = serializers.CharField()
+    revision_html = serializers.CharField()
+
+
+class CritiqueChainOutput(serializers.Serializer):
+    chain_id = serializers.IntegerField()
+    conversation = ConversationTurnOutput(many=True)
+    initial_response_html = serializers.CharField()
+    rounds = CritiqueRoundOutput(many=True)
+    final_revision = serializers.CharField()
 
 
 class CritiqueChainNextApi(APIView):
@@ -247,33 +284,17 @@ class CritiqueChainNextApi(APIView):
 
     permission_classes = [permissions.IsRater]
 
-    class CritiqueChainNextQuery(serializers.Serializer):
-        exclude = serializers.RegexField(r"^\d+(,\d+)*$", required=False, help_text="Chain ids passed over.")
-
-    class CritiqueRoundOutput(serializers.Serializer):
-        number = serializers.IntegerField()
-        principle = serializers.CharField()
-        critique = serializers.CharField()
-        revision_html = serializers.CharField()
-
-    class CritiqueChainOutput(serializers.Serializer):
-        chain_id = serializers.IntegerField()
-        conversation = ConversationTurnOutput(many=True)
-        initial_response_html = serializers.CharField()
-        rounds = serializers.ListField(child=serializers.DictField())
-        final_revision = serializers.CharField()
-
     @extend_schema(parameters=[CritiqueChainNextQuery], responses={200: CritiqueChainOutput, 204: None})
     def get(self, request: Request, slug: str) -> Response:
         project = project_for_rater(request, slug)
-        query = self.CritiqueChainNextQuery(data=request.query_params)
+        query = CritiqueChainNextQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         exclude = [int(part) for part in query.validated_data.get("exclude", "").split(",") if part]
         chain = selectors.critique_chain_next_for_review(project=project, exclude=exclude)
         if chain is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(
-            {
+            CritiqueChainOutput({
                 "chain_id": chain.pk,
                 "conversation": conversation_payload(chain.prompt.messages),
                 "initial_response_html": markdown_to_safe_html(chain.initial_response),
@@ -287,8 +308,19 @@ class CritiqueChainNextApi(APIView):
                     for r in chain.rounds.select_related("principle")
                 ],  # fmt: skip
                 "final_revision": chain.final_revision,
-            }
-        )
+            }).data
+        )  # fmt: skip
+
+
+class CritiqueChainReviewInput(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["accept", "edit", "reject"])
+    text = serializers.CharField(required=False, allow_blank=True, default="", max_length=50000)
+
+
+class CritiqueChainReviewOutput(serializers.Serializer):
+    chain_id = serializers.IntegerField()
+    review_status = serializers.CharField()
+    demonstration_id = serializers.IntegerField(allow_null=True)
 
 
 class CritiqueChainReviewApi(APIView):
@@ -297,23 +329,19 @@ class CritiqueChainReviewApi(APIView):
 
     permission_classes = [permissions.IsRater]
 
-    class CritiqueChainReviewInput(serializers.Serializer):
-        action = serializers.ChoiceField(choices=["accept", "edit", "reject"])
-        text = serializers.CharField(required=False, allow_blank=True, default="", max_length=50000)
-
-    class CritiqueChainReviewOutput(serializers.Serializer):
-        chain_id = serializers.IntegerField()
-        review_status = serializers.CharField()
-        demonstration_id = serializers.IntegerField(allow_null=True)
-
     @extend_schema(request=CritiqueChainReviewInput, responses=CritiqueChainReviewOutput)
     def post(self, request: Request, chain_id: int) -> Response:
         chain = get_object_or_404(
             CritiqueChain.objects.filter(project__in=permissions.projects_visible_to(request.user)), pk=chain_id
         )
-        data = self.CritiqueChainReviewInput(data=request.data)
+        data = CritiqueChainReviewInput(data=request.data)
         data.is_valid(raise_exception=True)
-        chain = services.critique_chain_review(chain=chain, reviewer=request.user, **data.validated_data)
-        return Response(
-            {"chain_id": chain.pk, "review_status": chain.review_status, "demonstration_id": chain.demonstration_id}
+        chain = services.critique_chain_review(
+            chain=chain, reviewer=permissions.signed_in(request.user), **data.validated_data
         )
+        review = {
+            "chain_id": chain.pk,
+            "review_status": chain.review_status,
+            "demonstration_id": chain.demonstration_id,
+        }
+        return Response(CritiqueChainReviewOutput(review).data)

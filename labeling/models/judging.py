@@ -1,5 +1,7 @@
 """The raters' work on tasks: assignments (leases), judgements and problem reports."""
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -8,6 +10,9 @@ from django.db.models import Q
 from labeling import validation
 from labeling.models.constraints import in_choices
 from labeling.models.content import ComparisonTask
+
+if TYPE_CHECKING:
+    from labeling.selectors import TaskContent
 
 
 class AssignmentState(models.TextChoices):
@@ -32,6 +37,9 @@ class Assignment(models.Model):
         default=list, blank=True, help_text="The task's response ids in the order this rater is shown them."
     )
     skip_reason = models.TextField(blank=True)
+
+    # The task's content, when the lease call read it with the lease (PostgreSQL's one round trip); not stored.
+    content: "TaskContent | None" = None
 
     class Meta:
         ordering = ["-leased_at"]

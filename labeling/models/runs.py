@@ -73,7 +73,10 @@ class RunStatus(models.TextChoices):
 
 
 class TrainingRun(models.Model):
-    """One run of the trainer (or of a generation or labelling job) on a GPU worker."""
+    """One job of the trainer process on a training worker, of any ``Kind``: training (reward model, SFT, PPO)
+    and also the jobs that only use models (generating responses, SL-CAI critiques, AI feedback labels). They
+    share everything a run is (a queued subprocess with progress, a log, Cancel, an outcome), hence one model;
+    the name is kept for the training kinds, which are most of them, and for the URLs and data that use it."""
 
     Kind = RunKind
 
@@ -124,7 +127,7 @@ class TrainingRun(models.Model):
             ),
             models.UniqueConstraint(
                 fields=["project", "kind"],
-                condition=Q(status__in=["queued", "running"]),
+                condition=Q(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]),
                 name="run_one_active_per_project_and_kind",
                 violation_error_message="A run of this kind is already queued or running for this project.",
             ),

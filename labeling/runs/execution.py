@@ -17,6 +17,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
+from labeling.errors import ApplicationError
 from labeling.models import TrainingRun
 from labeling.runs.logs import failure_message
 from labeling.runs.outcomes import run_end
@@ -62,6 +63,8 @@ def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
     config = run.config or {}
     command = [spec.command]
     if spec.data_flag:
+        if run.snapshot is None:
+            raise ApplicationError(f"The {run.get_kind_display()} run {run.pk} names no snapshot to read.")
         command += [spec.data_flag, str(artefacts_dir() / run.snapshot.path)]
     command += ["--out", str(out_dir), "--metrics", str(out_dir / METRICS_FILE),
                 "--cache-dir", str(settings.MODEL_CACHE_DIR)]  # fmt: skip

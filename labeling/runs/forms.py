@@ -27,7 +27,9 @@ class RunForm(forms.Form):
         self.project = project
 
     def limit(self, name: str, queryset) -> None:
-        self.fields[name].queryset = queryset
+        field = self.fields[name]
+        assert isinstance(field, forms.ModelChoiceField), f"{name} is not a choice of rows"
+        field.queryset = queryset
 
     def policies(self, name: str) -> None:
         self.limit(name, ModelVersion.objects.filter(project=self.project, kind=ModelVersion.Kind.POLICY))

@@ -9,9 +9,9 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 
-from django import forms
-
 from labeling.models import TrainingRun
+from labeling.models.runs import RunKind
+from labeling.runs.forms import RunForm
 
 
 def _no_arguments(run: TrainingRun, out_dir: Path) -> list[str]:
@@ -35,21 +35,20 @@ class RunPage:
 
 @dataclass(frozen=True)
 class RunSpec:
-    kind: TrainingRun.Kind
+    kind: RunKind
     command: str  # python -m training <command>
     # The training.config dataclass the trainer builds from the run's options, or None (its options are its own).
     config: type | None
     start: Callable[..., TrainingRun]  # the service that queues a run; the admin form's fields are its arguments
-    form: type[forms.Form]
+    form: type[RunForm]
     page: RunPage
+    register: Callable[[TrainingRun, Path, datetime], object]  # stores the outputs once the trainer succeeds
     data_flag: str = ""  # how the run's snapshot reaches the trainer ("--data", "--prompts"), if it reads one
     model_flag: str = "--model"  # how the model to start from does
     options: tuple[str, ...] = ()  # keys of the run's config passed on as --key value when set
-    # More arguments (files of the run's folder, other models), the inputs written before the trainer starts,
-    # and how its outputs are stored once it succeeds.
+    # More arguments (files of the run's folder, other models) and the inputs written before the trainer starts.
     arguments: Callable[[TrainingRun, Path], list[str]] = _no_arguments
     prepare: Callable[[TrainingRun, Path], None] = _no_inputs
-    register: Callable[[TrainingRun, Path, datetime], object] | None = None
     curves: tuple[str, ...] = field(default=())  # metrics drawn on the run page, over the steps
 
 

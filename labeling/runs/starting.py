@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 
 from labeling.errors import ApplicationError, Conflict
 from labeling.models import DatasetSnapshot, ModelVersion, Project, TrainingRun
+from labeling.models.runs import RunKind
 
 EXECUTE_TASK = "labeling.tasks.training_run_execute_task"
 
@@ -33,7 +34,7 @@ def run_queue(run: TrainingRun) -> None:
     transaction.on_commit(send)
 
 
-def run_create(*, project: Project, kind: TrainingRun.Kind, conflict: str = "", **fields) -> TrainingRun:
+def run_create(*, project: Project, kind: RunKind, conflict: str = "", **fields) -> TrainingRun:
     """A queued run, and its execution queued. One run of a kind per project at a time (a database
     constraint): a second one is refused with ``conflict`` or a sentence naming the kind."""
     try:

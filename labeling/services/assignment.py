@@ -141,7 +141,8 @@ def _lease_next_in_postgres(*, project: Project, rater: User, now: datetime) -> 
         ORDER BY s.position
     """  # noqa: S608 (table and column names come from the models, values are parameters)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [project.pk, rater.pk, want_gold, now, project.lease_timeout])
+        # psycopg sends the timedelta as an interval (the stubs list no timedelta among parameter types)
+        cursor.execute(sql, [project.pk, rater.pk, want_gold, now, project.lease_timeout])  # type: ignore[list-item]
         rows = cursor.fetchall()
     if not rows:
         return None
@@ -402,9 +403,10 @@ def _task_problem_report_close(
     transaction). Its task goes back to the pool once none of its reports is open."""
     if not is_staff(closed_by):
         raise PermissionDenied("Only administrators resolve or dismiss problem reports.")
-    report = TaskProblemReport.objects.select_for_update().filter(pk=report.pk).first()
-    if report is None:
+    locked = TaskProblemReport.objects.select_for_update().filter(pk=report.pk).first()
+    if locked is None:
         raise NotFound("That problem report no longer exists.")
+    report = locked
     if report.outcome != TaskProblemReport.Outcome.OPEN:
         raise Conflict(f"Report {report.pk} is already {report.get_outcome_display().lower()}.")
     report.outcome = outcome

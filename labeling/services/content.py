@@ -232,8 +232,8 @@ def stored_html_fill(*, limit: int = 20_000) -> int:
         (Response, "html", "text", "", lambda response: rendering.html_for_storage(response.text)),
     ):
         while done < limit:
-            rows = list(
-                model.objects.filter(**{field: empty}).exclude(**{source: empty}).order_by("id")
+            rows: list = list(  # Prompt or Response rows, by the loop's model
+                model._default_manager.filter(**{field: empty}).exclude(**{source: empty}).order_by("id")
                 .only("id", source)[: min(HTML_BATCH, limit - done)]
             )  # fmt: skip
             if not rows:
@@ -241,7 +241,7 @@ def stored_html_fill(*, limit: int = 20_000) -> int:
             for row in rows:
                 setattr(row, field, render(row))
             with transaction.atomic():
-                model.objects.bulk_update(rows, [field])
+                model._default_manager.bulk_update(rows, [field])
             done += len(rows)
     return done
 

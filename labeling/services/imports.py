@@ -183,7 +183,7 @@ def _import_responses(state: _Import, with_responses: list[tuple], response_orig
 
 def _import_tasks(
     state: _Import, with_responses: list[tuple], response_ids: dict[tuple[int, str], int]
-) -> list[tuple[object, tuple, list[int]]]:
+) -> list[tuple[object, int, list[int]]]:
     """A task per item over its responses, keyed by (prompt id, the set of its responses); returns each item
     with its task's key and its response ids in the item's order."""
     task_ids = _existing_tasks(state, with_responses)

@@ -61,7 +61,7 @@ def critique_run_start(
     policy = own_model(project, policy, ModelVersion.Kind.POLICY)
     require_positive(rounds=rounds, max_new_tokens=max_new_tokens, temperature=temperature)
     require_max_prompts(max_prompts)
-    snapshot = snapshot_for(project, snapshot, "prompts", created_by)
+    snapshot = snapshot_for(project, snapshot, DatasetSnapshot.Kind.PROMPTS, created_by)
     return run_create(
         project=project, kind=TrainingRun.Kind.CRITIQUE, snapshot=snapshot, parent_model=policy,
         base_model=policy.name if policy else base_model, created_by=created_by,
@@ -97,7 +97,7 @@ class CritiqueRunForm(RunForm):
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, project=project, **kwargs)
         self.policies("policy")
-        self.snapshots("snapshot", "prompts")
+        self.snapshots("snapshot", DatasetSnapshot.Kind.PROMPTS)
 
 
 def principles_write(run: TrainingRun, out_dir: Path) -> None:

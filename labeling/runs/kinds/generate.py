@@ -42,7 +42,7 @@ def generate_run_start(
     require_max_prompts(max_prompts)
     if samples > project.responses_per_task:
         raise ApplicationError(f"At most {project.responses_per_task} new responses per prompt fit in one task.")
-    snapshot = snapshot_for(project, snapshot, "prompts", created_by)
+    snapshot = snapshot_for(project, snapshot, DatasetSnapshot.Kind.PROMPTS, created_by)
     return run_create(
         project=project, kind=TrainingRun.Kind.GENERATE, snapshot=snapshot, parent_model=policy,
         base_model=policy.name, created_by=created_by,
@@ -72,7 +72,7 @@ class GenerateRunForm(RunForm):
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, project=project, **kwargs)
         self.policies("policy")
-        self.snapshots("snapshot", "prompts")
+        self.snapshots("snapshot", DatasetSnapshot.Kind.PROMPTS)
 
 
 @transaction.atomic
@@ -84,6 +84,8 @@ def generations_register(run: TrainingRun, out_dir: Path, now) -> int:
     from labeling.services import comparison_task_create, response_create
 
     policy, project = run.parent_model, run.project
+    if policy is None:
+        raise ApplicationError(f"Generation run {run.pk} names no policy.")
     written: dict[int, list[str]] = {}
     empty = 0
     with open(out_dir / RESPONSES_FILE, encoding="utf-8") as lines:

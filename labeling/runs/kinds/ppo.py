@@ -39,7 +39,7 @@ def ppo_run_start(
     policy = own_model(project, policy, ModelVersion.Kind.POLICY)
     require_positive(kl_coef=kl_coef, steps=steps, learning_rate=learning_rate, batch_size=batch_size,
                      ppo_epochs=ppo_epochs, max_new_tokens=max_new_tokens)  # fmt: skip
-    snapshot = snapshot_for(project, snapshot, "prompts", created_by)
+    snapshot = snapshot_for(project, snapshot, DatasetSnapshot.Kind.PROMPTS, created_by)
     config = {"kl_coef": kl_coef, "steps": steps, "learning_rate": learning_rate, "batch_size": batch_size,
               "mini_batch_size": batch_size, "ppo_epochs": ppo_epochs, "max_new_tokens": max_new_tokens}  # fmt: skip
     return run_create(
@@ -83,10 +83,12 @@ class PPORunForm(RunForm):
             "reward_model",
             ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD).order_by("-created_at", "-id"),
         )
-        self.snapshots("snapshot", "prompts")
+        self.snapshots("snapshot", DatasetSnapshot.Kind.PROMPTS)
 
 
 def _reward_model(run: TrainingRun, out_dir: Path) -> list[str]:
+    if run.reward_model is None:
+        raise ApplicationError(f"PPO run {run.pk} names no reward model.")
     return ["--reward-model", model_path(run.reward_model)]
 
 

@@ -33,7 +33,7 @@ def reward_run_start(
     from labeling.services import dataset_snapshot_create
 
     if snapshot is None:
-        snapshot = dataset_snapshot_create(project=project, kind="ranking", created_by=created_by)
+        snapshot = dataset_snapshot_create(project=project, kind=DatasetSnapshot.Kind.RANKING, created_by=created_by)
     elif snapshot.project_id != project.pk or snapshot.kind not in ("ranking", "preference"):
         raise ApplicationError("A reward run reads a ranking or preference snapshot of its own project.")
     if snapshot.row_count == 0:
@@ -75,7 +75,8 @@ class RewardRunForm(RunForm):
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, project=project, **kwargs)
-        self.limit("snapshot", self.snapshots("snapshot", "ranking", "preference").order_by("-created_at"))
+        kinds = (DatasetSnapshot.Kind.RANKING, DatasetSnapshot.Kind.PREFERENCE)
+        self.limit("snapshot", self.snapshots("snapshot", *kinds).order_by("-created_at"))
 
     def clean_human_weight(self) -> float:
         value = self.cleaned_data["human_weight"]
@@ -88,7 +89,8 @@ class RewardRunForm(RunForm):
 
 def _baseline(run: TrainingRun, out_dir: Path) -> list[str]:
     """The current reward model when the run started, evaluated on the run's held-out prompts."""
-    baseline = ModelVersion.objects.filter(pk=(run.config or {}).get("baseline_model_id")).first()
+    baseline_id = (run.config or {}).get("baseline_model_id")
+    baseline = ModelVersion.objects.filter(pk=baseline_id).first() if baseline_id is not None else None
     return ["--baseline", model_path(baseline)] if baseline is not None else []
 
 

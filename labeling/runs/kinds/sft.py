@@ -29,7 +29,7 @@ def sft_run_start(
     if parent is not None:
         parent = own_model(project, parent, ModelVersion.Kind.POLICY)
     require_positive(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size)
-    snapshot = snapshot_for(project, snapshot, "sft", created_by)
+    snapshot = snapshot_for(project, snapshot, DatasetSnapshot.Kind.SFT, created_by)
     return run_create(
         project=project, kind=TrainingRun.Kind.SFT, snapshot=snapshot, parent_model=parent,
         base_model=parent.name if parent else base_model, created_by=created_by,
@@ -56,7 +56,7 @@ class SFTRunForm(RunForm):
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, project=project, **kwargs)
-        self.snapshots("snapshot", "sft")
+        self.snapshots("snapshot", DatasetSnapshot.Kind.SFT)
         self.policies("parent")
 
 
