@@ -33,7 +33,6 @@ from labeling.errors import ApplicationError, RecordError
 from labeling.oasst import oasst_tree_groups
 
 FILE_FORMATS = ("jsonl", "csv", "parquet")
-KINDS = ("prompts", "responses", "preference", "hh", "oasst", "ranking", "sft")
 HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 
 
@@ -411,6 +410,7 @@ PARSERS = {
     "ranking": parse_ranking,
     "sft": parse_sft,
 }
+KINDS = tuple(PARSERS)  # the record layouts, by name
 
 
 def parse_records(records: Iterable[tuple[int, dict]], kind: str = "auto") -> tuple[str, list[ItemIn]]:
