@@ -7,13 +7,14 @@ the reference (against a 10-nat limit), the EOS rate and the time, once with the
 and once with the old one (the score replaced by the penalty), one after the other on the same prompts and
 seeds.
 
-    python bench/ppo_default_policy.py [--hh FILE] [--reward-model DIR] [--steps N] [--quick]
+    python bench/ppo_default_policy.py [--hh FILE] [--reward-model DIR] [--steps N] [--modes subtract,replace] [--quick]
 
 ``--hh`` is an HH-RLHF harmless file in TRL's layout (default: the 200 pairs in ``bench/data/``). Without
 ``--reward-model`` a MiniLM reward model is trained on it first, one epoch. The policy and the reward model are
 loaded once and each run starts from a fresh copy of the policy. ``--quick``: a reward model on 64 pairs
 (shorter inputs), then 3 iterations of 2 episodes of at most 16 tokens per run: it checks the plumbing and
-prints the same figures, which mean little at that size. The last line is one JSON object.
+prints the same figures, which mean little at that size. ``--modes subtract`` measures the default alone (half
+the time). The last line is one JSON object.
 """
 
 import argparse
@@ -111,8 +112,14 @@ def main() -> None:
         help="with one PPO epoch, the update budget of the default four epochs at 1e-5",
     )  # fmt: skip
     parser.add_argument("--cache-dir", default=str(ROOT / "var" / "artefacts" / "cache"))
+    parser.add_argument(
+        "--modes", default="subtract,replace", help="the missing-EOS handlings to run, in order (default first)"
+    )
     parser.add_argument("--quick", action="store_true", help="a small reward model, then 3 short iterations per run")
     args = parser.parse_args()
+    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    if not modes or set(modes) - {"subtract", "replace"}:
+        sys.exit(f"--modes takes subtract, replace or both, not {args.modes!r}.")
     if not args.hh.exists():
         sys.exit(f"No HH-RLHF file at {args.hh}: pass --hh FILE (TRL layout: prompt, chosen, rejected).")
     config = {
@@ -134,9 +141,7 @@ def main() -> None:
             reward_model = trained.model_dir
         policy, tokenizer = load_causal_lm(PPOConfig.policy, args.cache_dir)
         models = (policy, tokenizer, *load_reward_model(reward_model))
-        results = [
-            run(mode, prompts, folder / mode, models, config, args.cache_dir) for mode in ("subtract", "replace")
-        ]
+        results = [run(mode, prompts, folder / mode, models, config, args.cache_dir) for mode in modes]
     for result in results:
         print(
             f"{result['mode']:>8}: reward-model score {result['first_score']:+.3f} (first {result['window']} "
