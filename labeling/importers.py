@@ -277,7 +277,7 @@ def parse_preference(record: dict, line: int) -> list[ItemIn]:
     judgement = JudgementIn(
         ranking=[[0], [1]],
         key=str(record.get("id") or record_key(record)),
-        margin=_number(record, "margin", line, 0.0),
+        margin=_number(record, "margin", line, 0.0, validation.MARGIN_MAX),
         source=record.get("source", "human"),
         probability=_number(record, "probability", line, 0.0, 1.0),
     )
@@ -354,7 +354,7 @@ def parse_ranking(record: dict, line: int) -> list[ItemIn]:
         origin=str(record.get("origin") or ""),
         rater=str(record.get("rater") or ""),
         source=source,
-        margin=_number(record, "margin", line, 0.0),
+        margin=_number(record, "margin", line, 0.0, validation.MARGIN_MAX),
         probability=_number(record, "probability", line, 0.0, 1.0),
         likert=likert,
         flags=flags,

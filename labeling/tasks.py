@@ -26,6 +26,12 @@ def training_run_execute_task(self, run_id: int) -> str:
 
 
 @shared_task
+def training_runs_fail_stale_task() -> int:
+    """Mark failed the runs whose worker stopped sending heartbeats (scheduled every minute by Celery beat)."""
+    return runs.training_runs_fail_orphaned()
+
+
+@shared_task
 def reward_retrain_check_task(project_id: int) -> int | None:
     """A project's retraining schedule: start a reward run if enough new judgements have arrived."""
     project = Project.objects.filter(pk=project_id).first()

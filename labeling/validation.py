@@ -33,6 +33,12 @@ def validate_response_count(count: int) -> None:
         raise ValidationError(f"A task holds between {K_MIN} and {K_MAX} responses, not {count}.")
 
 
+# How much better the winner is: the workbench offers 1 (better), 2 and 3 (much better). Imports may carry
+# fractions (TRL's margins) and 0 (an export's "unknown"); nothing above 3, so that no one judgement can
+# outweigh the rest of the reward model's loss.
+MARGIN_MIN, MARGIN_MAX = 1.0, 3.0
+
+
 def validate_ranking(ranking: object, response_ids: Iterable[int]) -> list[list[int]]:
     """A ranking is an ordered list of groups (best first); responses in one group are tied.
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from training.config import CritiqueConfig, FeedbackConfig, GenerateConfig, PPOConfig, RewardConfig, SFTConfig
 from training.data import DataError
 from training.models import ModelNotFound
-from training.runtime import process_rank, write_error
+from training.runtime import Watchdog, process_rank, write_error
 
 # Errors in what the user gave (a file, a model name or path, a setting): a one-line message and exit code 2.
 # OSError is here because transformers raises it for a model it cannot find; a full disk raises it too. Anything
@@ -263,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    Watchdog.from_environment(args.out).start()  # the trainer dies with the worker that started it
     with Metrics(args.metrics) as metrics:
         try:
             summary = RUNNERS[args.command](args, metrics)

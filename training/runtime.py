@@ -18,6 +18,7 @@ between epochs) leave it where it is. It reaches 1.0 only with the ``done`` line
 import json
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ MetricsSink = Callable[[dict], None]
 RESULT_FILE = "result.json"  # the run's outcome: metrics and where its outputs are
 METRICS_FILE = "metrics.jsonl"  # the lines described above (``--metrics`` names it; the app uses this name)
 ERROR_FILE = "error.json"  # the trainer's account of its failure (``error-rank<N>.json`` for other processes)
+STOP_FILE = "stop"  # written by whoever gave up on the run: the trainer stops (its text says why)
 MODEL_DIR = "model"  # a trained model, saved for ``from_pretrained``
 RESPONSES_FILE = "responses.jsonl"  # generate: one sampled response per line
 CHAINS_FILE = "chains.jsonl"  # critique: one critique-and-revision chain per line
@@ -168,6 +170,66 @@ def read_error(output_dir: str | Path) -> dict | None:
         except (OSError, ValueError):
             continue
     return min(records, key=lambda record: record.get("time", 0.0)) if records else None
+
+
+# --- dying with the worker ---------------------------------------------------------------------------------
+
+# The processes a trainer lives for, comma-separated: the worker that started it sets this, and the trainer
+# stops when any of them is gone (``accelerate launch`` in between passes the environment on).
+WATCHED_PIDS_ENV = "RLHF_STUDIO_WATCH_PIDS"
+STOPPED_EXIT_CODE = 3
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+class Watchdog(threading.Thread):
+    """Stops the trainer (``on_stop(reason)``, by default: record the error and exit at once) when a process
+    it lives for has gone (the worker was killed) or when ``STOP_FILE`` appears in its output folder (the run
+    was marked failed elsewhere). A daemon thread that looks every ``interval`` seconds."""
+
+    def __init__(
+        self, output_dir: str | Path | None, pids: list[int], *, interval: float = 1.0,
+        on_stop: Callable[[str], None] | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(name="trainer-watchdog", daemon=True)
+        self.stop_file = Path(output_dir) / STOP_FILE if output_dir is not None else None
+        self.pids, self.interval = pids, interval
+        self.on_stop = on_stop or self._exit
+        self.stopped = threading.Event()
+
+    @classmethod
+    def from_environment(cls, output_dir: str | Path | None, **kwargs) -> "Watchdog":
+        pids = [int(pid) for pid in os.environ.get(WATCHED_PIDS_ENV, "").split(",") if pid.strip().isdigit()]
+        return cls(output_dir, pids, **kwargs)
+
+    def reason(self) -> str | None:
+        gone = [pid for pid in self.pids if not process_alive(pid)]
+        if gone:
+            return f"The worker that started this trainer is gone (process {gone[0]}): the trainer stopped with it."
+        if self.stop_file is not None and self.stop_file.exists():
+            text = self.stop_file.read_text(encoding="utf-8").strip()
+            return text or "The run was stopped: it is no longer running in the database."
+        return None
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            reason = self.reason()
+            if reason:
+                self.on_stop(reason)
+                return
+
+    def _exit(self, reason: str) -> None:
+        if self.stop_file is not None:
+            write_error(self.stop_file.parent, RuntimeError(reason), "stopped")
+        os._exit(STOPPED_EXIT_CODE)
 
 
 def random_states() -> dict:

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from labeling import permissions, selectors, services
 from labeling.api.access import project_for_rater, task_for_rater
+from labeling.errors import NotFound
 from labeling.models import (
     Assignment,
     CritiqueChain,
@@ -18,6 +19,7 @@ from labeling.models import (
     Prompt,
 )
 from labeling.rendering import markdown_to_safe_html
+from labeling.validation import MARGIN_MAX, MARGIN_MIN
 
 LABELS = "ABCDEFGHI"
 
@@ -59,6 +61,12 @@ def task_payload(assignment: Assignment, project: Project) -> dict:
             for position, response_id in enumerate(order)
         ],
     }
+
+
+def demonstrations_enabled(project: Project) -> None:
+    """Demonstrations are read and written only in a project that asks for them (its page answers 404 too)."""
+    if not project.demonstrate_enabled:
+        raise NotFound(f"Project '{project.slug}' does not ask for demonstrations.")
 
 
 class ConversationTurnOutput(serializers.Serializer):
@@ -104,7 +112,10 @@ class JudgementSubmitInput(serializers.Serializer):
         allow_null=True,
         default=None,
     )
-    margin = serializers.FloatField(required=False, allow_null=True, default=None, min_value=0)
+    margin = serializers.FloatField(
+        required=False, allow_null=True, default=None, min_value=MARGIN_MIN, max_value=MARGIN_MAX,
+        help_text="How much better the first group is: 1 (better) to 3 (much better).",
+    )  # fmt: skip
     all_bad = serializers.BooleanField(required=False, default=False)
     likert = serializers.DictField(child=serializers.IntegerField(), required=False, default=dict)
     flags = serializers.DictField(
@@ -213,6 +224,7 @@ class DemonstrationNextApi(APIView):
     @extend_schema(parameters=[DemonstrationNextQuery], responses={200: DemonstrationNextOutput, 204: None})
     def get(self, request: Request, slug: str) -> Response:
         project = project_for_rater(request, slug)
+        demonstrations_enabled(project)
         query = DemonstrationNextQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         exclude = [int(part) for part in query.validated_data.get("exclude", "").split(",") if part]
@@ -246,10 +258,12 @@ class DemonstrationSubmitApi(APIView):
     )
     def post(self, request: Request, prompt_id: int) -> Response:
         prompt = get_object_or_404(
-            Prompt.objects.filter(project__in=permissions.projects_visible_to(request.user)), pk=prompt_id
+            Prompt.objects.filter(project__in=permissions.projects_visible_to(request.user)).select_related("project"),
+            pk=prompt_id,
         )
         data = DemonstrationSubmitInput(data=request.data)
         data.is_valid(raise_exception=True)
+        demonstrations_enabled(prompt.project)
         demonstration, created = services.demonstration_submit(
             author=request.user, prompt=prompt, **data.validated_data
         )

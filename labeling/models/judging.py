@@ -114,7 +114,9 @@ class Judgement(models.Model):
     ranking = models.JSONField(
         blank=True, help_text="Groups of response ids, best first; a group holds tied responses."
     )
-    margin = models.FloatField(null=True, blank=True, help_text="How much better the winner is (0 or more).")
+    margin = models.FloatField(
+        null=True, blank=True, help_text="How much better the winner is: 1 to 3 from raters, 0 to 3 imported."
+    )
     all_bad = models.BooleanField(default=False, help_text="The rater found every response unacceptable.")
     likert = models.JSONField(default=dict, blank=True, help_text="Response id to a score from 1 to 7.")
     flags = models.JSONField(default=dict, blank=True, help_text="Response id to a list of flags.")
@@ -180,7 +182,8 @@ class Judgement(models.Model):
                 name="judgement_seconds_not_negative",
             ),
             models.CheckConstraint(
-                condition=Q(margin__isnull=True) | Q(margin__gte=0.0), name="judgement_margin_not_negative"
+                condition=Q(margin__isnull=True) | Q(margin__gte=0.0, margin__lte=validation.MARGIN_MAX),
+                name="judgement_margin_in_range",
             ),
         ]
         indexes = [models.Index(fields=["task", "source"], name="judgement_task_source")]

@@ -23,7 +23,7 @@ from labeling.runs.logs import failure_message
 from labeling.runs.outcomes import run_end
 from labeling.runs.spec import spec_for
 from labeling.runs.starting import artefacts_dir, model_path
-from training.runtime import METRICS_FILE, RESULT_FILE
+from training.runtime import METRICS_FILE, RESULT_FILE, WATCHED_PIDS_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 # The trainer's log is read by people on the run page: no download and loading bars, unbuffered output.
@@ -123,6 +123,17 @@ def record_progress(run: TrainingRun, lines: list[dict], now) -> None:
     run.metrics, run.progress, run.history = metrics, progress, history
 
 
+def _watched_pids() -> str:
+    """The processes the trainer lives for: this one, and the Celery worker's main process when this is a
+    child of its pool (a worker killed with SIGKILL takes no child with it)."""
+    from billiard.process import current_process
+
+    pids = [os.getpid()]
+    if current_process().name != "MainProcess":
+        pids.append(os.getppid())
+    return ",".join(str(pid) for pid in pids)
+
+
 def _stop(process: subprocess.Popen) -> None:
     """End the trainer and everything it started (accelerate spawns the training process)."""
     try:
@@ -160,7 +171,7 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so that cancelling stops all of it
-                env={**os.environ, **TRAINER_ENVIRONMENT},
+                env={**os.environ, **TRAINER_ENVIRONMENT, WATCHED_PIDS_ENV: _watched_pids()},
             )
             while process.poll() is None:
                 time.sleep(poll_seconds)

@@ -1,6 +1,7 @@
 """A run's life around its execution: cancelling, failing the runs of a worker that died, and the scheduled
 check that retrains the reward model when enough new judgements have come in."""
 
+import contextlib
 import json
 from datetime import timedelta
 
@@ -11,6 +12,8 @@ from django.utils import timezone
 from labeling.errors import Conflict
 from labeling.models import Judgement, Project, TrainingRun
 from labeling.runs.kinds.reward import reward_run_start
+from labeling.runs.starting import artefacts_dir
+from training.runtime import STOP_FILE
 
 ACTIVE = (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
 
@@ -27,18 +30,28 @@ def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
     return run
 
 
+ORPHANED = "The worker running this stopped (it died or was restarted) before the run finished."
+
+
 def training_runs_fail_orphaned(*, worker: str | None = None, now=None) -> int:
     """Runs left ``running`` by a worker that died: this worker's own (it just restarted) and any whose
-    heartbeat is older than the timeout. Returns how many were marked failed."""
+    heartbeat is older than the timeout, whichever worker looks (a beat job does every minute). Each is
+    marked failed, and its trainer, should one still run somewhere, finds a stop file in its folder and
+    stops. Returns how many were marked failed."""
     now = now or timezone.now()
     stale = Q(heartbeat_at__lt=now - timedelta(seconds=settings.TRAINING_HEARTBEAT_TIMEOUT)) | Q(heartbeat_at=None)
     if worker:
         stale |= Q(worker=worker)
-    return TrainingRun.objects.filter(stale, status=TrainingRun.Status.RUNNING).update(
-        status=TrainingRun.Status.FAILED,
-        finished_at=now,
-        error="The worker running this stopped (it died or was restarted) before the run finished.",
-    )
+    failed = 0
+    for run in TrainingRun.objects.filter(stale, status=TrainingRun.Status.RUNNING).only("pk", "output_dir"):
+        marked = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
+            status=TrainingRun.Status.FAILED, finished_at=now, error=ORPHANED
+        )
+        if marked and run.output_dir:
+            with contextlib.suppress(OSError):  # the folder may be on a machine this one cannot reach
+                (artefacts_dir() / run.output_dir / STOP_FILE).write_text(ORPHANED, encoding="utf-8")
+        failed += marked
+    return failed
 
 
 def reward_retrain_check(*, project: Project) -> TrainingRun | None:

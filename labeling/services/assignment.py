@@ -371,13 +371,20 @@ def assignment_skip(*, rater: User, task_id: int, reason: str) -> Assignment:
         return assignment
 
 
+OPEN_REPORTS_PER_RATER = 20  # per project: each open report holds a task back from every rater
+
+
 @_retry_when_sqlite_is_locked
 def task_problem_report_create(*, rater: User, task_id: int, message: str) -> TaskProblemReport:
     """Store a rater's report of a problem with a task and pass the task on, so they are not asked to
-    judge something broken. While the report is open no rater is given the task (see ``assignment_lease_next``)."""
+    judge something broken. While the report is open no rater is given the task (see ``assignment_lease_next``).
+    A rater reports only on a task they were given or judged, with at most ``OPEN_REPORTS_PER_RATER`` open
+    reports per project (staff without limit)."""
     message = message.strip()
     if not message:
         raise ApplicationError("Describe the problem.", {"fields": {"message": ["This field is required."]}})
+    if not is_staff(rater):
+        _report_allowed(rater, task_id)
     with transaction.atomic():
         # The rater's assignment, then the task, in the order a submission locks them. A lease call that is
         # picking this task either commits first (its lease is then one the report leaves in place) or skips
@@ -394,6 +401,23 @@ def task_problem_report_create(*, rater: User, task_id: int, message: str) -> Ta
             state=Assignment.State.SKIPPED, skip_reason=f"Reported a problem: {message[:1900]}"
         )
         return report
+
+
+def _report_allowed(rater: User, task_id: int) -> None:
+    given = Assignment.objects.filter(task_id=task_id, rater=rater).exists()
+    if not given and not Judgement.objects.filter(task_id=task_id, rater=rater).exists():
+        raise PermissionDenied("You can report a problem only with a task you were given.")
+    project_id = ComparisonTask.objects.filter(pk=task_id).values_list("project_id", flat=True).first()
+    if project_id is None:
+        raise NotFound(f"There is no task {task_id}.")
+    open_reports = TaskProblemReport.objects.filter(
+        rater=rater, task__project_id=project_id, outcome=TaskProblemReport.Outcome.OPEN
+    ).count()
+    if open_reports >= OPEN_REPORTS_PER_RATER:
+        raise Conflict(
+            f"You have {open_reports} open problem reports on this project, the most one rater may have: an "
+            "administrator will close them first."
+        )
 
 
 def _task_problem_report_close(

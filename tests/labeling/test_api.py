@@ -2,13 +2,16 @@
 
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from labeling import rendering, services
 from labeling.models import Assignment, Demonstration, Judgement, Prompt, Response, TaskProblemReport
+from labeling.services.assignment import OPEN_REPORTS_PER_RATER
 from tests.factories import PASSWORD, ProjectFactory, PromptFactory, ResponseFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -147,6 +150,8 @@ def test_two_simultaneous_posts_of_one_submission_store_one_judgement(rater, mak
         ({"likert": {"X": 8}}, 400, "likert"),
         ({"flags": {"X": ["boring"]}}, 400, "flags"),
         ({"margin": -1}, 400, "margin"),
+        ({"margin": 1e308}, 400, "margin"),  # one judgement must not outweigh the rest of the loss
+        ({"margin": 0.5}, 400, "margin"),  # the workbench offers 1, 2 and 3
         ({"client_submission_id": ""}, 400, "client_submission_id"),
     ],
 )
@@ -245,6 +250,36 @@ def test_skip_and_report_are_stored(api, project, make_task):
     assert Assignment.objects.get(task_id=first["task_id"]).skip_reason == "Not my language."
     assert TaskProblemReport.objects.get().message == "Empty response."
     assert next_task(api, project) is None
+
+
+def test_problems_are_reported_only_on_tasks_the_rater_was_given_and_only_so_many(api, project, make_task, rater):
+    never_given = make_task(k=2)
+    response = api.post(f"/api/v1/tasks/{never_given.pk}/problems", {"message": "Spam."}, format="json")
+    assert response.status_code == 403 and "task you were given" in response.json()["message"]
+    assert not TaskProblemReport.objects.exists()
+
+    # The limit counts open reports per project: reports already open fill it, a closed one makes room.
+    tasks = [make_task(k=2) for _ in range(2)]
+    now = timezone.now()
+    for task in tasks:
+        Assignment.objects.create(task=task, rater=rater, leased_at=now, expires_at=now + timedelta(minutes=5))
+    for _ in range(OPEN_REPORTS_PER_RATER - 1):
+        TaskProblemReport.objects.create(task=never_given, rater=rater, message="Earlier.")
+    assert api.post(f"/api/v1/tasks/{tasks[0].pk}/problems", {"message": "Cut off."}, format="json").status_code == 201
+    refused = api.post(f"/api/v1/tasks/{tasks[1].pk}/problems", {"message": "Cut off."}, format="json")
+    assert refused.status_code == 409 and "open problem reports" in refused.json()["message"]
+    TaskProblemReport.objects.filter(message="Earlier.").first().delete()
+    assert api.post(f"/api/v1/tasks/{tasks[1].pk}/problems", {"message": "Cut off."}, format="json").status_code == 201
+
+
+def test_demonstrations_are_served_and_taken_only_where_the_project_asks_for_them(api, project):
+    prompt = PromptFactory(project=project)
+    assert not project.demonstrate_enabled
+    assert api.get(f"/api/v1/projects/{project.slug}/demonstrations/next").status_code == 404
+    body = {"text": "The ideal reply.", "client_submission_id": "d-1"}
+    refused = api.post(f"/api/v1/prompts/{prompt.pk}/demonstrations", body, format="json")
+    assert refused.status_code == 404 and "does not ask for demonstrations" in refused.json()["message"]
+    assert not Demonstration.objects.exists()
 
 
 def test_a_rate_only_project_ranks_by_the_likert_scores(api, rater):

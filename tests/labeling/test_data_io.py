@@ -254,6 +254,7 @@ class TestImportRules:
                 "field 'flags': Unknown flag 'rude'",
             ),
             ({"prompt": "x", "chosen": "a", "rejected": "b", "margin": -1}, "field 'margin'"),
+            ({"prompt": "x", "chosen": "a", "rejected": "b", "margin": 1e308}, "expected a number from 0.0 to 3.0"),
             ({"chosen": "no transcript", "rejected": "here"}, "field 'chosen': not an HH transcript"),
             ({"messages": [{"role": "robot", "content": "x"}]}, "field 'messages'"),
         ],

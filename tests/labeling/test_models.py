@@ -322,7 +322,14 @@ class TestJudgement:
 
     @pytest.mark.parametrize(
         "fields",
-        [{"probability": 1.5}, {"probability": -0.2}, {"seconds_spent": -1.0}, {"margin": -0.5}, {"source": "x"}],
+        [
+            {"probability": 1.5},
+            {"probability": -0.2},
+            {"seconds_spent": -1.0},
+            {"margin": -0.5},
+            {"margin": 3.5},
+            {"source": "x"},
+        ],
     )
     def test_out_of_range_numbers_are_refused_by_the_database(self, make_task, fields):
         task = make_task()

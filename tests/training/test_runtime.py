@@ -2,13 +2,18 @@
 end), time left only while training, and its own account of a failure (with a clean exit code)."""
 
 import json
+import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from training import cli
-from training.runtime import Progress, read_error, write_error
+from training.runtime import STOP_FILE, STOPPED_EXIT_CODE, Progress, Watchdog, read_error, write_error
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Clock:
@@ -111,3 +116,38 @@ def test_with_several_processes_only_the_first_writes_metrics_and_the_first_fail
     monkeypatch.setenv("RANK", "0")
     write_error(tmp_path, RuntimeError("rank 0 lost its peer"), "training")  # later, error.json
     assert read_error(tmp_path) == first
+
+
+def test_the_watchdog_stops_the_trainer_when_a_process_it_lives_for_is_gone(tmp_path):
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    reasons: list[str] = []
+    watchdog = Watchdog(tmp_path, [os.getpid(), worker.pid], interval=0.05, on_stop=reasons.append)
+    watchdog.start()
+    time.sleep(0.3)
+    assert reasons == [] and watchdog.is_alive()
+    worker.kill()
+    worker.wait()
+    watchdog.join(5)
+    assert reasons == [
+        f"The worker that started this trainer is gone (process {worker.pid}): the trainer stopped with it."
+    ]
+
+
+def test_the_watchdog_stops_the_trainer_when_its_run_is_stopped_and_by_default_exits_with_its_error(tmp_path):
+    reasons: list[str] = []
+    watchdog = Watchdog(tmp_path, [], interval=0.05, on_stop=reasons.append)
+    watchdog.start()
+    (tmp_path / STOP_FILE).write_text("The run was marked failed.")
+    watchdog.join(5)
+    assert reasons == ["The run was marked failed."]
+
+    # A real trainer process: it exits with the stop code and leaves its reason for the app.
+    code = (
+        "import time; from training.runtime import Watchdog; "
+        f"Watchdog({str(tmp_path / 'run')!r}, [], interval=0.05).start(); time.sleep(30)"
+    )
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / STOP_FILE).write_text("The run was marked failed.")
+    ended = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30)
+    assert ended.returncode == STOPPED_EXIT_CODE
+    assert read_error(tmp_path / "run")["message"] == "The run was marked failed."
