@@ -1,6 +1,11 @@
 """One error family for everything a service refuses. Views and the API turn it into
 ``{"message": ..., "extra": ...}`` with the right status code; commands print the message."""
 
+import logging
+import uuid
+
+logger = logging.getLogger(__name__)
+
 
 class ApplicationError(Exception):
     """A request the product understood and refuses, with a message fit for the person who made it."""
@@ -49,18 +54,31 @@ def _first_message(data) -> str:
 def api_exception_handler(exc, context):
     """Every API error as ``{"message": ..., "extra": ...}`` with the right status code."""
     from django.core.exceptions import ValidationError as DjangoValidationError
+    from django.db import InterfaceError, OperationalError
     from rest_framework import exceptions
     from rest_framework.response import Response
-    from rest_framework.views import exception_handler
+    from rest_framework.views import exception_handler, set_rollback
+
+    from labeling.middleware import RETRY_AFTER_S
 
     if isinstance(exc, ApplicationError):
         return Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.warning("database unavailable: %s", exc)
+        message = "The database is not answering; try again in a few seconds."
+        return Response({"message": message, "extra": {}}, status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
     if isinstance(exc, DjangoValidationError):
         fields = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
         exc = exceptions.ValidationError(fields)
     response = exception_handler(exc, context)
-    if response is None:
-        return None
+    if response is None:  # a bug: logged with an id the answer gives, so that the two can be matched
+        set_rollback()
+        request_id = uuid.uuid4().hex[:12]
+        request = context.get("request")
+        where = f"{request.method} {request.path}" if request is not None else "?"
+        logger.error("unexpected error %s on %s", request_id, where, exc_info=exc)
+        message = f"Something went wrong on our side (error {request_id}); it has been logged."
+        return Response({"message": message, "extra": {"request_id": request_id}}, status=500)
     extra = {"fields": response.data} if isinstance(exc, exceptions.ValidationError) else {}
     response.data = {"message": _first_message(response.data), "extra": extra}
     return response

@@ -106,7 +106,16 @@ def _csv_cell(value: str) -> Any:
 
 
 def read_records(source: IO[bytes], file_format: str) -> Iterator[tuple[int, dict]]:
-    """``(line, record)`` pairs. ``line`` is the line in a JSONL or CSV file and the row (from 1) in Parquet."""
+    """``(line, record)`` pairs. ``line`` is the line in a JSONL or CSV file and the row (from 1) in Parquet.
+    A record holding a NUL character (which no text column can store) is refused with its line and field."""
+    for line, record in _raw_records(source, file_format):
+        where = validation.nul_path(record)
+        if where is not None:
+            raise RecordError(line, where, "contains a NUL character, which cannot be stored.")
+        yield line, record
+
+
+def _raw_records(source: IO[bytes], file_format: str) -> Iterator[tuple[int, dict]]:
     if file_format == "jsonl":
         for line_number, raw in enumerate(source, start=1):
             if not raw.strip():
@@ -120,13 +129,27 @@ def read_records(source: IO[bytes], file_format: str) -> Iterator[tuple[int, dic
             yield line_number, record
     elif file_format == "csv":
         reader = csv.DictReader(codecs.getreader("utf-8")(source))
-        for record in reader:
-            yield reader.line_num, {key: _csv_cell(value) for key, value in record.items() if value not in ("", None)}
+        try:
+            for record in reader:
+                yield (
+                    reader.line_num,
+                    {key: _csv_cell(value) for key, value in record.items() if value not in ("", None)},
+                )
+        except UnicodeDecodeError as error:
+            raise RecordError(reader.line_num + 1, None, f"not UTF-8 text ({error.reason} at byte {error.start} of the "
+                              "part being read); save the file as UTF-8.") from None  # fmt: skip
+        except csv.Error as error:
+            raise RecordError(reader.line_num, None, f"not valid CSV ({error}).") from None
     elif file_format == "parquet":
+        import pyarrow
         import pyarrow.parquet as pq
 
         row = 0
-        for batch in pq.ParquetFile(source).iter_batches(batch_size=4096):
+        try:
+            parquet = pq.ParquetFile(source)
+        except (pyarrow.ArrowException, OSError) as error:
+            raise ApplicationError(f"The file is not a Parquet file that can be read: {error}") from None
+        for batch in parquet.iter_batches(batch_size=4096):
             for record in batch.to_pylist():
                 row += 1
                 yield row, {key: value for key, value in record.items() if value is not None}

@@ -122,3 +122,22 @@ def validate_shown_order(order: object, response_ids: Iterable[int]) -> None:
 def validate_probability(probability: float | None) -> None:
     if probability is not None and not 0.0 <= probability <= 1.0:
         raise ValidationError(f"A preference probability lies between 0 and 1, not {probability}.")
+
+
+def nul_path(value, path: str = "") -> str | None:
+    """Where in a parsed JSON value a NUL character sits (``messages[0].content``), or None; keys count too."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return where or "(the body)"
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                name = f"{where}.{key}" if where else str(key)
+                if "\x00" in str(key):
+                    return name
+                stack.append((inner, name))
+        elif isinstance(item, list):
+            stack.extend((inner, f"{where}[{index}]") for index, inner in enumerate(item))
+    return None

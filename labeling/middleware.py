@@ -1,0 +1,57 @@
+"""What every request passes through: a NUL character in a query parameter or a form field is a 400 that names
+the field (PostgreSQL's text cannot hold one, and the database would answer with an error page), and a
+database that does not answer is a 503 with ``Retry-After`` instead of an error page."""
+
+import logging
+
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+logger = logging.getLogger(__name__)
+RETRY_AFTER_S = 5
+
+
+def is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def _answer(request: HttpRequest, status: int, message: str, extra: dict) -> HttpResponse:
+    if is_api(request):
+        return JsonResponse({"message": message, "extra": extra}, status=status)
+    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+
+
+def database_unavailable(request: HttpRequest) -> HttpResponse:
+    response = _answer(request, 503, "The database is not answering; try again in a few seconds.", {})
+    response["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
+def _nul_field(request: HttpRequest) -> str | None:
+    forms = [request.GET]
+    if request.content_type == "application/x-www-form-urlencoded" and not is_api(request):
+        forms.append(request.POST)
+    for form in forms:
+        for key, values in form.lists():
+            if "\x00" in key or any("\x00" in value for value in values):
+                return key.replace("\x00", "\\0")
+    return None
+
+
+class RequestGuardMiddleware:
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        field = _nul_field(request)
+        if field is not None:
+            return _answer(
+                request, 400, f"Field '{field}' contains a NUL character, which cannot be stored.", {"field": field}
+            )
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, OperationalError | InterfaceError):
+            logger.warning("database unavailable on %s %s: %s", request.method, request.path, exception)
+            return database_unavailable(request)
+        return None

@@ -1,0 +1,114 @@
+"""Bad input and bad moments are answered as JSON on the API with a status that says whose fault it is: deep
+nesting and NUL characters (400 naming the field), unreadable CSV and Parquet uploads (400 naming the
+problem), a database that does not answer (503 with Retry-After), and any bug (500 with an id in the log)."""
+
+import json
+import logging
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import OperationalError
+from rest_framework.test import APIClient
+
+from labeling import selectors
+from labeling.models import Prompt
+
+
+@pytest.fixture
+def rater_api(rater):
+    client = APIClient()
+    client.force_authenticate(rater)
+    return client
+
+
+@pytest.fixture
+def staff_api(staff):
+    client = APIClient()
+    client.force_authenticate(staff)
+    return client
+
+
+def upload(content: bytes, name: str) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, content, content_type="application/octet-stream")
+
+
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_a_json_body_nested_a_thousand_deep_is_a_400(rater_api, make_task):
+    task = make_task(k=2)
+    body = "[" * 1000 + "]" * 1000
+    response = rater_api.post(f"/api/v1/tasks/{task.pk}/judgements", body, content_type="application/json")
+    assert response.status_code == 400 and "nested too deeply" in response.json()["message"]
+    deep = json.dumps({"client_submission_id": "x", "ranking": [[1]], "flags": {"a": nested(40)}})
+    response = rater_api.post(f"/api/v1/tasks/{task.pk}/judgements", deep, content_type="application/json")
+    assert response.status_code == 400 and "nested too deeply" in response.json()["message"]
+
+
+def test_nul_characters_are_400s_naming_the_field_in_bodies_queries_and_imports(staff_api, project, staff, client):
+    body = {"prompt": "Hi", "metadata": {"topic": "a\x00b"}}
+    response = staff_api.post(f"/api/v1/projects/{project.slug}/prompts", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["message"] == "Field 'metadata.topic' contains a NUL character, which cannot be stored."
+    response = staff_api.get(f"/api/v1/projects/{project.slug}/judgements?rater=%00")
+    assert response.status_code == 400 and response.json()["extra"] == {"field": "rater"}
+
+    client.force_login(staff)
+    page = client.get("/admin/labeling/trainingrun/?status=%00")
+    assert page.status_code == 400 and b"NUL character" in page.content
+
+    lines = b'{"prompt": "fine"}\n{"prompt": "bad \\u0000 prompt"}\n'
+    response = staff_api.post(
+        f"/api/v1/projects/{project.slug}/imports", {"file": upload(lines, "p.jsonl")}, format="multipart"
+    )
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("Line 2, field 'prompt': contains a NUL character")
+    assert not Prompt.objects.filter(project=project).exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("pairs.csv", b"prompt,chosen,rejected\nhi,caf\xe9,no\n", "not UTF-8 text"),
+        ("pairs.parquet", b"this is not parquet at all", "not a Parquet file"),
+    ],
+)
+def test_unreadable_uploads_are_400s_that_say_what_is_wrong(staff_api, project, name, content, message):
+    response = staff_api.post(
+        f"/api/v1/projects/{project.slug}/imports", {"file": upload(content, name)}, format="multipart"
+    )
+    assert response.status_code == 400, response.content
+    assert message in response.json()["message"]
+    assert not Prompt.objects.filter(project=project).exists()
+
+
+def test_a_database_that_does_not_answer_is_a_503_with_retry_after(rater_api, project, rater, client, monkeypatch):
+    def unavailable(**kwargs):
+        raise OperationalError("connection to server at 127.0.0.1 failed: the database system is shutting down")
+
+    monkeypatch.setattr(selectors, "project_for_labelling", unavailable)
+    response = rater_api.post(f"/api/v1/projects/{project.slug}/tasks/next")
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert response.json()["message"] == "The database is not answering; try again in a few seconds."
+
+    monkeypatch.setattr(selectors, "project_list_for_user", unavailable)
+    client.force_login(rater)
+    page = client.get("/")
+    assert page.status_code == 503 and page["Retry-After"] == "5"
+
+
+def test_a_bug_is_a_500_in_json_with_an_id_that_the_log_repeats(rater_api, project, monkeypatch, caplog):
+    def broken(**kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(selectors, "project_for_labelling", broken)
+    with caplog.at_level(logging.ERROR, logger="labeling.errors"):
+        response = rater_api.post(f"/api/v1/projects/{project.slug}/tasks/next")
+    assert response.status_code == 500
+    request_id = response.json()["extra"]["request_id"]
+    assert request_id in response.json()["message"] and "ZeroDivisionError" not in response.json()["message"]
+    assert any(request_id in record.getMessage() and record.exc_info for record in caplog.records)
