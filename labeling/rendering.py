@@ -3,11 +3,13 @@
 Text is untrusted: Markdown is rendered with raw HTML turned off (so ``<script>`` shows as text), code
 blocks are highlighted by Pygments, and the result passes through nh3 (the ammonia sanitiser), which keeps
 only the tags, attributes and URL schemes listed here. ``javascript:`` links and event handlers never
-survive either step.
+survive either step. Images become links: a page never fetches an address that a response names, so
+whoever wrote the response cannot learn who read it, or when.
 """
 
 import hashlib
 from functools import lru_cache
+from html import escape
 from importlib.metadata import version
 from pathlib import Path
 
@@ -20,12 +22,11 @@ from pygments.util import ClassNotFound
 
 ALLOWED_TAGS = {
     "p", "br", "hr", "blockquote", "pre", "code", "span", "div", "em", "strong", "del", "s", "sup", "sub",
-    "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "a", "img",
+    "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "a",
     "table", "thead", "tbody", "tr", "th", "td",
 }  # fmt: skip
 ALLOWED_ATTRIBUTES = {
-    "a": {"href", "title"},
-    "img": {"src", "alt", "title"},
+    "a": {"href", "title", "class"},
     "code": {"class"},
     "span": {"class"},
     "div": {"class"},
@@ -48,8 +49,18 @@ def _highlight(code: str, language: str, attributes: str) -> str:
     return highlight(code, lexer, _FORMATTER)
 
 
+def _image_as_link(renderer, tokens, index, options, env) -> str:
+    """``![alt](url)`` as a link to the image, marked as one: never an image the page would fetch."""
+    token = tokens[index]
+    source = str(token.attrGet("src") or "")
+    alt = renderer.renderInlineAsText(token.children or [], options, env) or source
+    return f'<a class="image-link" href="{escape(source)}">{escape("Image: " + alt)}</a>'
+
+
 def _parser() -> MarkdownIt:
-    return MarkdownIt("commonmark", {"html": False, "highlight": _highlight}).enable(["table", "strikethrough"])
+    parser = MarkdownIt("commonmark", {"html": False, "highlight": _highlight}).enable(["table", "strikethrough"])
+    parser.add_render_rule("image", _image_as_link)
+    return parser
 
 
 _MARKDOWN = _parser()

@@ -29,6 +29,16 @@ def test_html_in_model_output_is_shown_as_text_never_run(text, forbidden):
     assert forbidden not in html.lower()
 
 
+def test_a_remote_image_becomes_a_link_so_that_no_page_fetches_it():
+    html = markdown_to_safe_html('See ![a chart](https://evil.example/pixel.png "tracking") here.')
+    assert "<img" not in html and "evil.example" in html
+    assert (
+        '<a class="image-link" href="https://evil.example/pixel.png" rel="noopener noreferrer nofollow">'
+        "Image: a chart</a>"
+    ) in html
+    assert "<img" not in markdown_to_safe_html('<p><img src="https://evil.example/p.png"></p>')  # raw HTML: text
+
+
 def test_markdown_renders_with_highlighted_code_and_safe_links():
     html = markdown_to_safe_html(
         "**bold** and [docs](https://example.org)\n\n"
