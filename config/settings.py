@@ -7,6 +7,8 @@ kombu's filesystem transport under ``var/broker/`` as the Celery broker. Compose
 
 from pathlib import Path
 
+from datetime import timedelta
+
 import environ
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
@@ -52,6 +54,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_results",
     "django_celery_beat",
+    "axes",
     "labeling",
     "frontend",
 ]
@@ -66,6 +69,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "labeling.middleware.RequestGuardMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out login with 429
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -217,4 +221,15 @@ LOGGING = {
 
 AUTH_USER_MODEL = "labeling.User"
 # Django's backend, loading the rater role with the user (one query per request instead of two).
-AUTHENTICATION_BACKENDS = ["labeling.auth.ModelBackendWithRole"]
+# django-axes first: it refuses a locked-out login before any password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "labeling.auth.ModelBackendWithRole"]
+
+# Failed logins (the rater login page and the admin's): after AXES_FAILURE_LIMIT failures in a row for one
+# account, or from one address, that account or address is locked out for AXES_COOLOFF_MINUTES; a success
+# resets the count. Admins lift a lockout under "Axes: access attempts" (delete the attempt) or with
+# `manage.py axes_reset_username NAME`.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_IPWARE_PROXY_COUNT = env.int("AXES_PROXY_COUNT", default=0) or None  # proxies in front, for the client's address

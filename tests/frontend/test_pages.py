@@ -1,6 +1,7 @@
 """Who sees which page: raters see their own projects, staff see everything, everyone else nothing."""
 
 import pytest
+from django.http import HttpRequest
 from django.urls import reverse
 
 from labeling import services
@@ -43,12 +44,12 @@ def test_a_wrong_password_shows_an_error(client, rater):
 
 def test_a_user_outside_the_raters_group_is_refused(client, password):
     UserFactory(username="visitor")
-    client.login(username="visitor", password=password)
+    client.login(request=HttpRequest(), username="visitor", password=password)
     assert client.get("/").status_code == 403
 
 
 def test_a_rater_never_reaches_the_admin(client, rater, password):
-    client.login(username="rater", password=password)
+    client.login(request=HttpRequest(), username="rater", password=password)
     response = client.get("/admin/labeling/judgement/")
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
@@ -67,14 +68,14 @@ def test_a_rater_sees_only_their_own_judgements_and_staff_see_all(rater, other_r
 
 def test_staff_see_every_project_and_a_link_to_the_admin(client, staff, project, password):
     other = ProjectFactory(name="Unassigned project")
-    client.login(username="boss", password=password)
+    client.login(request=HttpRequest(), username="boss", password=password)
     page = client.get("/").content.decode()
     assert project.name in page and other.name in page
     assert 'href="/admin/"' in page
 
 
 def test_logout_ends_the_session(client, rater, password):
-    client.login(username="rater", password=password)
+    client.login(request=HttpRequest(), username="rater", password=password)
     assert client.post(reverse("frontend:logout")).status_code == 302
     assert client.get("/").status_code == 302
 
@@ -85,7 +86,7 @@ def test_the_health_check_answers_when_the_database_does(client):
 
 
 def test_the_workbench_opens_for_members_only(client, rater, project, password):
-    client.login(username="rater", password=password)
+    client.login(request=HttpRequest(), username="rater", password=password)
     assert client.get(f"/p/{project.slug}/").status_code == 200
     assert client.get(f"/p/{ProjectFactory().slug}/").status_code == 404
 
@@ -93,14 +94,14 @@ def test_the_workbench_opens_for_members_only(client, rater, project, password):
 def test_the_workbench_shows_the_guidelines_sanitised(client, rater, project, password):
     project.guidelines = "# Rules\n\nBe **kind**. <script>alert(1)</script>"
     project.save()
-    client.login(username="rater", password=password)
+    client.login(request=HttpRequest(), username="rater", password=password)
     page = client.get(f"/p/{project.slug}/").content.decode()
     assert "<h1>Rules</h1>" in page and "<strong>kind</strong>" in page
     assert "<script>alert(1)" not in page
 
 
 def test_the_demonstration_page_needs_the_project_to_collect_them(client, rater, project, password):
-    client.login(username="rater", password=password)
+    client.login(request=HttpRequest(), username="rater", password=password)
     assert client.get(f"/p/{project.slug}/demonstrate/").status_code == 404
     project.demonstrate_enabled = True
     project.save()

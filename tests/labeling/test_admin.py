@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib import admin
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
@@ -157,7 +158,7 @@ def test_closing_one_of_two_open_reports_leaves_the_task_held_back(admin_client,
 
 
 def test_a_rater_cannot_resolve_or_dismiss_reports_in_the_admin(client, populated, rater, password):
-    client.login(username=rater.username, password=password)
+    client.login(request=HttpRequest(), username=rater.username, password=password)
     for action in ("resolve", "dismiss"):
         response = close_in_admin(client, action, TaskProblemReport.objects.get())
         assert response.status_code == 302 and reverse("admin:login") in response.url

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -212,7 +213,7 @@ def test_anonymous_visitors_and_non_raters_are_refused(project):
 def test_a_session_loads_the_raters_role_with_the_user_and_follows_the_group(project, rater, make_task):
     make_task(k=2)
     client = APIClient()
-    assert client.login(username="rater", password=PASSWORD)
+    assert client.login(request=HttpRequest(), username="rater", password=PASSWORD)
     assert client.post(f"/api/v1/projects/{project.slug}/tasks/next").status_code == 200
     rater.groups.clear()  # taken off the raters: refused from the next request on
     assert client.post(f"/api/v1/projects/{project.slug}/tasks/next").status_code == 403
@@ -224,7 +225,7 @@ def test_a_session_loads_the_raters_role_with_the_user_and_follows_the_group(pro
 def test_a_browser_session_must_send_the_csrf_token(project, rater, make_task):
     make_task(k=2)
     client = APIClient(enforce_csrf_checks=True)
-    assert client.login(username="rater", password=PASSWORD)
+    assert client.login(request=HttpRequest(), username="rater", password=PASSWORD)
     assert client.post(f"/api/v1/projects/{project.slug}/tasks/next").status_code == 403
     client.get(f"/p/{project.slug}/")  # the page sets the CSRF cookie the script sends back
     token = client.cookies["csrftoken"].value

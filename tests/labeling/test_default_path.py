@@ -9,6 +9,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.http import HttpRequest
 from rest_framework.test import APIClient
 
 from labeling import runs
@@ -29,7 +30,7 @@ def succeeded(run):
 def judge_new_tasks(credentials: dict, new_task_ids: set[int]) -> list[int]:
     """Rater 1 works through the project, skipping the demo's older tasks, and ranks each new task."""
     client = APIClient()
-    assert client.login(username="rater1", password=credentials["rater1"])
+    assert client.login(request=HttpRequest(), username="rater1", password=credentials["rater1"])
     judged = []
     for attempt in range(1000):
         response = client.post("/api/v1/projects/oasst-demo/tasks/next")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.http import HttpRequest
 
 from labeling.models import ComparisonTask, Demonstration, Judgement, Project, Prompt, Response, User
 
@@ -58,11 +59,11 @@ def test_demo_setup_loads_the_oasst_sample_once_and_prints_working_passwords(tmp
     passwords = printed_passwords(first)
     assert set(passwords) == {"admin", "rater1", "rater2"}
     assert printed_passwords(second) == passwords == json.loads(credentials.read_text())
-    assert client.login(username="rater1", password=passwords["rater1"])
+    assert client.login(request=HttpRequest(), username="rater1", password=passwords["rater1"])
     page = client.get("/")
     assert page.status_code == 200
     assert project.name in page.content.decode()
-    assert client.login(username="admin", password=passwords["admin"])
+    assert client.login(request=HttpRequest(), username="admin", password=passwords["admin"])
     assert client.get("/admin/labeling/comparisontask/").status_code == 200
 
 
