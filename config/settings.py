@@ -5,9 +5,8 @@ kombu's filesystem transport under ``var/broker/`` as the Celery broker. Compose
 ``DATABASE_URL`` to PostgreSQL and ``CELERY_BROKER_URL`` to Redis. The README lists every variable.
 """
 
-from pathlib import Path
-
 from datetime import timedelta
+from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -203,6 +202,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "labeling.api.schema.error_responses",
+    ],
 }
 
 # The trainer: how the training worker launches it, and where converted models are cached.

@@ -76,6 +76,7 @@ def _selection(project: Project, query: dict) -> selectors.ExportFilter:
 
 
 CONTENT_TYPES = {"jsonl": "application/jsonl", "parquet": "application/vnd.apache.parquet"}
+FILE_RESPONSES = {(200, content_type): OpenApiTypes.BINARY for content_type in CONTENT_TYPES.values()}
 
 
 class ExportApi(APIView):
@@ -83,7 +84,13 @@ class ExportApi(APIView):
 
     permission_classes = [permissions.IsStaff]
 
-    @extend_schema(parameters=[ExportQuery], responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @extend_schema(
+        parameters=[ExportQuery],
+        responses={
+            (200, CONTENT_TYPES["jsonl"]): OpenApiTypes.BINARY,
+            (200, CONTENT_TYPES["parquet"]): OpenApiTypes.BINARY,
+        },
+    )
     def get(self, request: Request, slug: str, kind: str) -> HttpResponseBase:
         project = project_for_staff(request, slug)
         if kind not in exporters.EXPORT_KINDS:
@@ -168,7 +175,12 @@ class SnapshotDownloadApi(APIView):
 
     permission_classes = [permissions.IsStaff]
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @extend_schema(
+        responses={
+            (200, CONTENT_TYPES["jsonl"]): OpenApiTypes.BINARY,
+            (200, CONTENT_TYPES["parquet"]): OpenApiTypes.BINARY,
+        }
+    )
     def get(self, request: Request, snapshot_id: int) -> HttpResponseBase:
         snapshot = get_object_or_404(DatasetSnapshot, pk=snapshot_id)
         path = services.snapshot_path(snapshot)

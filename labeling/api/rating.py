@@ -207,7 +207,7 @@ class TaskProblemReportApi(APIView):
 
 
 class DemonstrationNextQuery(serializers.Serializer):
-    exclude = serializers.RegexField(r"^\d+(,\d+)*$", required=False, help_text="Prompt ids passed over.")
+    exclude = serializers.RegexField(r"^(\d+(,\d+)*)?$", required=False, help_text="Prompt ids passed over.")
 
 
 class DemonstrationNextOutput(serializers.Serializer):
@@ -274,7 +274,7 @@ class DemonstrationSubmitApi(APIView):
 
 
 class CritiqueChainNextQuery(serializers.Serializer):
-    exclude = serializers.RegexField(r"^\d+(,\d+)*$", required=False, help_text="Chain ids passed over.")
+    exclude = serializers.RegexField(r"^(\d+(,\d+)*)?$", required=False, help_text="Chain ids passed over.")
 
 
 class CritiqueRoundOutput(serializers.Serializer):

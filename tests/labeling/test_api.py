@@ -304,6 +304,7 @@ def test_demonstrations_are_written_once_per_submission_and_prompt(api, project,
     first, second = PromptFactory.create_batch(2, project=project)
     response = api.get(f"/api/v1/projects/{project.slug}/demonstrations/next")
     assert response.json()["prompt_id"] == first.pk
+    assert api.get(f"/api/v1/projects/{project.slug}/demonstrations/next?exclude=").json()["prompt_id"] == first.pk
     assert api.get(f"/api/v1/projects/{project.slug}/demonstrations/next?exclude={first.pk}").json()["prompt_id"] == (
         second.pk
     )

@@ -4,6 +4,7 @@ permissions and its OpenAPI schema."""
 import hashlib
 import io
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -187,6 +188,19 @@ def test_the_openapi_schema_validates_and_the_docs_use_local_assets(client, tmp_
     assert "/api/v1/tasks/{task_id}/judgements" in schema["paths"]
     docs = client.get("/api/docs/").content.decode()
     assert "swagger-ui" in docs and "cdn.jsdelivr" not in docs
+
+    # Error answers are documented, in the one shape they have; files come with their real content types.
+    submit = schema["paths"]["/api/v1/tasks/{task_id}/judgements"]["post"]["responses"]
+    assert {"400", "401", "403", "404", "429", "500", "503"} <= set(submit)
+    assert submit["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert schema["components"]["schemas"]["Error"]["required"] == ["message", "extra"]
+    download = schema["paths"]["/api/v1/snapshots/{snapshot_id}/download"]["get"]["responses"]["200"]["content"]
+    assert set(download) == {"application/jsonl", "application/vnd.apache.parquet"}
+    exclude = next(
+        parameter for parameter in schema["paths"]["/api/v1/projects/{slug}/demonstrations/next"]["get"]["parameters"]
+        if parameter["name"] == "exclude"
+    )  # fmt: skip
+    assert re.fullmatch(exclude["schema"]["pattern"], "") and re.fullmatch(exclude["schema"]["pattern"], "1,2")
 
 
 def test_admins_import_and_export_from_the_admin_pages(admin_client, project):
