@@ -54,12 +54,14 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "axes",
+    "csp",
     "labeling",
     "frontend",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -224,6 +226,24 @@ LOGGING = {
 
 AUTH_USER_MODEL = "labeling.User"
 # Django's backend, loading the rater role with the user (one query per request instead of two).
+# Content-Security-Policy (django-csp): pages run only our own scripts and styles (no inline ones, no other
+# origin), show only our own images, and cannot be framed. Model text cannot fetch anything (rendering.py
+# turns its images into links) nor run anything (the sanitiser).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
 # django-axes first: it refuses a locked-out login before any password is checked.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "labeling.auth.ModelBackendWithRole"]
 

@@ -76,8 +76,8 @@ def _curve(history: list[dict], key: str, colour: str, width: int = 560, height:
         for step, value in points
     )
     return format_html(
-        '<figure style="margin:0 0 1em"><figcaption>{} ({} to {})</figcaption>'
-        '<svg width="{}" height="{}" role="img" aria-label="{} over steps" style="background:#fafafa">'
+        '<figure class="curve"><figcaption>{} ({} to {})</figcaption>'
+        '<svg width="{}" height="{}" role="img" aria-label="{} over steps">'
         '<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/></svg></figure>',
         key, f"{low:.4g}", f"{high:.4g}", width, height, key, colour, coordinates,
     )  # fmt: skip
@@ -182,7 +182,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         text = f"{rate * 100:.0f}% of episodes ended with EOS (last {len(recent)} logged iterations)"
         if rate < EOS_RATE_WARNING:
             return format_html(
-                '<strong style="color:#b3261e">{}: most responses are cut off at the response budget, so '
+                '<strong class="run-warning">{}: most responses are cut off at the response budget, so '
                 "their scores carry the missing-EOS penalty. Raise the response length.</strong>",
                 text,
             )
@@ -206,7 +206,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     @admin.display(description="log (end)")
     def log(self, run: TrainingRun) -> str:
         return format_html(
-            '<pre class="run-log" style="max-height:24em;overflow:auto;white-space:pre-wrap">{}</pre>',
+            '<pre class="run-log">{}</pre>',
             run.log_tail or "-",
         )
 

@@ -59,9 +59,15 @@ class Session:
         self.output_dir = output_dir
         self.dialogs: list[str] = []
         self.errors: list[str] = []
+        self.csp_violations: list[str] = []  # what the Content-Security-Policy refused, as Chromium reports it
         self.shots = 0
         page.on("dialog", self._on_dialog)
         page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("console", self._on_console)
+
+    def _on_console(self, message) -> None:
+        if "Content Security Policy" in message.text:
+            self.csp_violations.append(f"{self.page.url}: {message.text[:160]}")
 
     def _on_dialog(self, dialog) -> None:
         self.dialogs.append(dialog.message)
@@ -94,10 +100,25 @@ def viewport() -> dict:
     return {"width": 1280, "height": 900}
 
 
-@pytest.fixture
-def session(browser, live_server, output_dir, viewport):
-    context = browser.new_context(viewport=viewport)
+def _session(browser, live_server, output_dir, viewport, bypass_csp: bool):
+    context = browser.new_context(viewport=viewport, bypass_csp=bypass_csp)
     page = context.new_page()
     page.set_default_timeout(15000)
-    yield Session(page, live_server.url, output_dir)
+    return context, Session(page, live_server.url, output_dir)
+
+
+@pytest.fixture
+def session(browser, live_server, output_dir, viewport):
+    """A page for tests that wait on conditions written in JavaScript (``wait_for_function`` compiles them,
+    which the pages' Content-Security-Policy forbids): the policy is bypassed; ``strict_session`` keeps it."""
+    context, session = _session(browser, live_server, output_dir, viewport, bypass_csp=True)
+    yield session
+    context.close()
+
+
+@pytest.fixture
+def strict_session(browser, live_server, output_dir, viewport):
+    """A page under the pages' own Content-Security-Policy, as a rater's browser sees them."""
+    context, session = _session(browser, live_server, output_dir, viewport, bypass_csp=False)
+    yield session
     context.close()
