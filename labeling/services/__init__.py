@@ -17,9 +17,6 @@ from labeling.services.assignment import (
     assignment_skip,
     demonstration_submit,
     judgement_submit,
-    task_problem_report_create,
-    task_problem_report_dismiss,
-    task_problem_report_resolve,
 )
 from labeling.services.constitutions import (
     constitution_default_ensure,
@@ -45,6 +42,11 @@ from labeling.services.content import (
 )
 from labeling.services.demo import DemoLoadResult, demo_project_ensure
 from labeling.services.imports import ImportResult, dataset_import, dataset_import_file, dataset_import_upload
+from labeling.services.reports import (
+    task_problem_report_create,
+    task_problem_report_dismiss,
+    task_problem_report_resolve,
+)
 from labeling.services.snapshots import dataset_snapshot_create, snapshot_path
 
 __all__ = [

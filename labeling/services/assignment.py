@@ -1,5 +1,5 @@
-"""The rater's loop: leasing the next task, submitting or skipping it, reporting a problem with it (and an
-admin closing the report), and submitting a demonstration. Every path here is safe under concurrent raters.
+"""The rater's loop: leasing the next task, submitting or skipping it, and submitting a demonstration (problem
+reports are in ``reports``). Every path here is safe under concurrent raters.
 
 A task has ``required_judgements`` slots. A slot is taken by a judgement or by a live lease (an assignment in
 state "leased" whose ``expires_at`` is still ahead). Every write that changes who holds a slot of a task
@@ -21,7 +21,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from labeling import selectors
-from labeling.errors import ApplicationError, Conflict, NotFound, PermissionDenied
+from labeling.errors import ApplicationError, Conflict, NotFound
 from labeling.models import (
     Assignment,
     ComparisonTask,
@@ -29,11 +29,9 @@ from labeling.models import (
     Judgement,
     Project,
     Prompt,
-    TaskProblemReport,
     TaskResponse,
     User,
 )
-from labeling.permissions import is_staff
 from labeling.raw_sql import columns_of, instance_from_row, task_content_sql
 from labeling.services.content import task_status_refresh
 from labeling.services.saving import save_validated, validate
@@ -52,7 +50,7 @@ SQLITE_LOCK_ATTEMPTS = 40
 BUSY_RETRIES = 20
 
 
-def _retry_when_sqlite_is_locked(service: Callable) -> Callable:
+def retry_when_sqlite_is_locked(service: Callable) -> Callable:
     """Run the whole transaction again when SQLite reports "database is locked" (the busy timeout ran out
     under heavy write load), so that a rater never sees that error."""
 
@@ -152,7 +150,7 @@ def _lease_next_in_postgres(*, project: Project, rater: User, now: datetime) -> 
     return assignment
 
 
-@_retry_when_sqlite_is_locked
+@retry_when_sqlite_is_locked
 def assignment_lease_next(*, project: Project, rater: User, now: datetime | None = None) -> Assignment | None:
     """The rater's live lease in this project, or a new lease on a task they have not seen that still has a
     free slot (gold tasks mixed in at the project's gold rate). None when nothing is left for them.
@@ -291,7 +289,7 @@ def _submit_in_postgres(*, assignment: Assignment, rater: User, now: datetime, f
     return judgement
 
 
-@_retry_when_sqlite_is_locked
+@retry_when_sqlite_is_locked
 def judgement_submit(
     *,
     rater: User,
@@ -353,7 +351,7 @@ def judgement_submit(
         raise ApplicationError(f"The judgement was refused: {error}") from error
 
 
-@_retry_when_sqlite_is_locked
+@retry_when_sqlite_is_locked
 def assignment_skip(*, rater: User, task_id: int, reason: str) -> Assignment:
     """The rater passes on a task they hold, saying why; the slot returns to the pool for others."""
     reason = reason.strip()
@@ -371,99 +369,7 @@ def assignment_skip(*, rater: User, task_id: int, reason: str) -> Assignment:
         return assignment
 
 
-OPEN_REPORTS_PER_RATER = 20  # per project: each open report holds a task back from every rater
-
-
-@_retry_when_sqlite_is_locked
-def task_problem_report_create(*, rater: User, task_id: int, message: str) -> TaskProblemReport:
-    """Store a rater's report of a problem with a task and pass the task on, so they are not asked to
-    judge something broken. While the report is open no rater is given the task (see ``assignment_lease_next``).
-    A rater reports only on a task they were given or judged, with at most ``OPEN_REPORTS_PER_RATER`` open
-    reports per project (staff without limit)."""
-    message = message.strip()
-    if not message:
-        raise ApplicationError("Describe the problem.", {"fields": {"message": ["This field is required."]}})
-    if not is_staff(rater):
-        _report_allowed(rater, task_id)
-    with transaction.atomic():
-        # The rater's assignment, then the task, in the order a submission locks them. A lease call that is
-        # picking this task either commits first (its lease is then one the report leaves in place) or skips
-        # the locked row, and any later look at the task sees the report.
-        held = Assignment.objects.select_for_update().filter(
-            task_id=task_id, rater=rater, state__in=[Assignment.State.LEASED, Assignment.State.EXPIRED]
-        )
-        held_ids = list(held.values_list("pk", flat=True))
-        task = ComparisonTask.objects.select_for_update().filter(pk=task_id).first()
-        if task is None:
-            raise NotFound(f"There is no task {task_id}.")
-        report = TaskProblemReport.objects.create(task=task, rater=rater, message=message[:5000])
-        Assignment.objects.filter(pk__in=held_ids).update(
-            state=Assignment.State.SKIPPED, skip_reason=f"Reported a problem: {message[:1900]}"
-        )
-        return report
-
-
-def _report_allowed(rater: User, task_id: int) -> None:
-    given = Assignment.objects.filter(task_id=task_id, rater=rater).exists()
-    if not given and not Judgement.objects.filter(task_id=task_id, rater=rater).exists():
-        raise PermissionDenied("You can report a problem only with a task you were given.")
-    project_id = ComparisonTask.objects.filter(pk=task_id).values_list("project_id", flat=True).first()
-    if project_id is None:
-        raise NotFound(f"There is no task {task_id}.")
-    open_reports = TaskProblemReport.objects.filter(
-        rater=rater, task__project_id=project_id, outcome=TaskProblemReport.Outcome.OPEN
-    ).count()
-    if open_reports >= OPEN_REPORTS_PER_RATER:
-        raise Conflict(
-            f"You have {open_reports} open problem reports on this project, the most one rater may have: an "
-            "administrator will close them first."
-        )
-
-
-def _task_problem_report_close(
-    *, report: TaskProblemReport, outcome: str, closed_by: User, now: datetime | None
-) -> TaskProblemReport:
-    """Close an open report with ``outcome``, recording who closed it and when (inside the caller's
-    transaction). Its task goes back to the pool once none of its reports is open."""
-    if not is_staff(closed_by):
-        raise PermissionDenied("Only administrators resolve or dismiss problem reports.")
-    locked = TaskProblemReport.objects.select_for_update().filter(pk=report.pk).first()
-    if locked is None:
-        raise NotFound("That problem report no longer exists.")
-    report = locked
-    if report.outcome != TaskProblemReport.Outcome.OPEN:
-        raise Conflict(f"Report {report.pk} is already {report.get_outcome_display().lower()}.")
-    report.outcome = outcome
-    report.closed_by = closed_by
-    report.closed_at = now or timezone.now()
-    validate(report, exclude=["task", "rater", "closed_by"])
-    report.save(update_fields=["outcome", "closed_by", "closed_at"])
-    return report
-
-
-@transaction.atomic
-def task_problem_report_resolve(
-    *, report: TaskProblemReport, closed_by: User, now: datetime | None = None
-) -> TaskProblemReport:
-    """An admin fixed what the report points at (a cut-off response edited, say): the task goes back to the
-    pool. Staff only."""
-    return _task_problem_report_close(
-        report=report, outcome=TaskProblemReport.Outcome.RESOLVED, closed_by=closed_by, now=now
-    )
-
-
-@transaction.atomic
-def task_problem_report_dismiss(
-    *, report: TaskProblemReport, closed_by: User, now: datetime | None = None
-) -> TaskProblemReport:
-    """An admin found nothing wrong with the task: the report is set aside and the task goes back to the pool
-    unchanged. Staff only."""
-    return _task_problem_report_close(
-        report=report, outcome=TaskProblemReport.Outcome.DISMISSED, closed_by=closed_by, now=now
-    )
-
-
-@_retry_when_sqlite_is_locked
+@retry_when_sqlite_is_locked
 def demonstration_submit(
     *, author: User, prompt: Prompt, text: str, client_submission_id: str
 ) -> tuple[Demonstration, bool]:

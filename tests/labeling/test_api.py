@@ -11,8 +11,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from labeling import rendering, services
+from labeling.api import rating
 from labeling.models import Assignment, Demonstration, Judgement, Prompt, Response, TaskProblemReport
-from labeling.services.assignment import OPEN_REPORTS_PER_RATER
+from labeling.services.reports import OPEN_REPORTS_PER_RATER
 from tests.factories import PASSWORD, ProjectFactory, PromptFactory, ResponseFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -76,6 +77,19 @@ def test_a_pair_is_a_compare_task_labelled_a_and_b(api, project, make_task):
     payload = next_task(api, project)
     assert payload["kind"] == "compare"
     assert [response["label"] for response in payload["responses"]] == ["A", "B"]
+
+
+def test_the_rating_loops_bodies_match_their_output_serializers_exactly(api, project, make_task):
+    """Next task and submit build their bodies without the serializers (the hot path): the schema still holds."""
+    make_task(k=3)
+    task = next_task(api, project)
+    assert set(task) == set(rating.TaskPayloadOutput().fields)
+    assert all(set(response) == set(rating.TaskResponseOutput().fields) for response in task["responses"])
+    assert all(set(turn) == set(rating.ConversationTurnOutput().fields) for turn in task["conversation"])
+    assert rating.TaskPayloadOutput(data=task).is_valid(), rating.TaskPayloadOutput(data=task).errors
+    submitted = submit(api, task, ranking=[[response["id"]] for response in task["responses"]]).json()
+    assert set(submitted) == set(rating.JudgementSubmitOutput().fields)
+    assert rating.JudgementSubmitOutput(data=submitted).is_valid()
 
 
 def test_a_submitted_judgement_is_stored_with_its_margin_likert_and_flags(api, project, make_task, rater):
