@@ -2,6 +2,8 @@
 is wrong: nesting deeper than any request of this API needs, and NUL characters, which no text column of
 PostgreSQL can store."""
 
+import io
+
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
@@ -24,13 +26,17 @@ def _depth(value) -> int:
 
 class SafeJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
+        raw = stream.read() if stream is not None else b""
         try:
-            data = super().parse(stream, media_type, parser_context)
+            data = super().parse(io.BytesIO(raw), media_type, parser_context)
         except RecursionError:
             raise ParseError(f"The JSON body is nested too deeply (at most {MAX_DEPTH} levels).") from None
-        if _depth(data) > MAX_DEPTH:
+        # Both checks walk the value only when the text could hold what they look for: a body with fewer
+        # brackets than the limit cannot be nested past it, and JSON writes a NUL character as \u0000.
+        if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
             raise ParseError(f"The JSON body is nested too deeply (at most {MAX_DEPTH} levels).")
-        where = nul_path(data)
-        if where is not None:
-            raise ParseError(f"Field '{where}' contains a NUL character, which cannot be stored.")
+        if b"\\u0000" in raw:
+            where = nul_path(data)
+            if where is not None:
+                raise ParseError(f"Field '{where}' contains a NUL character, which cannot be stored.")
         return data

@@ -90,6 +90,8 @@ def test_the_rating_loops_bodies_match_their_output_serializers_exactly(api, pro
     submitted = submit(api, task, ranking=[[response["id"]] for response in task["responses"]]).json()
     assert set(submitted) == set(rating.JudgementSubmitOutput().fields)
     assert rating.JudgementSubmitOutput(data=submitted).is_valid()
+    response = api.post(f"/api/v1/projects/{project.slug}/tasks/next", format="json")
+    assert response["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
 
 
 def test_a_submitted_judgement_is_stored_with_its_margin_likert_and_flags(api, project, make_task, rater):
