@@ -140,8 +140,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
-# Sessions live in the database and are cached in each process, so most requests skip the session query.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Sessions live in the database and are cached (in each process by default, so most requests skip the session
+# query); CACHE_URL=redis://... shares the cache, and the API's request counts, across processes.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
@@ -191,9 +192,15 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "labeling.errors.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["labeling.api.throttles.UserThrottle", "labeling.api.throttles.AnonThrottle"],
     # "?format=" names a file format in this API (exports), not a renderer.
     "URL_FORMAT_OVERRIDE": None,
 }
+
+# API request rates (labeling/api/throttles.py), counted in the cache (per process with the default local
+# memory cache; set CACHE_URL to a Redis URL to count across processes).
+API_RATE_USER = env.str("API_RATE_USER", default="6000/min")
+API_RATE_ANON = env.str("API_RATE_ANON", default="60/min")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "RLHF Studio API",

@@ -1,4 +1,5 @@
 import pytest
+from django.core.cache import cache
 
 from tests.factories import PASSWORD, ProjectFactory, UserFactory, task_create
 
@@ -43,3 +44,10 @@ def artefacts(settings, tmp_path):
     settings.ARTEFACTS_DIR = tmp_path / "artefacts"
     settings.MODEL_CACHE_DIR = tmp_path / "cache"
     return settings.ARTEFACTS_DIR
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Each test starts with an empty cache: the API's request counts of one test never throttle the next."""
+    cache.clear()
+    yield

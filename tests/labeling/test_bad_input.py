@@ -112,3 +112,16 @@ def test_a_bug_is_a_500_in_json_with_an_id_that_the_log_repeats(rater_api, proje
     request_id = response.json()["extra"]["request_id"]
     assert request_id in response.json()["message"] and "ZeroDivisionError" not in response.json()["message"]
     assert any(request_id in record.getMessage() and record.exc_info for record in caplog.records)
+
+
+def test_over_the_rate_the_api_answers_429_with_retry_after(rater_api, project, settings, client):
+    settings.API_RATE_USER = "5/min"
+    settings.API_RATE_ANON = "2/min"
+    statuses = [rater_api.get(f"/api/v1/projects/{project.slug}/judgements").status_code for _ in range(6)]
+    assert statuses == [200] * 5 + [429]
+    refused = rater_api.get(f"/api/v1/projects/{project.slug}/judgements")
+    assert refused.status_code == 429 and 0 < int(refused["Retry-After"]) <= 60
+    assert "throttled" in refused.json()["message"].lower()
+    # Anonymous calls (the schema is the one call open to them) are counted per address, and much lower.
+    anonymous = [client.get("/api/schema/").status_code for _ in range(3)]
+    assert anonymous == [200, 200, 429]
