@@ -199,7 +199,7 @@ REST_FRAMEWORK = {
 
 # API request rates (labeling/api/throttles.py), counted in the cache (per process with the default local
 # memory cache; set CACHE_URL to a Redis URL to count across processes).
-API_RATE_USER = env.str("API_RATE_USER", default="6000/min")
+API_RATE_USER = env.str("API_RATE_USER", default="20000/min")
 API_RATE_ANON = env.str("API_RATE_ANON", default="60/min")
 
 SPECTACULAR_SETTINGS = {
