@@ -1,5 +1,6 @@
 import pytest
 from django.core.cache import cache
+from rest_framework.test import APIClient
 
 from tests.factories import PASSWORD, ProjectFactory, UserFactory, task_create
 
@@ -51,3 +52,17 @@ def fresh_cache():
     """Each test starts with an empty cache: the API's request counts of one test never throttle the next."""
     cache.clear()
     yield
+
+
+@pytest.fixture
+def staff_api(staff):
+    client = APIClient()
+    client.force_authenticate(staff)
+    return client
+
+
+@pytest.fixture
+def rater_api(rater):
+    client = APIClient()
+    client.force_authenticate(rater)
+    return client

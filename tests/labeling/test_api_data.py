@@ -28,20 +28,6 @@ def upload(records: list[dict], name: str = "pairs.jsonl") -> SimpleUploadedFile
     return SimpleUploadedFile(name, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
-@pytest.fixture
-def staff_api(staff):
-    client = APIClient()
-    client.force_authenticate(staff)
-    return client
-
-
-@pytest.fixture
-def rater_api(rater):
-    client = APIClient()
-    client.force_authenticate(rater)
-    return client
-
-
 def test_staff_import_a_file_through_the_api(staff_api, project):
     response = staff_api.post(f"/api/v1/projects/{project.slug}/imports", {"file": upload(PAIRS)}, format="multipart")
     assert response.status_code == 201, response.content

@@ -8,24 +8,9 @@ import logging
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import OperationalError
-from rest_framework.test import APIClient
 
 from labeling import selectors
 from labeling.models import Prompt
-
-
-@pytest.fixture
-def rater_api(rater):
-    client = APIClient()
-    client.force_authenticate(rater)
-    return client
-
-
-@pytest.fixture
-def staff_api(staff):
-    client = APIClient()
-    client.force_authenticate(staff)
-    return client
 
 
 def upload(content: bytes, name: str) -> SimpleUploadedFile:

@@ -46,6 +46,15 @@ def wait_until(condition, timeout: float) -> bool:
     return condition()
 
 
+def long_reward_run(settings, artefacts, worker, project, base: str) -> tuple[TrainingRun, str]:
+    """A reward run on ``worker`` long enough to be caught training; the run and its output folder."""
+    settings.CELERY_TRAINING_QUEUE = worker.queue
+    run = runs.reward_run_start(project=project, base_model=base, epochs=500, learning_rate=1e-3)
+    assert wait_until(lambda: TrainingRun.objects.get(pk=run.pk).history, 120), worker.log()
+    run.refresh_from_db()
+    return run, str(artefacts / run.output_dir)
+
+
 @pytest.fixture
 def no_trainer_left(artefacts):
     """Should a test fail with trainers still running, they are stopped rather than left to the machine."""
@@ -63,11 +72,7 @@ def test_a_trainer_dies_with_a_killed_worker_and_the_beat_job_fails_its_run(
     project = ranked_project(judgements=60)
     base = tiny_base_model(tmp_path / "tiny")
     with celery_worker(tmp_path) as worker:
-        settings.CELERY_TRAINING_QUEUE = worker.queue
-        run = runs.reward_run_start(project=project, base_model=base, epochs=500, learning_rate=1e-3)
-        assert wait_until(lambda: TrainingRun.objects.get(pk=run.pk).history, 120), worker.log()
-        run.refresh_from_db()
-        out_dir = str(artefacts / run.output_dir)
+        run, out_dir = long_reward_run(settings, artefacts, worker, project, base)
         trainers = processes_mentioning(out_dir)
         assert len(trainers) >= 2, trainers  # accelerate's launcher and the training process
         os.kill(worker.process.pid, signal.SIGKILL)
@@ -89,11 +94,7 @@ def test_a_trainer_whose_run_was_marked_failed_elsewhere_stops(settings, artefac
     project = ranked_project(judgements=60)
     base = tiny_base_model(tmp_path / "tiny")
     with celery_worker(tmp_path) as worker:
-        settings.CELERY_TRAINING_QUEUE = worker.queue
-        run = runs.reward_run_start(project=project, base_model=base, epochs=500, learning_rate=1e-3)
-        assert wait_until(lambda: TrainingRun.objects.get(pk=run.pk).history, 120), worker.log()
-        run.refresh_from_db()
-        out_dir = str(artefacts / run.output_dir)
+        run, out_dir = long_reward_run(settings, artefacts, worker, project, base)
         # Another worker's beat job decides the run is orphaned (say its heartbeats stopped reaching the
         # database): it marks the run failed and leaves a stop file, and the trainer stops within seconds.
         TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
