@@ -34,6 +34,7 @@ def scratch_database(server_url: str, name: str) -> Iterator[dict[str, str]]:
             "DATABASE_URL": urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment)),
             "SECRET_KEY": "bench-only-secret-key",
             "DEBUG": "false",
+            "HTTPS": "false",  # the benches' servers speak plain HTTP on 127.0.0.1
             "LOG_LEVEL": "WARNING",
             "DJANGO_SETTINGS_MODULE": "config.settings",
         }

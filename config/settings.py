@@ -145,8 +145,20 @@ STORAGES = {
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
-CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+# HTTPS, on unless DEBUG: plain HTTP is redirected, cookies are sent only over HTTPS, and browsers are told (HSTS)
+# to come back over HTTPS only. Behind a proxy or load balancer that ends TLS, set TLS_PROXY=true: its
+# X-Forwarded-Proto header then says whether the request came over HTTPS (the proxy must set it and strip the
+# client's). HTTPS=false serves plain HTTP: the compose stack on localhost, the benches' servers, the tests.
+HTTPS = env.bool("HTTPS", default=not DEBUG)
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # the container health check calls it over plain HTTP, from inside
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=HTTPS)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=HTTPS)
+SECURE_HSTS_SECONDS = env.int("HSTS_SECONDS", default=365 * 24 * 3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("HSTS_PRELOAD", default=HTTPS)
+if env.bool("TLS_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Celery. The default broker needs no server: kombu's filesystem transport under var/broker/.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
@@ -221,6 +233,9 @@ SPECTACULAR_SETTINGS = {
 ACCELERATE_CONFIG_FILE = env.str("ACCELERATE_CONFIG_FILE", default="")
 MODEL_CACHE_DIR = Path(env.str("MODEL_CACHE_DIR", default=str(ARTEFACTS_DIR / "cache"))).resolve()
 TRAINING_HEARTBEAT_TIMEOUT = env.int("TRAINING_HEARTBEAT_TIMEOUT", default=120)
+
+# Imports: uploads larger than this answer 413; accepted ones are stored and imported by a worker.
+IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=1024**3)
 
 LOGGING = {
     "version": 1,

@@ -7,6 +7,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 # its set-up script as a file too).
 api_docs = csp_update({"style-src": ["'unsafe-inline'"]})(SpectacularSwaggerSplitView.as_view(url_name="schema"))
 
+handler404 = "labeling.errors.not_found"
+
 admin.site.site_header = "RLHF Studio administration"
 admin.site.site_title = "RLHF Studio"
 

@@ -30,6 +30,10 @@ class Conflict(ApplicationError):
     status_code = 409
 
 
+class PayloadTooLarge(ApplicationError):
+    status_code = 413
+
+
 class RecordError(ApplicationError):
     """A bad record: the message names the line (or row) and the field."""
 
@@ -82,3 +86,14 @@ def api_exception_handler(exc, context):
     extra = {"fields": response.data} if isinstance(exc, exceptions.ValidationError) else {}
     response.data = {"message": _first_message(response.data), "extra": extra}
     return response
+
+
+def not_found(request, exception=None):
+    """The 404 page: under ``/api/`` the API's JSON shape (an address no route matches, such as a negative
+    id), elsewhere Django's page."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith("/api/"):
+        return JsonResponse({"message": f"There is nothing at {request.path}.", "extra": {}}, status=404)
+    return page_not_found(request, exception)

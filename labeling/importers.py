@@ -436,8 +436,11 @@ PARSERS = {
 KINDS = tuple(PARSERS)  # the record layouts, by name
 
 
-def parse_records(records: Iterable[tuple[int, dict]], kind: str = "auto") -> tuple[str, list[ItemIn]]:
-    """Every record parsed (all of them, before anything is written); the kind used and the items."""
+def parse_batches(
+    records: Iterable[tuple[int, dict]], kind: str = "auto", size: int = 2000
+) -> Iterator[tuple[str, list[ItemIn]]]:
+    """The records parsed as they are read, in batches of about ``size`` items that never split a record:
+    ``(kind, items)`` for each. The kind is the one given, or recognised from the first record."""
     items: list[ItemIn] = []
     parser = None
     for line, record in records:
@@ -448,9 +451,13 @@ def parse_records(records: Iterable[tuple[int, dict]], kind: str = "auto") -> tu
                 raise ApplicationError(f"Unknown layout '{kind}'; use one of {', '.join(KINDS)}.")
             parser = PARSERS[kind]
         items.extend(parser(record, line))
+        if len(items) >= size:
+            yield kind, items
+            items = []
     if parser is None:
         raise ApplicationError("The file holds no records.")
-    return kind, items
+    if items:
+        yield kind, items
 
 
 def plain_prompts(lines: Iterable[str]) -> Iterator[tuple[int, str]]:

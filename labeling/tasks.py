@@ -31,6 +31,18 @@ def training_runs_fail_stale_task() -> int:
     return runs.training_runs_fail_orphaned()
 
 
+@shared_task(bind=True)
+def import_job_execute_task(self, job_id: int) -> str:
+    """Import an uploaded file (queue ``default``); returns the job's final status."""
+    return services.import_job_execute(job_id, worker=self.request.hostname or "")
+
+
+@shared_task
+def import_jobs_fail_stale_task() -> int:
+    """Mark failed the imports whose worker stopped (scheduled every minute by Celery beat)."""
+    return services.import_jobs_fail_stale()
+
+
 @shared_task
 def reward_retrain_check_task(project_id: int) -> int | None:
     """A project's retraining schedule: start a reward run if enough new judgements have arrived."""
@@ -41,6 +53,7 @@ def reward_retrain_check_task(project_id: int) -> int | None:
 
 @worker_ready.connect
 def fail_orphaned_runs(sender=None, **kwargs) -> None:
-    """When a worker starts, runs that a dead worker left 'running' are marked failed."""
+    """When a worker starts, runs and imports that a dead worker left 'running' are marked failed."""
     hostname = getattr(sender, "hostname", None)
     runs.training_runs_fail_orphaned(worker=hostname)
+    services.import_jobs_fail_stale(worker=hostname)

@@ -32,6 +32,7 @@ urlpatterns = [
     path("projects/<slug:slug>/demonstrations", content.DemonstrationListApi.as_view(), name="demonstrations"),
     # Data in and out.
     path("projects/<slug:slug>/imports", data.ImportApi.as_view(), name="import"),
+    path("imports/<int:import_id>", data.ImportDetailApi.as_view(), name="import-job"),
     path("projects/<slug:slug>/exports/<str:kind>", data.ExportApi.as_view(), name="export"),
     path("projects/<slug:slug>/snapshots", data.SnapshotListApi.as_view(), name="snapshots"),
     path("snapshots/<int:snapshot_id>", data.SnapshotDetailApi.as_view(), name="snapshot"),

@@ -1,7 +1,10 @@
 import pytest
 from django.core.cache import cache
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import override_settings
 from rest_framework.test import APIClient
 
+from labeling import services
 from tests.factories import PASSWORD, ProjectFactory, UserFactory, task_create
 
 
@@ -47,6 +50,16 @@ def artefacts(settings, tmp_path):
     return settings.ARTEFACTS_DIR
 
 
+@pytest.fixture(autouse=True, scope="session")
+def plain_http():
+    """The test client and the live server speak plain HTTP, so HTTPS (on unless DEBUG) is off, as HTTPS=false
+    would set it."""
+    with override_settings(
+        SECURE_SSL_REDIRECT=False, SESSION_COOKIE_SECURE=False, CSRF_COOKIE_SECURE=False, SECURE_HSTS_SECONDS=0
+    ):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def fresh_cache():
     """Each test starts with an empty cache: the API's request counts of one test never throttle the next."""
@@ -66,3 +79,20 @@ def rater_api(rater):
     client = APIClient()
     client.force_authenticate(rater)
     return client
+
+
+@pytest.fixture
+def api_import(staff_api, artefacts):
+    """Upload a file through the API (202), run its import job as a worker would, and return the job as the
+    API then shows it: ``api_import(project, b"...", "pairs.jsonl", kind="hh")``."""
+
+    def run(project, content: bytes, name: str = "data.jsonl", **fields) -> dict:
+        upload = SimpleUploadedFile(name, content, content_type="application/octet-stream")
+        url = f"/api/v1/projects/{project.slug}/imports"
+        response = staff_api.post(url, {"file": upload, **fields}, format="multipart")
+        assert response.status_code == 202, response.content
+        assert response.json()["status"] == "queued"
+        services.import_job_execute(response.json()["id"])
+        return staff_api.get(response["Location"]).json()
+
+    return run

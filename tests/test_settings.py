@@ -31,7 +31,7 @@ print(json.dumps({
 
 CONFIG_VARIABLES = (
     "DEBUG", "SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "CELERY_BROKER_DIR", "VAR_DIR",
-    "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "ENV_FILE",
+    "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "ENV_FILE", "HTTPS", "TLS_PROXY",
 )  # fmt: skip
 
 
@@ -121,3 +121,34 @@ def test_postgres_and_redis_come_from_the_environment(tmp_path):
     assert not (tmp_path / "var" / "broker").exists()
     assert found["allowed_hosts"] == ["studio.example.org", "localhost"]
     assert found["csrf_trusted_origins"] == ["https://studio.example.org"]
+
+
+STRONG_KEY = "k7#Qz!v2Lw9@pR4t$Xy8^Nb3&Hm6*Jc5(Fd1)Gs0-Ua_Ve+Wi=Yo{Zp}Aq[Br]Cs"
+HTTPS_PROBE = """
+import django
+django.setup()
+from django.test import Client
+client = Client()
+print(client.get("/login/").status_code, client.get("/login/", headers={"X-Forwarded-Proto": "https"}).status_code,
+      client.get("/healthz").status_code)
+"""
+
+
+def test_the_production_settings_pass_djangos_deployment_checks(tmp_path):
+    production = {"SECRET_KEY": STRONG_KEY, "ALLOWED_HOSTS": "studio.example.org"}
+    checked = run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], tmp_path, **production)
+    assert checked.returncode == 0, checked.stderr
+    assert "no issues" in checked.stdout
+    # Plain HTTP must be asked for, and then the check says what it gives up.
+    plain = run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], tmp_path, **production, HTTPS="false")
+    assert plain.returncode != 0
+    for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert warning in plain.stderr
+
+
+def test_https_redirects_plain_http_and_trusts_a_tls_proxy_only_when_told(tmp_path):
+    env = {"SECRET_KEY": STRONG_KEY, "ALLOWED_HOSTS": "testserver"}
+    # Without TLS_PROXY a forwarded header is not believed; the health check is answered over plain HTTP.
+    assert run(["-c", HTTPS_PROBE], tmp_path, **env).stdout.split() == ["301", "301", "200"]
+    assert run(["-c", HTTPS_PROBE], tmp_path, **env, TLS_PROXY="true").stdout.split() == ["301", "200", "200"]
+    assert run(["-c", HTTPS_PROBE], tmp_path, **env, HTTPS="false").stdout.split() == ["200", "200", "200"]

@@ -1,4 +1,5 @@
-"""Projects and accounts: the project list, its import and export pages, and the pages that start runs."""
+"""Projects and accounts: the project list, its import and export pages, import jobs, and the pages that start
+runs."""
 
 from functools import partial
 from typing import TYPE_CHECKING
@@ -10,13 +11,12 @@ from django.db.models import QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
+from django.utils.html import format_html
 
 from labeling import exporters, importers, permissions, runs, selectors, services
-from labeling.errors import ApplicationError
-from labeling.models import (
-    Project,
-    User,
-)
+from labeling.admin.base import ReadOnlyAdmin
+from labeling.errors import ApplicationError, PayloadTooLarge
+from labeling.models import ImportJob, Project, User
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -37,6 +37,44 @@ class ImportForm(forms.Form):
         choices=[(value, value) for value in ["auto", *importers.KINDS]], help_text="The records' layout."
     )
     origin = forms.CharField(required=False, help_text="Where the judgements came from (default: the file name).")
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(ReadOnlyAdmin):
+    """Imports: each upload's status, its progress while a worker imports it (the page refreshes itself), then
+    what it created and skipped, or the error with its line."""
+
+    list_display = ["id", "project", "file_name", "status", "progress", "records", "created_by", "created_at"]
+    list_filter = ["project", "status"]
+    search_fields = ["file_name", "error"]
+    fields = [
+        "project", "status", "progress", "file_name", "file_size", "file_format", "kind", "origin",
+        "response_origin", "records", "created", "skipped", "error", "error_line", "error_field", "worker",
+        "created_by", "created_at", "started_at", "finished_at",
+    ]  # fmt: skip
+    readonly_fields = ["progress"]
+    change_form_template = "admin/labeling/importjob/change_form.html"
+
+    @admin.display(description="progress")
+    def progress(self, job: ImportJob) -> str:
+        if job.status == ImportJob.Status.QUEUED:
+            return "waiting for a worker"
+        report = services.import_job_progress(job)
+        if report is None:
+            return "-" if job.status == ImportJob.Status.RUNNING else job.get_status_display().lower()
+        fraction = report.get("fraction")
+        if fraction is None:
+            return f"{report['records']:,} records imported"
+        return format_html(
+            '<progress value="{}" max="1"></progress> {}% ({} records)',
+            f"{fraction:.3f}", f"{fraction * 100:.0f}", f"{report['records']:,}",
+        )  # fmt: skip
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        job = ImportJob.objects.filter(pk=object_id).first()
+        active = job is not None and job.status in (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING)
+        context = {**(extra_context or {}), "refresh": active, "job": job}
+        return super().change_view(request, object_id, form_url, context)
 
 
 class ExportForm(forms.Form):
@@ -210,25 +248,29 @@ class ProjectAdmin(admin.ModelAdmin):
 
     def import_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
         project = get_object_or_404(Project, pk=project_id)
+        if request.method == "POST":
+            try:  # before the body is read: Django would spool the whole of it to disk first
+                services.upload_size_check(int(request.META.get("CONTENT_LENGTH") or 0))
+            except PayloadTooLarge as error:
+                self.message_user(request, f"{error.message} Nothing was imported.", messages.ERROR)
+                response = self._page(request, project, ImportForm(), "Import data", "Import")
+                response.status_code = error.status_code
+                return response
         form = ImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
-            upload = form.cleaned_data["file"]
+            data = form.cleaned_data
             try:
-                result = services.dataset_import_upload(
-                    project=project, upload=upload, file_format=form.cleaned_data["format"],
-                    kind=form.cleaned_data["kind"], origin=form.cleaned_data["origin"],
+                job = services.import_job_create(
+                    project=project, upload=data["file"], file_format=data["format"], kind=data["kind"],
+                    origin=data["origin"], created_by=permissions.signed_in(request.user),
                 )  # fmt: skip
             except ApplicationError as error:
                 form.add_error("file", f"{error.message} Nothing was imported.")
             else:
-                created = ", ".join(f"{count} {what}" for what, count in result.created.items()) or "nothing"
-                skipped = ", ".join(f"{count} {what}" for what, count in result.skipped.items()) or "nothing"
                 self.message_user(
-                    request,
-                    f"Imported {result.records} {result.kind} records: created {created}; skipped {skipped}.",
-                    messages.SUCCESS,
+                    request, f"Import {job.pk} of {job.file_name} queued; this page follows it.", messages.SUCCESS
                 )
-                return HttpResponseRedirect(reverse("admin:labeling_project_change", args=[project.pk]))
+                return HttpResponseRedirect(reverse("admin:labeling_importjob_change", args=[job.pk]))
         return self._page(request, project, form, "Import data", "Import")
 
     def export_view(self, request: HttpRequest, project_id: int) -> HttpResponseBase:

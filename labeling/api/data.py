@@ -3,7 +3,7 @@
 from django.http import FileResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -13,11 +13,7 @@ from rest_framework.views import APIView
 from labeling import exporters, importers, permissions, selectors, services
 from labeling.api.access import project_for_staff
 from labeling.errors import NotFound
-from labeling.models import (
-    DatasetSnapshot,
-    Project,
-    User,
-)
+from labeling.models import DatasetSnapshot, ImportJob, Project, User
 
 
 class ImportInput(serializers.Serializer):
@@ -28,34 +24,78 @@ class ImportInput(serializers.Serializer):
     response_origin = serializers.CharField(required=False, default="imported", max_length=200)
 
 
-class ImportOutput(serializers.Serializer):
-    kind = serializers.CharField()
-    records = serializers.IntegerField()
-    created = serializers.DictField(child=serializers.IntegerField())
-    skipped = serializers.DictField(child=serializers.IntegerField())
+class ImportProgress(serializers.Serializer):
+    records = serializers.IntegerField(help_text="Records imported so far.")
+    bytes_read = serializers.IntegerField(allow_null=True, help_text="How far into the file (JSONL and CSV).")
+    fraction = serializers.FloatField(allow_null=True, help_text="0 to 1, where the file's position says.")
 
 
-class ImportApi(APIView):
-    """POST (staff, multipart): import a JSONL, CSV or Parquet file into the project, all or nothing."""
+class ImportOutput(serializers.ModelSerializer):
+    progress = serializers.SerializerMethodField()
+    created_by: "serializers.SlugRelatedField[User]" = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ImportJob
+        fields = [
+            "id", "project", "status", "file_name", "file_size", "file_format", "kind", "origin", "response_origin",
+            "progress", "records", "created", "skipped", "error", "error_line", "error_field", "created_by",
+            "created_at", "started_at", "finished_at", "url",
+        ]  # fmt: skip
+
+    @extend_schema_field(ImportProgress(allow_null=True))
+    def get_progress(self, job: ImportJob) -> dict | None:
+        return services.import_job_progress(job)
+
+    def get_url(self, job: ImportJob) -> str:
+        return f"/api/v1/imports/{job.pk}"
+
+
+class ImportApi(generics.ListAPIView):
+    """GET (staff): the project's imports, newest first. POST (staff, multipart): upload a JSONL, CSV or
+    Parquet file to import, all or nothing; answers 202 with the job to poll (413 over ``IMPORT_MAX_BYTES``)."""
 
     permission_classes = [permissions.IsStaff]
     parser_classes = [MultiPartParser, FormParser]
+    serializer_class = ImportOutput
 
-    @extend_schema(request={"multipart/form-data": ImportInput}, responses={201: ImportOutput})
+    def get_queryset(self):
+        project = project_for_staff(self.request, self.kwargs["slug"])
+        return ImportJob.objects.filter(project=project).select_related("created_by").order_by("-id")
+
+    @extend_schema(request={"multipart/form-data": ImportInput}, responses={202: ImportOutput})
     def post(self, request: Request, slug: str) -> Response:
         project = project_for_staff(request, slug)
+        services.upload_size_check(_content_length(request))
         data = ImportInput(data=request.data)
         data.is_valid(raise_exception=True)
-        upload = data.validated_data["file"]
-        result = services.dataset_import_upload(
-            project=project,
-            upload=upload,
-            file_format=data.validated_data["format"],
-            kind=data.validated_data["kind"],
-            origin=data.validated_data["origin"],
-            response_origin=data.validated_data["response_origin"],
-        )
-        return Response(ImportOutput(result.as_dict()).data, status=status.HTTP_201_CREATED)
+        options = data.validated_data
+        job = services.import_job_create(
+            project=project, upload=options["file"], file_format=options["format"], kind=options["kind"],
+            origin=options["origin"], response_origin=options["response_origin"],
+            created_by=permissions.signed_in(request.user),
+        )  # fmt: skip
+        url = ImportOutput().get_url(job)
+        return Response(ImportOutput(job).data, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
+
+
+def _content_length(request: Request) -> int | None:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+
+
+class ImportDetailApi(APIView):
+    """GET (staff): one import: its status, progress while it runs, then its counts or its error's line."""
+
+    permission_classes = [permissions.IsStaff]
+
+    @extend_schema(responses={200: ImportOutput})
+    def get(self, request: Request, import_id: int) -> Response:
+        return Response(ImportOutput(get_object_or_404(ImportJob, pk=import_id)).data)
 
 
 class ExportQuery(serializers.Serializer):

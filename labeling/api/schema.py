@@ -24,6 +24,8 @@ ERRORS = {
     "503": "The database is not answering: retry after the seconds in Retry-After.",
 }
 
+TOO_LARGE = "The upload is larger than the server takes (IMPORT_MAX_BYTES); nothing was stored."
+
 
 def error_responses(result, generator, request, public):
     """Postprocessing hook: the Error component, and each error status on every operation that does not
@@ -36,4 +38,6 @@ def error_responses(result, generator, request, public):
                 continue
             for status, description in ERRORS.items():
                 operation["responses"].setdefault(status, {"description": description, "content": reference})
+            if "multipart/form-data" in operation.get("requestBody", {}).get("content", {}):
+                operation["responses"].setdefault("413", {"description": TOO_LARGE, "content": reference})
     return result

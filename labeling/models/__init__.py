@@ -1,7 +1,7 @@
 """RLHF Studio's tables, one module per domain, re-exported here: ``content`` (projects, prompts, responses,
 comparison tasks, demonstrations, accounts), ``judging`` (assignments, judgements, problem reports), ``runs``
-(dataset snapshots, training runs, model versions) and ``constitutional`` (constitutions, principles, critique
-chains).
+(dataset snapshots, training runs, model versions), ``imports`` (import jobs) and ``constitutional``
+(constitutions, principles, critique chains).
 
 Rules that a single row can check are database constraints; rules that need related rows live in
 ``clean()``. Services call ``full_clean()`` before every write, so both hold for every write path.
@@ -18,6 +18,7 @@ from labeling.models.content import (
     TaskStatus,
     User,
 )
+from labeling.models.imports import ImportJob, ImportStatus
 from labeling.models.judging import (
     Assignment,
     AssignmentState,
@@ -48,6 +49,8 @@ __all__ = [
     "DatasetSnapshot",
     "Demonstration",
     "Flag",
+    "ImportJob",
+    "ImportStatus",
     "Judgement",
     "JudgementSource",
     "ModelKind",

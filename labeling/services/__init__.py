@@ -3,7 +3,8 @@
 
 - ``content``: projects, prompts, responses, comparison tasks, judgements and demonstrations as given; accounts.
 - ``assignment``: the rater's loop (lease, submit, skip, problem reports, demonstrations), safe under concurrency.
-- ``imports``: parsed files written all or nothing, many rows per statement.
+- ``imports``: parsed files written all or nothing, many rows per statement, a batch at a time.
+- ``import_jobs``: uploads stored and imported by a worker, with progress and the error's line.
 - ``snapshots``: exports frozen as files with their hash and counts.
 - ``constitutions``: constitutions and the review of critique chains.
 - ``demo``: the demo project.
@@ -41,7 +42,14 @@ from labeling.services.content import (
     task_statuses_refresh,
 )
 from labeling.services.demo import DemoLoadResult, demo_project_ensure
-from labeling.services.imports import ImportResult, dataset_import, dataset_import_file, dataset_import_upload
+from labeling.services.import_jobs import (
+    import_job_create,
+    import_job_execute,
+    import_job_progress,
+    import_jobs_fail_stale,
+    upload_size_check,
+)
+from labeling.services.imports import ImportResult, dataset_import, dataset_import_file
 from labeling.services.reports import (
     task_problem_report_create,
     task_problem_report_dismiss,
@@ -63,11 +71,14 @@ __all__ = [
     "critique_chain_review",
     "dataset_import",
     "dataset_import_file",
-    "dataset_import_upload",
     "dataset_snapshot_create",
     "demo_project_ensure",
     "demonstration_create",
     "demonstration_submit",
+    "import_job_create",
+    "import_job_execute",
+    "import_job_progress",
+    "import_jobs_fail_stale",
     "judgement_create",
     "judgement_submit",
     "project_create",
@@ -84,4 +95,5 @@ __all__ = [
     "task_problem_report_resolve",
     "task_status_refresh",
     "task_statuses_refresh",
+    "upload_size_check",
 ]

@@ -2,9 +2,10 @@
 duplicates skipped and counted."""
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -34,20 +35,7 @@ def _chunks(values: Sequence, size: int = IMPORT_BATCH):
         yield values[start : start + size]
 
 
-class _Progress:
-    """Reports (stage, done, total) to an optional callback, e.g. a progress bar."""
-
-    def __init__(self, callback: Callable[[str, int, int], None] | None) -> None:
-        self.callback = callback
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.callback is not None:
-            self.callback(stage, done, total)
-
-
-def _import_prompts(
-    project: Project, items: list, created: Counter, skipped: Counter, progress
-) -> tuple[list[int], set[int]]:
+def _import_prompts(project: Project, items: list, created: Counter, skipped: Counter) -> tuple[list[int], set[int]]:
     """The prompt id of every item (an existing prompt with the same external id or conversation, or a new
     one), and the ids of the new prompts."""
     hashes = [Prompt.hash_messages(item.prompt.messages) for item in items]
@@ -89,7 +77,6 @@ def _import_prompts(
         }
     new_ids = insert_rows(Prompt, list(new.values()))
     known.update(zip(new, new_ids, strict=True))
-    progress("prompts", len(new), len(new))
     created["prompts"] += len(new)
     skipped["prompts"] += len(items) - len(new)
     return [known[key] for key in keys], set(new_ids)
@@ -108,49 +95,61 @@ def _line_error(line: int, field_name: str, problem: str) -> ApplicationError:
 
 @dataclass
 class _Import:
-    """What one import has written so far: counts, and which prompts existed before it."""
+    """What one import has written so far (counts), and which prompts of the batch at hand existed before it."""
 
     project: Project
-    report: _Progress
     created: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
-    earlier: set[int] = field(default_factory=set)  # prompts that existed before (only they can have duplicates)
+    earlier: set[int] = field(default_factory=set)  # the batch's prompts that existed before it (duplicates possible)
 
 
 @transaction.atomic
 def dataset_import(
     *,
     project: Project,
-    items: list,
-    kind: str,
+    batches: Iterable[tuple[str, list]],
     origin: str,
     response_origin: str = "imported",
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
-    """Write parsed import items (``importers.ItemIn``) to the project, all or nothing.
+    """Write parsed import items (``importers.ItemIn``), batch by batch as they are read, to the project,
+    all or nothing: one transaction, so a bad record late in a file leaves nothing written.
 
     Duplicates are skipped and counted: a prompt with the same external id (or the same conversation), a
     response with the same text on the same prompt, a task over the same responses, a judgement with the
     same key from the same origin (or rater), a demonstration with the same text. Importing a file twice
-    therefore changes nothing the second time. ``origin`` names where judgements and demonstrations without
-    a rater came from. Each kind of row is written by its own step, in the order their foreign keys need.
+    therefore changes nothing the second time. Each batch looks up what the database holds, earlier batches
+    included, so duplicates across batches are caught too. ``origin`` names where judgements and
+    demonstrations without a rater came from. ``progress`` hears the number of records written so far.
     """
-    state = _Import(project=project, report=_Progress(progress))
-    prompt_ids, new_prompt_ids = _import_prompts(project, items, state.created, state.skipped, state.report)
+    state = _Import(project=project)
+    kind = ""
+    records = 0
+    for batch_kind, items in batches:
+        kind = batch_kind
+        _import_batch(state, items, origin, response_origin)
+        records += len({item.line for item in items})
+        if progress is not None:
+            progress(records)
+    return ImportResult(
+        kind=kind,
+        records=records,
+        created={what: count for what, count in state.created.items() if count},
+        skipped={what: count for what, count in state.skipped.items() if count},
+    )
+
+
+def _import_batch(state: _Import, items: list, origin: str, response_origin: str) -> None:
+    """One batch's rows, each kind by its own step in the order their foreign keys need."""
+    prompt_ids, new_prompt_ids = _import_prompts(state.project, items, state.created, state.skipped)
     paired = list(zip(items, prompt_ids, strict=True))
-    # Prompts created by this import have no responses, tasks or demonstrations yet: no need to look.
+    # Prompts created by this batch have no responses, tasks or demonstrations yet: no need to look.
     state.earlier = {prompt_id for prompt_id in prompt_ids if prompt_id not in new_prompt_ids}
     with_responses = [(item, prompt_id) for item, prompt_id in paired if item.responses]
     response_ids = _import_responses(state, with_responses, response_origin)
     item_tasks = _import_tasks(state, with_responses, response_ids)
     _import_judgements(state, item_tasks, origin)
     _import_demonstrations(state, paired, origin)
-    return ImportResult(
-        kind=kind,
-        records=len({item.line for item in items}),
-        created={what: count for what, count in state.created.items() if count},
-        skipped={what: count for what, count in state.skipped.items() if count},
-    )
 
 
 def _import_responses(state: _Import, with_responses: list[tuple], response_origin: str) -> dict[tuple[int, str], int]:
@@ -176,7 +175,6 @@ def _import_responses(state: _Import, with_responses: list[tuple], response_orig
                 "origin": response.origin or response_origin,
             }
     response_ids.update(zip(new_responses, insert_rows(Response, list(new_responses.values())), strict=True))
-    state.report("responses", len(new_responses), len(new_responses))
     state.created["responses"] += len(new_responses)
     return response_ids
 
@@ -210,7 +208,6 @@ def _import_tasks(
             for position, response_id in enumerate(ordered)
         ],
     )
-    state.report("tasks", len(new_tasks), len(new_tasks))
     state.created["tasks"] += len(new_tasks)
     return [(item, task_ids[key], ordered) for item, key, ordered in item_tasks]
 
@@ -250,7 +247,6 @@ def _import_judgements(state: _Import, item_tasks: list[tuple], origin: str) -> 
         seen.update({identity, once_per_task} if rater_id else {identity})
         new_judgements.append(row)
     insert_rows(Judgement, new_judgements)
-    state.report("judgements", len(new_judgements), len(new_judgements))
     state.created["judgements"] += len(new_judgements)
     for chunk in _chunks(sorted({row["task_id"] for row in new_judgements})):
         task_statuses_refresh(task_ids=chunk)
@@ -295,13 +291,26 @@ def _judgement_rows(item_tasks: list[tuple], origin: str) -> list[dict]:
 
 
 def _judgements_seen(candidates: list[dict]) -> set[tuple]:
-    """What the stored judgements already cover: (rater, key) or (origin, key), and (task, rater)."""
+    """What the stored judgements already cover: (rater, key) or (origin, key), and (task, rater). Each
+    lookup names the rater or the origin with the keys, so that it runs on their unique indexes: a lookup by
+    key alone would read the whole table once per batch."""
     seen: set[tuple] = set()
-    for chunk in _chunks(sorted({row["client_submission_id"] for row in candidates})):
-        for rater_id, judgement_origin, key in Judgement.objects.filter(client_submission_id__in=chunk).values_list(
-            "rater_id", "origin", "client_submission_id"
-        ):
-            seen.add(("rater", rater_id, key) if rater_id else ("origin", judgement_origin, key))
+    by_rater: dict[int, set[str]] = {}
+    by_origin: dict[str, set[str]] = {}
+    for row in candidates:
+        if row["rater_id"]:
+            by_rater.setdefault(row["rater_id"], set()).add(row["client_submission_id"])
+        else:
+            by_origin.setdefault(row["origin"], set()).add(row["client_submission_id"])
+    stored = Judgement.objects.values_list("client_submission_id", flat=True)
+    for rater_id, keys in by_rater.items():
+        for chunk in _chunks(sorted(keys)):
+            found = stored.filter(rater_id=rater_id, client_submission_id__in=chunk)
+            seen.update(("rater", rater_id, key) for key in found)
+    for origin, keys in by_origin.items():
+        for chunk in _chunks(sorted(keys)):
+            found = stored.filter(rater__isnull=True, origin=origin, client_submission_id__in=chunk)
+            seen.update(("origin", origin, key) for key in found)
     for chunk in _chunks(sorted({row["task_id"] for row in candidates if row["rater_id"]})):
         seen.update(
             ("task", rater_id, task_id)
@@ -337,40 +346,25 @@ def _import_demonstrations(state: _Import, paired: list[tuple], origin: str) -> 
 def dataset_import_file(
     *,
     project: Project,
-    source,
+    source: IO[bytes],
     name: str,
     file_format: str = "auto",
     kind: str = "auto",
     origin: str = "",
     response_origin: str = "imported",
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
-    """Read, check and import a whole file (JSONL, CSV or Parquet) in one transaction: a bad record stops
-    the import before anything is written, with an error that names its line and field."""
+    """Read, check and import a whole file (JSONL, CSV or Parquet) in one transaction, streaming it: records
+    are parsed and written a batch at a time, so memory does not grow with the file. A bad record stops the
+    import with an error that names its line and field, and nothing is written."""
     from labeling import importers
 
     file_format = importers.file_format_for(name, file_format)
     records = importers.read_records(source, file_format)
-    if progress is not None:
-        records = _counting(records, progress)
-    kind, items = importers.parse_records(records, kind)
     return dataset_import(
         project=project,
-        items=items,
-        kind=kind,
+        batches=importers.parse_batches(records, kind, IMPORT_BATCH),
         origin=origin or Path(name).name,
         response_origin=response_origin,
         progress=progress,
     )
-
-
-def dataset_import_upload(*, project: Project, upload, **options) -> ImportResult:
-    """``dataset_import_file`` of an uploaded file (the admin's form, the API): its name says the format."""
-    return dataset_import_file(project=project, source=upload.file, name=upload.name, **options)
-
-
-def _counting(records, progress: Callable[[str, int, int], None]):
-    for count, record in enumerate(records, start=1):
-        if count % 1000 == 0:
-            progress("reading", count, 0)
-        yield record

@@ -14,6 +14,7 @@ from labeling.models import (
     CritiqueChain,
     CritiqueRound,
     DatasetSnapshot,
+    ImportJob,
     Judgement,
     ModelVersion,
     Project,
@@ -46,6 +47,7 @@ def populated(project, rater, make_task):
     snapshot = DatasetSnapshot.objects.create(project=project, kind="ranking", path="r.jsonl", sha256="0" * 64)
     run = TrainingRun.objects.create(project=project, kind="reward", snapshot=snapshot, base_model="minilm-l6")
     ModelVersion.objects.create(project=project, kind="reward", name="rm-1", snapshot=snapshot, training_run=run)
+    ImportJob.objects.create(project=project, file_name="a.jsonl", file_format="jsonl", status="running")
     constitution = services.constitution_default_ensure()
     chain = CritiqueChain.objects.create(
         project=project, prompt=task.prompt, constitution=constitution, model_name="m", initial_response="a",

@@ -14,7 +14,8 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from labeling.models import ComparisonTask, DatasetSnapshot, Judgement, Project, Prompt
+from labeling import services
+from labeling.models import ComparisonTask, DatasetSnapshot, ImportJob, Judgement, Project, Prompt
 
 pytestmark = pytest.mark.django_db
 
@@ -24,34 +25,66 @@ PAIRS = [
 ]
 
 
-def upload(records: list[dict], name: str = "pairs.jsonl") -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, "".join(json.dumps(r) + "\n" for r in records).encode())
+def jsonl(records: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
 
 
-def test_staff_import_a_file_through_the_api(staff_api, project):
-    response = staff_api.post(f"/api/v1/projects/{project.slug}/imports", {"file": upload(PAIRS)}, format="multipart")
-    assert response.status_code == 201, response.content
-    assert response.json() == {
+def test_staff_import_a_file_through_the_api_as_a_job_to_poll(staff_api, project, artefacts):
+    file = SimpleUploadedFile("pairs.jsonl", jsonl(PAIRS))
+    response = staff_api.post(f"/api/v1/projects/{project.slug}/imports", {"file": file}, format="multipart")
+    assert response.status_code == 202, response.content
+    job = response.json()
+    assert (job["status"], job["file_name"], job["file_format"], job["file_size"]) == (
+        "queued",
+        "pairs.jsonl",
+        "jsonl",
+        len(jsonl(PAIRS)),
+    )
+    assert response["Location"] == job["url"] == f"/api/v1/imports/{job['id']}"
+    assert not Prompt.objects.filter(project=project).exists()  # nothing is imported inside the request
+
+    assert services.import_job_execute(job["id"], worker="w1") == "succeeded"
+    done = staff_api.get(job["url"]).json()
+    assert {key: done[key] for key in ("status", "kind", "records", "created", "skipped", "error")} == {
+        "status": "succeeded",
         "kind": "preference",
         "records": 2,
         "created": {"prompts": 2, "responses": 4, "tasks": 2, "judgements": 2},
         "skipped": {},
+        "error": "",
     }
+    assert done["created_by"] == "boss" and done["finished_at"] >= done["started_at"]
+    assert not (artefacts / "imports" / str(job["id"])).exists()  # the stored upload is removed once imported
+    listed = staff_api.get(f"/api/v1/projects/{project.slug}/imports").json()
+    assert [row["id"] for row in listed["results"]] == [job["id"]]
 
 
-def test_a_bad_upload_is_a_400_naming_line_and_field_and_imports_nothing(staff_api, project):
+def test_a_bad_record_fails_the_job_naming_line_and_field_and_imports_nothing(api_import, project):
     records = [*PAIRS, {"prompt": "x", "chosen": "a"}]
-    response = staff_api.post(f"/api/v1/projects/{project.slug}/imports", {"file": upload(records)}, format="multipart")
-    assert response.status_code == 400
-    assert response.json() == {
-        "message": "Line 3, field 'rejected': expected text or a list of assistant messages.",
-        "extra": {"line": 3, "field": "rejected"},
-    }
+    job = api_import(project, jsonl(records), "pairs.jsonl")
+    assert (job["status"], job["error_line"], job["error_field"]) == ("failed", 3, "rejected")
+    assert job["error"] == (
+        "Line 3, field 'rejected': expected text or a list of assistant messages. Nothing was imported."
+    )
     assert not Prompt.objects.filter(project=project).exists()
 
 
-def test_exports_stream_as_jsonl_or_parquet(staff_api, project):
-    staff_api.post(f"/api/v1/projects/{project.slug}/imports", {"file": upload(PAIRS)}, format="multipart")
+def test_uploads_over_the_limit_are_413_before_anything_is_stored(staff_api, project, artefacts, settings):
+    settings.IMPORT_MAX_BYTES = 100
+    file = SimpleUploadedFile("pairs.jsonl", jsonl(PAIRS * 5))
+    response = staff_api.post(f"/api/v1/projects/{project.slug}/imports", {"file": file}, format="multipart")
+    assert response.status_code == 413
+    assert response.json()["message"].endswith("imports take at most 100 bytes (IMPORT_MAX_BYTES).")
+    assert not ImportJob.objects.exists() and not (artefacts / "imports").exists()
+    settings.IMPORT_MAX_BYTES = 10_000
+    bad = staff_api.post(
+        f"/api/v1/projects/{project.slug}/imports", {"file": SimpleUploadedFile("a.txt", b"x")}, format="multipart"
+    )
+    assert bad.status_code == 400 and "a.txt" in bad.json()["message"] and not ImportJob.objects.exists()
+
+
+def test_exports_stream_as_jsonl_or_parquet(staff_api, project, api_import):
+    api_import(project, jsonl(PAIRS))
     response = staff_api.get(f"/api/v1/projects/{project.slug}/exports/preference")
     assert response.status_code == 200 and response.streaming
     lines = [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
@@ -65,9 +98,8 @@ def test_exports_stream_as_jsonl_or_parquet(staff_api, project):
     assert bad.status_code == 400 and bad.json()["message"].startswith("gold:")
 
 
-def test_snapshots_are_frozen_listed_and_downloaded_byte_for_byte(staff_api, project, settings, tmp_path):
-    settings.ARTEFACTS_DIR = tmp_path
-    staff_api.post(f"/api/v1/projects/{project.slug}/imports", {"file": upload(PAIRS)}, format="multipart")
+def test_snapshots_are_frozen_listed_and_downloaded_byte_for_byte(staff_api, project, api_import):
+    api_import(project, jsonl(PAIRS))
     response = staff_api.post(f"/api/v1/projects/{project.slug}/snapshots", {"kind": "preference"}, format="json")
     assert response.status_code == 201, response.content
     snapshot = response.json()
@@ -78,11 +110,7 @@ def test_snapshots_are_frozen_listed_and_downloaded_byte_for_byte(staff_api, pro
     body = b"".join(download.streaming_content)
     assert hashlib.sha256(body).hexdigest() == snapshot["sha256"] == download["X-Content-SHA256"]
     # New judgements do not change a frozen snapshot.
-    staff_api.post(
-        f"/api/v1/projects/{project.slug}/imports",
-        {"file": upload([{**PAIRS[0], "chosen": "Kiwi."}])},
-        format="multipart",
-    )
+    assert api_import(project, jsonl([{**PAIRS[0], "chosen": "Kiwi."}]))["created"]["judgements"] == 1
     assert b"".join(staff_api.get(snapshot["download"]).streaming_content) == body
 
 
@@ -125,6 +153,8 @@ def test_lists_are_paginated(staff_api, project):
     "method, path",
     [
         ("post", "/api/v1/projects/{slug}/imports"),
+        ("get", "/api/v1/projects/{slug}/imports"),
+        ("get", "/api/v1/imports/{job}"),
         ("get", "/api/v1/projects/{slug}/exports/preference"),
         ("get", "/api/v1/projects/{slug}/snapshots"),
         ("post", "/api/v1/projects/{slug}/snapshots"),
@@ -136,7 +166,8 @@ def test_lists_are_paginated(staff_api, project):
 )
 def test_raters_get_403_and_anonymous_callers_401_on_admin_endpoints(rater_api, project, method, path):
     snapshot = DatasetSnapshot.objects.create(project=project, kind="sft", path="x.jsonl", sha256="0" * 64)
-    url = path.format(slug=project.slug, snapshot=snapshot.pk)
+    job = ImportJob.objects.create(project=project, file_name="a.jsonl", file_format="jsonl")
+    url = path.format(slug=project.slug, snapshot=snapshot.pk, job=job.pk)
     response = getattr(rater_api, method)(url)
     assert response.status_code == 403
     assert response.json() == {"message": "This is for administrators.", "extra": {}}
@@ -180,6 +211,8 @@ def test_the_openapi_schema_validates_and_the_docs_use_local_assets(client, tmp_
     assert {"400", "401", "403", "404", "429", "500", "503"} <= set(submit)
     assert submit["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
     assert schema["components"]["schemas"]["Error"]["required"] == ["message", "extra"]
+    upload = schema["paths"]["/api/v1/projects/{slug}/imports"]["post"]["responses"]
+    assert {"202", "413"} <= set(upload) and "413" not in submit
     download = schema["paths"]["/api/v1/snapshots/{snapshot_id}/download"]["get"]["responses"]["200"]["content"]
     assert set(download) == {"application/jsonl", "application/vnd.apache.parquet"}
     exclude = next(
@@ -189,14 +222,31 @@ def test_the_openapi_schema_validates_and_the_docs_use_local_assets(client, tmp_
     assert re.fullmatch(exclude["schema"]["pattern"], "") and re.fullmatch(exclude["schema"]["pattern"], "1,2")
 
 
-def test_admins_import_and_export_from_the_admin_pages(admin_client, project):
+def test_admins_import_and_export_from_the_admin_pages(admin_client, project, artefacts, settings):
     url = reverse("admin:labeling_project_import", args=[project.pk])
-    response = admin_client.post(url, {"file": upload(PAIRS), "format": "auto", "kind": "auto", "origin": ""})
-    assert response.status_code == 302
+    file = SimpleUploadedFile("pairs.jsonl", jsonl(PAIRS))
+    response = admin_client.post(url, {"file": file, "format": "auto", "kind": "auto", "origin": ""})
+    job = ImportJob.objects.get()
+    assert response.status_code == 302 and response["Location"] == reverse(
+        "admin:labeling_importjob_change", args=[job.pk]
+    )
+    page = admin_client.get(response["Location"]).content.decode()
+    assert "waiting for a worker" in page and 'http-equiv="refresh"' in page
+    services.import_job_execute(job.pk)
     assert Judgement.objects.filter(task__project=project).count() == 2
-    bad_file = upload([{"prompt": "x", "chosen": "a"}])
-    bad = admin_client.post(url, {"file": bad_file, "format": "auto", "kind": "preference"})
-    assert bad.status_code == 200 and "Line 1, field &#x27;rejected&#x27;" in bad.content.decode()
+    page = admin_client.get(response["Location"]).content.decode()
+    assert "Succeeded" in page and 'http-equiv="refresh"' not in page
+
+    bad_file = SimpleUploadedFile("bad.jsonl", jsonl([{"prompt": "x", "chosen": "a"}]))
+    admin_client.post(url, {"file": bad_file, "format": "auto", "kind": "preference"})
+    bad_job = ImportJob.objects.latest("id")
+    services.import_job_execute(bad_job.pk)
+    page = admin_client.get(reverse("admin:labeling_importjob_change", args=[bad_job.pk])).content.decode()
+    assert 'id="import-error"' in page and "Line 1, field &#x27;rejected&#x27;" in page
+    settings.IMPORT_MAX_BYTES = 10
+    too_big = admin_client.post(url, {"file": SimpleUploadedFile("pairs.jsonl", jsonl(PAIRS)), "format": "auto"})
+    assert too_big.status_code == 413 and "IMPORT_MAX_BYTES" in too_big.content.decode()
+    assert ImportJob.objects.count() == 2
 
     export_url = reverse("admin:labeling_project_export", args=[project.pk])
     form = {"kind": "preference", "format": "jsonl", "gold": "include", "source": ""}

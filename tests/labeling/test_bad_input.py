@@ -6,15 +6,10 @@ import json
 import logging
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import OperationalError
 
 from labeling import selectors
 from labeling.models import Prompt
-
-
-def upload(content: bytes, name: str) -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, content, content_type="application/octet-stream")
 
 
 def nested(depth: int) -> list:
@@ -34,7 +29,9 @@ def test_a_json_body_nested_a_thousand_deep_is_a_400(rater_api, make_task):
     assert response.status_code == 400 and "nested too deeply" in response.json()["message"]
 
 
-def test_nul_characters_are_400s_naming_the_field_in_bodies_queries_and_imports(staff_api, project, staff, client):
+def test_nul_characters_are_400s_naming_the_field_in_bodies_queries_and_imports(
+    staff_api, project, staff, client, api_import
+):
     body = {"prompt": "Hi", "metadata": {"topic": "a\x00b"}}
     response = staff_api.post(f"/api/v1/projects/{project.slug}/prompts", body, format="json")
     assert response.status_code == 400
@@ -47,11 +44,9 @@ def test_nul_characters_are_400s_naming_the_field_in_bodies_queries_and_imports(
     assert page.status_code == 400 and b"NUL character" in page.content
 
     lines = b'{"prompt": "fine"}\n{"prompt": "bad \\u0000 prompt"}\n'
-    response = staff_api.post(
-        f"/api/v1/projects/{project.slug}/imports", {"file": upload(lines, "p.jsonl")}, format="multipart"
-    )
-    assert response.status_code == 400
-    assert response.json()["message"].startswith("Line 2, field 'prompt': contains a NUL character")
+    job = api_import(project, lines, "p.jsonl")
+    assert job["status"] == "failed" and (job["error_line"], job["error_field"]) == (2, "prompt")
+    assert job["error"].startswith("Line 2, field 'prompt': contains a NUL character")
     assert not Prompt.objects.filter(project=project).exists()
 
 
@@ -62,12 +57,9 @@ def test_nul_characters_are_400s_naming_the_field_in_bodies_queries_and_imports(
         ("pairs.parquet", b"this is not parquet at all", "not a Parquet file"),
     ],
 )
-def test_unreadable_uploads_are_400s_that_say_what_is_wrong(staff_api, project, name, content, message):
-    response = staff_api.post(
-        f"/api/v1/projects/{project.slug}/imports", {"file": upload(content, name)}, format="multipart"
-    )
-    assert response.status_code == 400, response.content
-    assert message in response.json()["message"]
+def test_unreadable_uploads_fail_their_job_saying_what_is_wrong(api_import, project, name, content, message):
+    job = api_import(project, content, name)
+    assert job["status"] == "failed" and message in job["error"], job
     assert not Prompt.objects.filter(project=project).exists()
 
 

@@ -31,16 +31,8 @@ class Command(BaseCommand):
             raise CommandError(f"There is no project '{project}'.")
         if not file.is_file():
             raise CommandError(f"There is no file {file}.")
-        bars: dict[str, tqdm] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            bar = bars.get(stage)
-            if bar is None:
-                bar = bars[stage] = tqdm(desc=stage, total=total or None, unit=" rows", leave=False)
-            bar.update(done - bar.n)
-
         try:
-            with open(file, "rb") as source:
+            with open(file, "rb") as source, tqdm(desc="importing", unit=" records", leave=False) as bar:
                 result = services.dataset_import_file(
                     project=target,
                     source=source,
@@ -49,13 +41,10 @@ class Command(BaseCommand):
                     kind=kind,
                     origin=origin,
                     response_origin=options["response_origin"],
-                    progress=progress,
+                    progress=lambda records: bar.update(records - bar.n),
                 )
         except ApplicationError as error:
             raise CommandError(f"{file.name}: {error.message} Nothing was imported.") from None
-        finally:
-            for bar in bars.values():
-                bar.close()
         created = ", ".join(f"{count} {what}" for what, count in result.created.items()) or "nothing"
         skipped = ", ".join(f"{count} {what}" for what, count in result.skipped.items()) or "nothing"
         self.stdout.write(
