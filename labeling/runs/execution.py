@@ -6,6 +6,7 @@ or the run marked failed with the trainer's own reason. Everything that differs 
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from labeling.errors import ApplicationError
@@ -26,6 +28,9 @@ from labeling.runs.starting import artefacts_dir, model_path
 from training.runtime import METRICS_FILE, RESULT_FILE, WATCHED_PIDS_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
+logger = logging.getLogger(__name__)
+DATABASE_DOWN = (OperationalError, InterfaceError)
+DATABASE_PATIENCE_S = 60.0  # how long the end of a run waits for a restarting database
 # The trainer's log is read by people on the run page: no download and loading bars, unbuffered output.
 TRAINER_ENVIRONMENT = {
     "PYTHONUNBUFFERED": "1",
@@ -161,9 +166,11 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
     TrainingRun.objects.filter(pk=run.pk).update(output_dir=str(out_dir.relative_to(artefacts_dir())))
     log_path = out_dir / "log.txt"
     spec = spec_for(run.kind)
+    process: subprocess.Popen | None = None
     try:
         spec.prepare(run, out_dir)
         follower = MetricsFollower(out_dir / METRICS_FILE)
+        unsaved: list[dict] = []  # metrics lines read while the database did not answer
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 trainer_command(run, out_dir),
@@ -175,17 +182,47 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
             )
             while process.poll() is None:
                 time.sleep(poll_seconds)
-                record_progress(run, follower.new_lines(), timezone.now())
-                if TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists():
+                unsaved += follower.new_lines()
+                try:
+                    record_progress(run, unsaved, timezone.now())
+                    cancelled = TrainingRun.objects.filter(pk=run.pk, cancel_requested=True).exists()
+                except DATABASE_DOWN as error:
+                    # A restart or a blip: the trainer goes on, and so does its heartbeat once the database is
+                    # back. Should it stay away past the heartbeat timeout, the beat job fails the run and the
+                    # trainer's watchdog stops it.
+                    logger.warning("run %s: the database did not answer (%s); the trainer goes on", run.pk, error)
+                    connection.close()
+                    continue
+                unsaved = []
+                if cancelled:
                     _stop(process)
                     run_end(run, TrainingRun.Status.CANCELLED, error="Cancelled by an administrator.", log=log_path)
                     return TrainingRun.Status.CANCELLED
-        record_progress(run, follower.new_lines(), timezone.now())
+        unsaved += follower.new_lines()
+        _when_the_database_answers(lambda: record_progress(run, unsaved, timezone.now()))
         if process.returncode == 0 and (out_dir / RESULT_FILE).exists():
-            spec.register(run, out_dir, timezone.now())
+            _when_the_database_answers(lambda: spec.register(run, out_dir, timezone.now()))
             return TrainingRun.Status.SUCCEEDED
-        run_end(run, TrainingRun.Status.FAILED, error=failure_message(out_dir, process.returncode), log=log_path)
+        failure = failure_message(out_dir, process.returncode)
+        _when_the_database_answers(lambda: run_end(run, TrainingRun.Status.FAILED, error=failure, log=log_path))
         return TrainingRun.Status.FAILED
     except Exception as error:  # the run must end failed, whatever went wrong around the trainer
-        run_end(run, TrainingRun.Status.FAILED, error=f"{type(error).__name__}: {error}", log=log_path)
+        if process is not None and process.poll() is None:
+            _stop(process)  # nobody would watch it any more
+        reason = f"{type(error).__name__}: {error}"
+        _when_the_database_answers(lambda: run_end(run, TrainingRun.Status.FAILED, error=reason, log=log_path))
         raise
+
+
+def _when_the_database_answers(write, patience_s: float = DATABASE_PATIENCE_S) -> None:
+    """Make a write that ends a run, retrying while the database restarts (up to ``patience_s``)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            write()
+            return
+        except DATABASE_DOWN:
+            connection.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)

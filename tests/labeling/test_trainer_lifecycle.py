@@ -3,6 +3,7 @@ with SIGKILL), and stops when its run is marked failed elsewhere; a beat job eve
 dead worker failed, whichever worker is alive."""
 
 import contextlib
+import json
 import os
 import signal
 import time
@@ -129,3 +130,33 @@ def test_the_beat_job_fails_only_stale_running_runs_and_leaves_a_stop_file(artef
         stale.pk: "failed", fresh.pk: "running", queued.pk: "queued"
     }  # fmt: skip
     assert "worker running this stopped" in (artefacts / "runs" / "reward-x" / "stop").read_text()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_that_restarts_mid_run_loses_the_run_nothing(settings, artefacts, tmp_path, monkeypatch, caplog):
+    """While PostgreSQL restarts, the worker's heartbeat writes fail: the trainer goes on, the metrics read
+    meanwhile are kept for the next write, and the run ends as it would have."""
+    from django.db import OperationalError
+
+    from labeling.runs import execution
+
+    settings.CELERY_TRAINING_QUEUE = f"unconsumed-{tmp_path.name}"
+    project = ranked_project(judgements=60)
+    run = runs.reward_run_start(project=project, base_model=tiny_base_model(tmp_path / "tiny"), epochs=2)
+    real_record = execution.record_progress
+    calls = {"n": 0}
+
+    def flaky(run, lines, now):
+        calls["n"] += 1
+        if 2 <= calls["n"] <= 4:
+            raise OperationalError("terminating connection due to administrator command")
+        return real_record(run, lines, now)
+
+    monkeypatch.setattr(execution, "record_progress", flaky)
+    assert runs.training_run_execute(run.pk, poll_seconds=0.3) == "succeeded"
+    assert calls["n"] > 4 and "the database did not answer" in caplog.text
+    run.refresh_from_db()
+    written = [json.loads(line) for line in (artefacts / run.output_dir / "metrics.jsonl").read_text().splitlines()]
+    points = [line for line in written if line.get("event") not in ("phase", "progress", "error")]
+    assert run.history == points and any("eval_accuracy" in point for point in points)  # no line went missing
+    assert ModelVersion.objects.filter(training_run=run).exists()
