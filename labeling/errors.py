@@ -63,14 +63,14 @@ def api_exception_handler(exc, context):
     from rest_framework.response import Response
     from rest_framework.views import exception_handler, set_rollback
 
-    from labeling.middleware import RETRY_AFTER_S
+    from labeling.middleware import DATABASE_DOWN, RETRY_AFTER_S
 
     if isinstance(exc, ApplicationError):
         return Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
     if isinstance(exc, OperationalError | InterfaceError):
         logger.warning("database unavailable: %s", exc)
-        message = "The database is not answering; try again in a few seconds."
-        return Response({"message": message, "extra": {}}, status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+        retry = {"Retry-After": str(RETRY_AFTER_S)}
+        return Response({"message": DATABASE_DOWN, "extra": {}}, status=503, headers=retry)
     if isinstance(exc, DjangoValidationError):
         fields = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
         exc = exceptions.ValidationError(fields)

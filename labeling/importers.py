@@ -111,7 +111,7 @@ def read_records(source: IO[bytes], file_format: str) -> Iterator[tuple[int, dic
     for line, record in _raw_records(source, file_format):
         where = validation.nul_path(record)
         if where is not None:
-            raise RecordError(line, where, "contains a NUL character, which cannot be stored.")
+            raise RecordError(line, where, validation.NUL_PROBLEM)
         yield line, record
 
 

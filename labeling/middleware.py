@@ -8,8 +8,11 @@ from csp.middleware import CSPMiddleware
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from labeling.validation import NUL_PROBLEM
+
 logger = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
+DATABASE_DOWN = "The database is not answering; try again in a few seconds."
 
 
 def is_api(request: HttpRequest) -> bool:
@@ -23,7 +26,7 @@ def _answer(request: HttpRequest, status: int, message: str, extra: dict) -> Htt
 
 
 def database_unavailable(request: HttpRequest) -> HttpResponse:
-    response = _answer(request, 503, "The database is not answering; try again in a few seconds.", {})
+    response = _answer(request, 503, DATABASE_DOWN, {})
     response["Retry-After"] = str(RETRY_AFTER_S)
     return response
 
@@ -53,9 +56,7 @@ class RequestGuardMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         field = _nul_field(request)
         if field is not None:
-            return _answer(
-                request, 400, f"Field '{field}' contains a NUL character, which cannot be stored.", {"field": field}
-            )
+            return _answer(request, 400, f"Field '{field}' {NUL_PROBLEM}", {"field": field})
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

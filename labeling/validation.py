@@ -12,6 +12,22 @@ ROLES = ("system", "user", "assistant")
 LIKERT_MIN, LIKERT_MAX = 1, 7
 K_MIN, K_MAX = 2, 9
 
+# The API's bounds on free text and collections (the OpenAPI schema states each); bodies are also capped at
+# Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) and imports at IMPORT_MAX_BYTES.
+TEXT_MAX = 100_000  # characters of one message, response, demonstration or guidelines
+MESSAGES_MAX = 200  # messages in one conversation
+METADATA_MAX = 20_000  # characters of a metadata object written as JSON
+NAMES_MAX = 100  # usernames in one filter
+
+
+def validate_metadata_size(metadata: object) -> None:
+    """Metadata is free-form JSON, within ``METADATA_MAX`` characters."""
+    import json
+
+    size = len(json.dumps(metadata, ensure_ascii=False, default=str))
+    if size > METADATA_MAX:
+        raise ValidationError(f"Metadata takes {size:,} characters as JSON; at most {METADATA_MAX:,}.")
+
 
 def validate_messages(messages: object) -> None:
     """A conversation is a non-empty list of ``{"role", "content"}`` ending with a user turn."""
@@ -122,6 +138,9 @@ def validate_shown_order(order: object, response_ids: Iterable[int]) -> None:
 def validate_probability(probability: float | None) -> None:
     if probability is not None and not 0.0 <= probability <= 1.0:
         raise ValidationError(f"A preference probability lies between 0 and 1, not {probability}.")
+
+
+NUL_PROBLEM = "contains a NUL character, which cannot be stored."  # after the field's name or a line's
 
 
 def nul_path(value, path: str = "") -> str | None:

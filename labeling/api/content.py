@@ -1,14 +1,16 @@
 """Projects and their content for staff (raters see their own judgements and demonstrations only): projects,
 prompts, responses, tasks, judgements, demonstrations."""
 
+from datetime import timedelta
+
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import permissions, services
+from labeling import permissions, services, validation
 from labeling.api.access import project_for_rater, project_for_staff
 from labeling.errors import ApplicationError, NotFound
 from labeling.models import (
@@ -33,10 +35,26 @@ class ProjectOutput(serializers.ModelSerializer):
         ]  # fmt: skip
 
 
+@extend_schema_field(
+    {"type": "string", "format": "duration", "description": "From 1 minute to 7 days, as [DD] [HH:[MM:]]ss."}
+)
+class LeaseTimeoutField(serializers.DurationField):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(min_value=timedelta(minutes=1), max_value=timedelta(days=7), **kwargs)
+
+
+@extend_schema_field({"type": "string", "maxLength": 150, "description": "A username."})
+class UsernameField(serializers.SlugRelatedField):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(slug_field="username", queryset=User.objects.all(), **kwargs)
+
+
 class ProjectInput(serializers.ModelSerializer):
-    members = serializers.SlugRelatedField(
-        slug_field="username", queryset=User.objects.all(), many=True, required=False
-    )
+    members = serializers.ListField(
+        child=UsernameField(),
+        required=False, max_length=10_000, help_text="Usernames of the raters who work on the project.",
+    )  # fmt: skip
+    lease_timeout = LeaseTimeoutField(required=False)
 
     class Meta:
         model = Project
@@ -45,6 +63,7 @@ class ProjectInput(serializers.ModelSerializer):
             "responses_per_task", "overlap", "gold_rate", "lease_timeout", "members",
         ]  # fmt: skip
         validators: list = []  # the service checks uniqueness and constraints, and says what is wrong
+        extra_kwargs = {"guidelines": {"max_length": validation.TEXT_MAX}}
 
 
 class ProjectListApi(generics.ListAPIView):
@@ -92,12 +111,25 @@ class PromptOutput(serializers.ModelSerializer):
         fields = ["id", "messages", "source", "external_id", "metadata", "created_at"]
 
 
+METADATA_HELP = f"Free-form JSON, at most {validation.METADATA_MAX:,} characters."
+
+
 class PromptInput(serializers.Serializer):
-    messages = serializers.ListField(child=serializers.DictField(child=serializers.CharField()), required=False)
-    prompt = serializers.CharField(required=False, help_text="A plain prompt: one user message.")
+    messages = serializers.ListField(
+        child=serializers.DictField(
+            child=serializers.CharField(max_length=validation.TEXT_MAX), help_text="{role, content}"
+        ),
+        required=False, min_length=1, max_length=validation.MESSAGES_MAX,
+        help_text="The conversation: {role, content} objects ending with a user turn.",
+    )  # fmt: skip
+    prompt = serializers.CharField(
+        required=False, max_length=validation.TEXT_MAX, help_text="A plain prompt: one user message."
+    )
     source = serializers.CharField(required=False, default="api", max_length=200)  # type: ignore[assignment]  # a field named like a Field attribute
     external_id = serializers.CharField(required=False, default="", allow_blank=True, max_length=200)
-    metadata = serializers.DictField(required=False, default=dict)
+    metadata = serializers.DictField(
+        required=False, default=dict, validators=[validation.validate_metadata_size], help_text=METADATA_HELP
+    )
 
     def validate(self, data):
         if "messages" not in data and "prompt" not in data:
@@ -132,9 +164,11 @@ class ResponseOutput(serializers.ModelSerializer):
 
 
 class ResponseInput(serializers.Serializer):
-    text = serializers.CharField(trim_whitespace=False, allow_blank=True)
+    text = serializers.CharField(trim_whitespace=False, allow_blank=True, max_length=validation.TEXT_MAX)
     origin = serializers.CharField(default=ModelResponse.HUMAN, max_length=200)
-    metadata = serializers.DictField(required=False, default=dict)
+    metadata = serializers.DictField(
+        required=False, default=dict, validators=[validation.validate_metadata_size], help_text=METADATA_HELP
+    )
 
 
 class ResponseListApi(generics.ListAPIView):
@@ -176,12 +210,18 @@ class TaskOutput(serializers.ModelSerializer):
 
 
 class TaskInput(serializers.Serializer):
-    prompt_id = serializers.IntegerField()
-    response_ids = serializers.ListField(child=serializers.IntegerField(), min_length=2, max_length=9)
-    required_judgements = serializers.IntegerField(required=False, min_value=1, allow_null=True, default=None)
-    gold_ranking = serializers.ListField(
-        child=serializers.ListField(child=serializers.IntegerField()), required=False, allow_null=True, default=None
+    prompt_id = serializers.IntegerField(min_value=1)
+    response_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), min_length=validation.K_MIN, max_length=validation.K_MAX
     )
+    required_judgements = serializers.IntegerField(
+        required=False, min_value=1, max_value=1000, allow_null=True, default=None
+    )
+    gold_ranking = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField(min_value=1), max_length=validation.K_MAX),
+        required=False, allow_null=True, default=None, max_length=validation.K_MAX,
+        help_text="The expected ranking: groups of response ids, best first.",
+    )  # fmt: skip
 
 
 @extend_schema_view(get=extend_schema(parameters=[OpenApiParameter("status", str, enum=ComparisonTask.Status.values)]))

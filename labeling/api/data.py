@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import exporters, importers, permissions, selectors, services
+from labeling import exporters, importers, permissions, selectors, services, validation
 from labeling.api.access import project_for_staff
 from labeling.errors import NotFound
 from labeling.models import DatasetSnapshot, ImportJob, Project, User
@@ -103,7 +103,9 @@ class ExportQuery(serializers.Serializer):
     conversational = serializers.BooleanField(default=False)
     since = serializers.DateTimeField(required=False)
     until = serializers.DateTimeField(required=False)
-    rater = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+    rater = serializers.ListField(
+        child=serializers.CharField(max_length=150), required=False, default=list, max_length=validation.NAMES_MAX
+    )
     source = serializers.ChoiceField(choices=["human", "ai"], required=False)  # type: ignore[assignment]  # a field named like a Field attribute
     gold = serializers.ChoiceField(choices=["include", "exclude", "only"], default="include")
 

@@ -7,7 +7,7 @@ import io
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from labeling.validation import nul_path
+from labeling.validation import NUL_PROBLEM, nul_path
 
 MAX_DEPTH = 32  # the deepest request of this API (a ranking of groups inside a body) is 3 levels
 
@@ -38,5 +38,5 @@ class SafeJSONParser(JSONParser):
         if b"\\u0000" in raw:
             where = nul_path(data)
             if where is not None:
-                raise ParseError(f"Field '{where}' contains a NUL character, which cannot be stored.")
+                raise ParseError(f"Field '{where}' {NUL_PROBLEM}")
         return data

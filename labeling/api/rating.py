@@ -19,7 +19,7 @@ from labeling.models import (
     Prompt,
 )
 from labeling.rendering import markdown_to_safe_html
-from labeling.validation import MARGIN_MAX, MARGIN_MIN
+from labeling.validation import K_MAX, LIKERT_MAX, LIKERT_MIN, MARGIN_MAX, MARGIN_MIN
 
 LABELS = "ABCDEFGHI"
 
@@ -107,19 +107,25 @@ class TaskNextApi(APIView):
 class JudgementSubmitInput(serializers.Serializer):
     client_submission_id = serializers.CharField(max_length=64)
     ranking = serializers.ListField(
-        child=serializers.ListField(child=serializers.IntegerField(), allow_empty=False),
+        child=serializers.ListField(child=serializers.IntegerField(min_value=1), allow_empty=False, max_length=K_MAX),
         required=False,
         allow_null=True,
         default=None,
+        max_length=K_MAX,
+        help_text="Groups of response ids, best first; a group of several is a tie.",
     )
     margin = serializers.FloatField(
         required=False, allow_null=True, default=None, min_value=MARGIN_MIN, max_value=MARGIN_MAX,
         help_text="How much better the first group is: 1 (better) to 3 (much better).",
     )  # fmt: skip
     all_bad = serializers.BooleanField(required=False, default=False)
-    likert = serializers.DictField(child=serializers.IntegerField(), required=False, default=dict)
+    likert = serializers.DictField(
+        child=serializers.IntegerField(min_value=LIKERT_MIN, max_value=LIKERT_MAX), required=False, default=dict,
+        help_text=f"A score from {LIKERT_MIN} to {LIKERT_MAX} per response id.",
+    )  # fmt: skip
     flags = serializers.DictField(
-        child=serializers.ListField(child=serializers.ChoiceField(choices=Flag.values)),
+        child=serializers.ListField(child=serializers.ChoiceField(choices=Flag.values), max_length=len(Flag.values)),
+        help_text="Flags per response id.",
         required=False,
         default=dict,
     )

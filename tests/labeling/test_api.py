@@ -163,7 +163,8 @@ def test_two_simultaneous_posts_of_one_submission_store_one_judgement(rater, mak
     "body, status, message",
     [
         ({"ranking": "bad"}, 400, "ranking"),
-        ({"ranking": [[-1], [-2]]}, 400, "not part of this task"),
+        ({"ranking": [[-1], [-2]]}, 400, "ranking"),
+        ({"ranking": [[10**9], [10**9 + 1]]}, 400, "not part of this task"),
         ({"likert": {"X": 8}}, 400, "likert"),
         ({"flags": {"X": ["boring"]}}, 400, "flags"),
         ({"margin": -1}, 400, "margin"),

@@ -102,3 +102,72 @@ def test_over_the_rate_the_api_answers_429_with_retry_after(rater_api, project, 
     # Anonymous calls (the schema is the one call open to them) are counted per address, and much lower.
     anonymous = [client.get("/api/schema/").status_code for _ in range(3)]
     assert anonymous == [200, 200, 429]
+
+
+def schema_fields(schema: dict, node: dict, path: str):
+    """Every (path, leaf schema) in a request schema, following references."""
+    if "$ref" in node:
+        node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+    for option in node.get("allOf", []) + node.get("oneOf", []):
+        yield from schema_fields(schema, option, path)
+    if node.get("type") == "object" or "properties" in node:
+        for name, child in node.get("properties", {}).items():
+            yield from schema_fields(schema, child, f"{path}.{name}")
+        if isinstance(node.get("additionalProperties"), dict):
+            yield path, node
+            yield from schema_fields(schema, node["additionalProperties"], f"{path}.*")
+        return
+    yield path, node
+    if node.get("type") == "array" and "items" in node:
+        yield from schema_fields(schema, node["items"], f"{path}[]")
+
+
+def unbounded(node: dict) -> bool:
+    kind = node.get("type")
+    if "enum" in node or node.get("readOnly"):
+        return False
+    if kind == "string":
+        return not ({"maxLength", "pattern"} & set(node) or node.get("format") in ("binary", "date-time", "duration"))
+    if kind in ("integer", "number"):
+        return not {"minimum", "maximum"} & set(node)
+    if kind == "array":
+        return "maxItems" not in node
+    if kind == "object":
+        return "description" not in node  # free-form JSON: its bound is stated in words
+    return False
+
+
+def test_every_field_the_api_takes_has_a_documented_bound(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    missing = []
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "query" and unbounded(parameter["schema"]):
+                    missing.append(f"{method.upper()} {path} ?{parameter['name']}")
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                for field, node in schema_fields(schema, content["schema"], ""):
+                    if unbounded(node):
+                        missing.append(f"{method.upper()} {path} {field}")
+    assert not missing, "\n".join(sorted(set(missing)))
+
+
+def test_bodies_over_the_bounds_are_400s_naming_the_field(staff_api, project, rater_api, make_task):
+    from labeling import validation
+
+    url = f"/api/v1/projects/{project.slug}/prompts"
+    too_long = staff_api.post(url, {"prompt": "x" * (validation.TEXT_MAX + 1)}, format="json")
+    assert too_long.status_code == 400 and too_long.json()["message"].startswith("prompt:")
+    many = [{"role": "user", "content": "hi"}] * (validation.MESSAGES_MAX + 1)
+    assert staff_api.post(url, {"messages": many}, format="json").json()["message"].startswith("messages:")
+    big = staff_api.post(url, {"prompt": "hi", "metadata": {"notes": "x" * validation.METADATA_MAX}}, format="json")
+    assert big.status_code == 400 and "at most 20,000" in big.json()["message"]
+    assert not Prompt.objects.filter(project=project).exists()
+    raters = "&".join(f"rater=r{index}" for index in range(validation.NAMES_MAX + 1))
+    assert staff_api.get(f"/api/v1/projects/{project.slug}/exports/preference?{raters}").status_code == 400
+
+    task = make_task(k=2)
+    ten_groups = [[index] for index in range(10)]
+    body = {"client_submission_id": "x", "ranking": ten_groups}
+    response = rater_api.post(f"/api/v1/tasks/{task.pk}/judgements", body, format="json")
+    assert response.status_code == 400 and response.json()["message"].startswith("ranking:")
