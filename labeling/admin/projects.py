@@ -59,9 +59,11 @@ class ImportJobAdmin(ReadOnlyAdmin):
     def progress(self, job: ImportJob) -> str:
         if job.status == ImportJob.Status.QUEUED:
             return "waiting for a worker"
+        if job.status != ImportJob.Status.RUNNING:
+            return "done" if job.status == ImportJob.Status.SUCCEEDED else "stopped; nothing was imported"
         report = services.import_job_progress(job)
         if report is None:
-            return "-" if job.status == ImportJob.Status.RUNNING else job.get_status_display().lower()
+            return "starting"
         fraction = report.get("fraction")
         if fraction is None:
             return f"{report['records']:,} records imported"
@@ -69,6 +71,11 @@ class ImportJobAdmin(ReadOnlyAdmin):
             '<progress value="{}" max="1"></progress> {}% ({} records)',
             f"{fraction:.3f}", f"{fraction * 100:.0f}", f"{report['records']:,}",
         )  # fmt: skip
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        """A finished job's record may go; one a worker holds may not."""
+        active = obj is not None and obj.status in (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING)
+        return not active and super().has_delete_permission(request, obj)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         job = ImportJob.objects.filter(pk=object_id).first()

@@ -232,10 +232,11 @@ def test_admins_import_and_export_from_the_admin_pages(admin_client, project, ar
     )
     page = admin_client.get(response["Location"]).content.decode()
     assert "waiting for a worker" in page and 'http-equiv="refresh"' in page
+    assert "/delete/" not in page  # a job a worker may be holding cannot be deleted
     services.import_job_execute(job.pk)
     assert Judgement.objects.filter(task__project=project).count() == 2
     page = admin_client.get(response["Location"]).content.decode()
-    assert "Succeeded" in page and 'http-equiv="refresh"' not in page
+    assert "Succeeded" in page and 'http-equiv="refresh"' not in page and "/delete/" in page
 
     bad_file = SimpleUploadedFile("bad.jsonl", jsonl([{"prompt": "x", "chosen": "a"}]))
     admin_client.post(url, {"file": bad_file, "format": "auto", "kind": "preference"})
