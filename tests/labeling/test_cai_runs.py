@@ -41,6 +41,7 @@ def tiny_model_folder(folder) -> str:
     return str(folder)
 
 
+@pytest.mark.trainer
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_critique_and_ai_feedback_runs_store_chains_and_soft_labels(admin_client, settings, artefacts, tmp_path):

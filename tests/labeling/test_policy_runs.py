@@ -48,6 +48,7 @@ def reward_version(project, artefacts_dir, name: str = "reward-tiny", accuracy: 
     )  # fmt: skip
 
 
+@pytest.mark.trainer
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_sft_then_ppo_then_generation_run_on_a_worker_and_feed_the_next_round(

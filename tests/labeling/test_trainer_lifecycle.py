@@ -65,6 +65,7 @@ def no_trainer_left(artefacts):
             os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.trainer
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_a_trainer_dies_with_a_killed_worker_and_the_beat_job_fails_its_run(
@@ -89,6 +90,7 @@ def test_a_trainer_dies_with_a_killed_worker_and_the_beat_job_fails_its_run(
     assert runs.reward_run_start(project=project, base_model=base, epochs=1).status == "queued"  # room for one
 
 
+@pytest.mark.trainer
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_a_trainer_whose_run_was_marked_failed_elsewhere_stops(settings, artefacts, tmp_path, no_trainer_left):
@@ -132,6 +134,7 @@ def test_the_beat_job_fails_only_stale_running_runs_and_leaves_a_stop_file(artef
     assert "worker running this stopped" in (artefacts / "runs" / "reward-x" / "stop").read_text()
 
 
+@pytest.mark.trainer
 @pytest.mark.django_db(transaction=True)
 def test_a_database_that_restarts_mid_run_loses_the_run_nothing(settings, artefacts, tmp_path, monkeypatch, caplog):
     """While PostgreSQL restarts, the worker's heartbeat writes fail: the trainer goes on, the metrics read

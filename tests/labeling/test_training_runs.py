@@ -48,6 +48,7 @@ def tiny_base_model(folder) -> str:
     return str(folder)
 
 
+@pytest.mark.trainer
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_a_run_started_from_the_admin_trains_on_a_worker_and_registers_a_model(
@@ -80,6 +81,7 @@ def test_a_run_started_from_the_admin_trains_on_a_worker_and_registers_a_model(
     assert "<polyline" in page and "held-out accuracy by epoch" in page
 
 
+@pytest.mark.trainer
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_a_run_whose_trainer_fails_is_marked_failed_with_its_error_and_no_model(settings, artefacts, tmp_path):
@@ -98,6 +100,7 @@ def test_a_run_whose_trainer_fails_is_marked_failed_with_its_error_and_no_model(
     assert run.snapshot.row_count == 6  # the data is untouched
 
 
+@pytest.mark.trainer
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_cancelling_a_running_run_stops_its_trainer(settings, artefacts, tmp_path):
