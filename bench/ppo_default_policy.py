@@ -20,7 +20,6 @@ the time). The last line is one JSON object.
 import argparse
 import copy
 import json
-import re
 import sys
 import tempfile
 import time
@@ -31,36 +30,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _hh import HH, hh_records  # noqa: E402
+
 from training.config import PPOConfig, RewardConfig  # noqa: E402
 from training.models import load_causal_lm, load_reward_model  # noqa: E402
 from training.ppo import train_ppo  # noqa: E402
 from training.reward import train_reward_model  # noqa: E402
 
-DEFAULT_HH = ROOT / "bench" / "data" / "hh-rlhf-harmless-200.trl.jsonl"
 KL_LIMIT = 10.0
-
-
-def hh_turns(transcript: str) -> list[dict]:
-    """'\\n\\nHuman: ...\\n\\nAssistant: ...' as messages (the trailing empty assistant turn dropped)."""
-    parts = re.split(r"\n\n(Human|Assistant): ", transcript)
-    roles = {"Human": "user", "Assistant": "assistant"}
-    turns = [
-        {"role": roles[name], "content": text.strip()} for name, text in zip(parts[1::2], parts[2::2], strict=True)
-    ]
-    return [turn for turn in turns if turn["content"]]
 
 
 def write_inputs(hh: Path, folder: Path, limit: int = 0) -> tuple[Path, Path]:
     pairs, prompts = folder / "pairs.jsonl", folder / "prompts.jsonl"
-    with open(hh, encoding="utf-8") as source, open(pairs, "w") as pair_file, open(prompts, "w") as prompt_file:
-        for number, line in enumerate(source):
-            if limit and number >= limit:
-                break
-            record = json.loads(line)
-            turns = hh_turns(record["prompt"])
-            chosen, rejected = record["chosen"].strip(), record["rejected"].strip()
-            pair_file.write(json.dumps({"prompt": turns, "chosen": chosen, "rejected": rejected}) + "\n")
-            prompt_file.write(json.dumps({"prompt_id": number, "prompt": turns}) + "\n")
+    with open(pairs, "w") as pair_file, open(prompts, "w") as prompt_file:
+        for number, record in enumerate(hh_records(hh, limit)):
+            pair_file.write(json.dumps(record) + "\n")
+            prompt_file.write(json.dumps({"prompt_id": number, "prompt": record["prompt"]}) + "\n")
     return pairs, prompts
 
 
@@ -102,7 +87,7 @@ def run(mode: str, prompts: Path, out: Path, models: tuple, config: dict, cache:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hh", type=Path, default=DEFAULT_HH)
+    parser.add_argument("--hh", type=Path, default=HH)
     parser.add_argument("--reward-model", help="a reward model trained on the same data (skips training one)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -131,7 +116,7 @@ def main() -> None:
                   "learning_rate": args.learning_rate}  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        pairs, prompts = write_inputs(args.hh, folder, limit=64 if args.quick else 0)
+        pairs, prompts = write_inputs(args.hh, folder, limit=64 if args.quick else 200)
         reward_model = args.reward_model
         if reward_model is None:
             print("training a MiniLM reward model on the HH pairs (one epoch) ...", flush=True)

@@ -294,7 +294,21 @@ def parse_responses(record: dict, line: int) -> list[ItemIn]:
     return [ItemIn(line=line, prompt=_prompt(record, line), responses=_responses(record.get("responses"), line))]
 
 
+def _hh_prompt(record: dict) -> dict:
+    """A preference record whose prompt is an HH transcript ending with the assistant's turn opened (TRL's
+    text form of HH-RLHF) gets that conversation as messages, turn by turn, instead of one user message."""
+    prompt = record.get("prompt")
+    if not (isinstance(prompt, str) and prompt.startswith("\n\nHuman:") and prompt.rstrip().endswith("Assistant:")):
+        return record
+    try:
+        messages, rest = hh_split(prompt.rstrip())
+    except ValueError:
+        return record
+    return {**record, "prompt": messages} if messages and not rest else record
+
+
 def parse_preference(record: dict, line: int) -> list[ItemIn]:
+    record = _hh_prompt(record)
     chosen = _completion(record.get("chosen"), line, "chosen")
     rejected = _completion(record.get("rejected"), line, "rejected")
     judgement = JudgementIn(
@@ -436,11 +450,26 @@ PARSERS = {
 KINDS = tuple(PARSERS)  # the record layouts, by name
 
 
+@dataclass
+class Invalid:
+    """Records left out because they do not parse: how many, and the first ``kept`` of them."""
+
+    kept: int = 100
+    count: int = 0
+    records: list[dict] = field(default_factory=list)  # {"line", "field", "message"}
+
+    def add(self, line: int, error: RecordError) -> None:
+        self.count += 1
+        if len(self.records) < self.kept:
+            self.records.append({"line": line, "field": error.extra.get("field"), "message": error.message})
+
+
 def parse_batches(
-    records: Iterable[tuple[int, dict]], kind: str = "auto", size: int = 2000
+    records: Iterable[tuple[int, dict]], kind: str = "auto", size: int = 2000, invalid: Invalid | None = None
 ) -> Iterator[tuple[str, list[ItemIn]]]:
     """The records parsed as they are read, in batches of about ``size`` items that never split a record:
-    ``(kind, items)`` for each. The kind is the one given, or recognised from the first record."""
+    ``(kind, items)`` for each. The kind is the one given, or recognised from the first record. A record that
+    does not parse stops the import, unless ``invalid`` is given: then it is skipped and noted there."""
     items: list[ItemIn] = []
     parser = None
     for line, record in records:
@@ -450,7 +479,12 @@ def parse_batches(
             if kind not in PARSERS:
                 raise ApplicationError(f"Unknown layout '{kind}'; use one of {', '.join(KINDS)}.")
             parser = PARSERS[kind]
-        items.extend(parser(record, line))
+        try:
+            items.extend(parser(record, line))
+        except RecordError as error:
+            if invalid is None:
+                raise
+            invalid.add(line, error)
         if len(items) >= size:
             yield kind, items
             items = []

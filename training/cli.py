@@ -16,7 +16,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from training.config import CritiqueConfig, FeedbackConfig, GenerateConfig, PPOConfig, RewardConfig, SFTConfig
+from training.config import (
+    REWARD_PRESETS,
+    CritiqueConfig,
+    FeedbackConfig,
+    GenerateConfig,
+    PPOConfig,
+    RewardConfig,
+    SFTConfig,
+    reward_preset,
+)
 from training.data import DataError
 from training.models import ModelNotFound
 from training.runtime import Watchdog, process_rank, write_error
@@ -141,14 +150,19 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _reward_arguments(parser: argparse.ArgumentParser) -> None:
+def _reward_arguments(parser: argparse.ArgumentParser, preset: str = "cpu") -> None:
     parser.add_argument("--data", required=True, type=Path, help="a ranking or preference export (JSONL or Parquet)")
+    parser.add_argument(
+        "--preset", choices=list(REWARD_PRESETS), default="cpu",
+        help="a named recipe (cpu: MiniLM; gpu: SmolLM2-135M) whose settings are the defaults; options given win",
+    )  # fmt: skip
     _output_arguments(parser)
     parser.add_argument("--reference", type=Path, help="an sft export whose replies set the reward's zero")
     parser.add_argument("--baseline", help="a reward model to evaluate on the same held-out prompts, for comparison")
     parser.add_argument("--human-weight", type=float, default=1.0, help="loss weight of human judgements")
     parser.add_argument("--ai-weight", type=float, default=1.0, help="loss weight of AI feedback labels")
     config_arguments(parser, RewardConfig, skip=("source_weights",))
+    parser.set_defaults(**reward_preset(preset))
 
 
 def run_reward(args: argparse.Namespace, metrics: Metrics) -> dict:
@@ -248,11 +262,12 @@ RUNNERS = {"reward": run_reward, "sft": run_sft, "ppo": run_ppo, "generate": run
            "critique": run_critique, "feedback": run_feedback}  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """``python -m training <command> ...``: one subcommand per algorithm."""
+def build_parser(preset: str = "cpu") -> argparse.ArgumentParser:
+    """``python -m training <command> ...``: one subcommand per algorithm; ``preset``'s settings are the reward
+    command's defaults."""
     parser = argparse.ArgumentParser(prog="python -m training", description="RLHF Studio's trainer.")
     commands = parser.add_subparsers(dest="command", required=True)
-    _reward_arguments(commands.add_parser("reward", help="train a reward model from rankings"))
+    _reward_arguments(commands.add_parser("reward", help="train a reward model from rankings"), preset)
     _sft_arguments(commands.add_parser("sft", help="fine-tune a policy on demonstrations"))
     _ppo_arguments(commands.add_parser("ppo", help="tune a policy with PPO against a reward model"))
     _generate_arguments(commands.add_parser("generate", help="write responses to prompts with a policy"))
@@ -261,8 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _preset(argv: list[str] | None) -> str:
+    """The ``--preset`` among the arguments (a first look, before they are parsed against its defaults)."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--preset", default="cpu")
+    preset = early.parse_known_args(argv)[0].preset
+    return preset if preset in REWARD_PRESETS else "cpu"  # an unknown name: the full parse names the choices
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(_preset(argv)).parse_args(argv)
     Watchdog.from_environment(args.out).start()  # the trainer dies with the worker that started it
     with Metrics(args.metrics) as metrics:
         try:

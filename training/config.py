@@ -23,9 +23,16 @@ class RewardConfig:
     model: str = "minilm-l6"
     """A name from ``training.models.NAMED_MODELS``, any Hugging Face model id, or a local path."""
     max_length: int = 512
-    """Tokens kept of prompt plus response (truncated from the start of the prompt)."""
+    """Tokens kept of prompt plus reply: the whole reply (up to three quarters of them), then the prompt's last
+    tokens, so the start of a long conversation is what goes."""
+    prompt_turns: int = 0
+    """Keep only the prompt's last this many messages (0: all that fit)."""
     epochs: float = 1.0
-    """Passes over the training prompts. One is the paper's finding: more overfits."""
+    """Passes over the training prompts at most (the learning-rate schedule spans them); early stopping may
+    end sooner."""
+    patience: int = 1
+    """Early stopping: end when the held-out loss has not improved for this many epochs, and keep the best
+    epoch's weights (0: run every epoch, still keep the best)."""
     learning_rate: float = 5e-5
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
@@ -36,6 +43,14 @@ class RewardConfig:
     max_grad_norm: float = 1.0
     eval_fraction: float = 0.1
     """Share of prompts held out (split by prompt, never by pair) for held-out accuracy and loss."""
+    group_by_length: bool = True
+    """Batch judgements of similar length together (in a random order of batches): less padding to compute."""
+    length_window: int = 50
+    """Batches' worth of judgements sorted by length together; a larger window pads less, mixes less."""
+    eval_batch_tokens: int = 16384
+    """Tokens (padded) per batch in passes without gradients: evaluation, calibration, normalisation."""
+    calibrate: bool = True
+    """Fit a temperature on the held-out judgements so that the pairwise probabilities are calibrated."""
     use_margin: bool = True
     """Subtract a judgement's margin from the reward difference, when it has one."""
     source_weights: dict[str, float] = field(default_factory=lambda: {"human": 1.0, "ai": 1.0})
@@ -58,7 +73,10 @@ class RewardConfig:
 
     def __post_init__(self) -> None:
         _require_positive(self, "max_length", "epochs", "learning_rate", "prompts_per_batch",
-                          "gradient_accumulation_steps", "logging_steps")  # fmt: skip
+                          "gradient_accumulation_steps", "logging_steps", "length_window",
+                          "eval_batch_tokens")  # fmt: skip
+        if self.prompt_turns < 0 or self.patience < 0:
+            raise ValueError("prompt_turns and patience are counts: 0 or more.")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction is a share of the prompts: from 0 up to 1, not {self.eval_fraction}.")
         if any(weight < 0 for weight in self.source_weights.values()):
@@ -66,6 +84,32 @@ class RewardConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+REWARD_PRESETS: dict[str, dict] = {
+    "cpu": {},
+    "gpu": {
+        "model": DEFAULT_POLICY,
+        "max_length": 1024,
+        "epochs": 2.0,
+        "learning_rate": 1e-5,
+        "warmup_ratio": 0.1,
+        "prompts_per_batch": 16,
+        "eval_batch_tokens": 65536,
+    },
+}
+"""Named recipes: ``cpu`` (the defaults above: all-MiniLM-L6-v2, chosen by measurement on HH-RLHF pairs, see the
+README) and ``gpu`` (SmolLM2-135M-Instruct, all weights, bf16, the whole conversation up to 1,024 tokens).
+``python -m training reward --preset gpu`` and the run page's preset start from one; any option given as well
+wins over it."""
+
+
+def reward_preset(name: str) -> dict:
+    """The fields a preset sets, checked by building its config."""
+    if name not in REWARD_PRESETS:
+        raise ValueError(f"No reward preset '{name}'; there are {', '.join(REWARD_PRESETS)}.")
+    RewardConfig(**REWARD_PRESETS[name])
+    return dict(REWARD_PRESETS[name])
 
 
 @dataclass

@@ -37,6 +37,10 @@ class ImportForm(forms.Form):
         choices=[(value, value) for value in ["auto", *importers.KINDS]], help_text="The records' layout."
     )
     origin = forms.CharField(required=False, help_text="Where the judgements came from (default: the file name).")
+    skip_invalid = forms.BooleanField(
+        required=False, label="Skip invalid records",
+        help_text="Leave out records that do not parse (the import lists them by line) instead of failing.",
+    )  # fmt: skip
 
 
 @admin.register(ImportJob)
@@ -49,7 +53,8 @@ class ImportJobAdmin(ReadOnlyAdmin):
     search_fields = ["file_name", "error"]
     fields = [
         "project", "status", "progress", "file_name", "file_size", "file_format", "kind", "origin",
-        "response_origin", "records", "created", "skipped", "error", "error_line", "error_field", "worker",
+        "response_origin", "skip_invalid", "records", "created", "skipped", "invalid", "error", "error_line",
+        "error_field", "worker",
         "created_by", "created_at", "started_at", "finished_at",
     ]  # fmt: skip
     readonly_fields = ["progress"]
@@ -257,7 +262,7 @@ class ProjectAdmin(admin.ModelAdmin):
         project = get_object_or_404(Project, pk=project_id)
         if request.method == "POST":
             try:  # before the body is read: Django would spool the whole of it to disk first
-                services.upload_size_check(int(request.META.get("CONTENT_LENGTH") or 0))
+                services.upload_size_check(services.declared_size(request.META))
             except PayloadTooLarge as error:
                 self.message_user(request, f"{error.message} Nothing was imported.", messages.ERROR)
                 response = self._page(request, project, ImportForm(), "Import data", "Import")
@@ -269,7 +274,8 @@ class ProjectAdmin(admin.ModelAdmin):
             try:
                 job = services.import_job_create(
                     project=project, upload=data["file"], file_format=data["format"], kind=data["kind"],
-                    origin=data["origin"], created_by=permissions.signed_in(request.user),
+                    origin=data["origin"], skip_invalid=data["skip_invalid"],
+                    created_by=permissions.signed_in(request.user),
                 )  # fmt: skip
             except ApplicationError as error:
                 form.add_error("file", f"{error.message} Nothing was imported.")

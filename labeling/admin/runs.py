@@ -98,6 +98,66 @@ def epoch_evaluations(history: list[dict]) -> list[dict]:
     return [line for line in history if "eval_accuracy" in line and "epoch" in line and not line.get("event")]
 
 
+def _figure(value, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) and value == value else "-"
+
+
+def reward_quality(metrics: dict) -> str:
+    """A reward model's report card from its run's final metrics: held-out loss and accuracy by epoch (the kept
+    one marked), calibration, accuracy by the raters' margin, and how much the reward follows length."""
+    epochs, calibration = metrics.get("epochs") or [], metrics.get("calibration") or {}
+    if not epochs and not calibration:
+        return "-"
+    kept = metrics.get("best_epoch")
+    rows = format_html_join(
+        "", "<tr><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+        ((line.get("epoch"), " (kept)" if line.get("epoch") == kept else "", _figure(line.get("eval_loss"), 4),
+          _figure(line.get("eval_accuracy"))) for line in epochs),
+    )  # fmt: skip
+    parts = [
+        format_html(
+            '<table class="reward-quality"><tr><th>epoch</th><th>held-out loss</th><th>held-out accuracy</th></tr>'
+            "{}</table>",
+            rows,
+        )
+    ]
+    if calibration:
+        parts.append(
+            format_html(
+                "<p>Calibration: temperature {}; expected calibration error {} before, {} after (on {} pairs, "
+                "chance alone leaves about {}).</p>",
+                _figure(calibration.get("temperature")),
+                _figure(calibration.get("ece_before")),
+                _figure(calibration.get("ece_after")),
+                metrics.get("eval_pairs", "-"),
+                _figure(calibration.get("ece_floor")),
+            )  # fmt: skip
+        )
+    by_margin = metrics.get("eval_accuracy_by_margin") or {}
+    if by_margin:
+        parts.append(
+            format_html(
+                "<p>Accuracy by the raters' margin (tied responses form no pair): {}.</p>",
+                ", ".join(
+                    f"{'no margin' if margin == 'none' else f'margin {margin}'}: {_figure(group.get('accuracy'))} "
+                    f"({group.get('pairs')} pairs)"
+                    for margin, group in by_margin.items()
+                ),
+            )
+        )
+    if "length_correlation" in metrics:
+        parts.append(
+            format_html(
+                "<p>Length: rank correlation of reward and reply length {}; the model prefers the longer reply in "
+                "{} of pairs, the raters in {}.</p>",
+                _figure(metrics.get("length_correlation"), 2),
+                _figure(metrics.get("prefers_longer"), 2),
+                _figure(metrics.get("raters_prefer_longer"), 2),
+            )  # fmt: skip
+        )
+    return format_html_join("", "{}", ((part,) for part in parts))
+
+
 def seconds_left(run: TrainingRun, now=None) -> float | None:
     """Time left in the training phase: the trainer's last estimate, less the time since it was made."""
     metrics = run.metrics or {}
@@ -121,10 +181,10 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     actions = ["cancel_runs"]
     fields = [
         "project", "kind", "status", "phase", "progress_bar", "eta", "produced", "episodes_ending", "base_model",
-        "parent_model", "reward_model", "snapshot", "config", "metrics", "curves",
+        "parent_model", "reward_model", "snapshot", "config", "quality", "metrics", "curves",
         "error", "log", "worker", "created_by", "created_at", "started_at", "finished_at",
     ]  # fmt: skip
-    readonly_fields = ["phase", "progress_bar", "eta", "produced", "episodes_ending", "curves", "log"]
+    readonly_fields = ["phase", "progress_bar", "eta", "produced", "episodes_ending", "quality", "curves", "log"]
     change_form_template = "admin/labeling/trainingrun/change_form.html"
 
     @admin.display(description="phase")
@@ -148,6 +208,10 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     def held_out_accuracy(self, run: TrainingRun) -> str:
         value = (run.metrics or {}).get("eval_accuracy")
         return f"{value:.3f}" if isinstance(value, float) else "-"
+
+    @admin.display(description="reward model quality")
+    def quality(self, run: TrainingRun) -> str:
+        return reward_quality(run.metrics or {}) if run.kind == "reward" else "-"
 
     @admin.display(description="time left")
     def eta(self, run: TrainingRun) -> str:
@@ -276,6 +340,11 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     list_filter = ["project", "kind", "is_current"]
     search_fields = ["name", "base_model", "content_hash"]
     actions = ["make_current"]
+    readonly_fields = ["quality"]
+
+    @admin.display(description="reward model quality")
+    def quality(self, version: ModelVersion) -> str:
+        return reward_quality(version.metrics or {}) if version.kind == "reward" else "-"
 
     @admin.display(description="held-out accuracy")
     def held_out_accuracy(self, version: ModelVersion) -> str:

@@ -22,6 +22,10 @@ class ImportInput(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["auto", *importers.KINDS], default="auto")
     origin = serializers.CharField(required=False, default="", allow_blank=True, max_length=200)
     response_origin = serializers.CharField(required=False, default="imported", max_length=200)
+    skip_invalid = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Leave out records that do not parse (counted and listed by line) instead of failing the import.",
+    )  # fmt: skip
 
 
 class ImportProgress(serializers.Serializer):
@@ -41,7 +45,8 @@ class ImportOutput(serializers.ModelSerializer):
         model = ImportJob
         fields = [
             "id", "project", "status", "file_name", "file_size", "file_format", "kind", "origin", "response_origin",
-            "progress", "records", "created", "skipped", "error", "error_line", "error_field", "created_by",
+            "skip_invalid", "progress", "records", "created", "skipped", "invalid", "error", "error_line",
+            "error_field", "created_by",
             "created_at", "started_at", "finished_at", "url",
         ]  # fmt: skip
 
@@ -50,7 +55,7 @@ class ImportOutput(serializers.ModelSerializer):
         return services.import_job_progress(job)
 
     def get_url(self, job: ImportJob) -> str:
-        return f"/api/v1/imports/{job.pk}"
+        return services.import_job_url(job)
 
 
 class ImportApi(generics.ListAPIView):
@@ -68,24 +73,17 @@ class ImportApi(generics.ListAPIView):
     @extend_schema(request={"multipart/form-data": ImportInput}, responses={202: ImportOutput})
     def post(self, request: Request, slug: str) -> Response:
         project = project_for_staff(request, slug)
-        services.upload_size_check(_content_length(request))
+        services.upload_size_check(services.declared_size(request.META))
         data = ImportInput(data=request.data)
         data.is_valid(raise_exception=True)
         options = data.validated_data
         job = services.import_job_create(
             project=project, upload=options["file"], file_format=options["format"], kind=options["kind"],
             origin=options["origin"], response_origin=options["response_origin"],
-            created_by=permissions.signed_in(request.user),
+            skip_invalid=options["skip_invalid"], created_by=permissions.signed_in(request.user),
         )  # fmt: skip
-        url = ImportOutput().get_url(job)
-        return Response(ImportOutput(job).data, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
-
-
-def _content_length(request: Request) -> int | None:
-    try:
-        return int(request.META.get("CONTENT_LENGTH") or "")
-    except ValueError:
-        return None
+        headers = {"Location": services.import_job_url(job)}
+        return Response(ImportOutput(job).data, status=status.HTTP_202_ACCEPTED, headers=headers)
 
 
 class ImportDetailApi(APIView):

@@ -28,10 +28,20 @@ class ImportJob(models.Model):
     kind = models.CharField(max_length=16, default="auto", help_text="The records' layout (asked for, then found).")
     origin = models.CharField(max_length=200, blank=True)
     response_origin = models.CharField(max_length=200, default="imported")
+    skip_invalid = models.BooleanField(
+        default=False, help_text="Leave out records that do not parse (counted and listed) instead of failing."
+    )
     path = models.CharField(max_length=500, blank=True, help_text="The stored upload, under the artefacts folder.")
     records = models.PositiveIntegerField(default=0)
     created = models.JSONField(default=dict, blank=True, help_text="Rows written, by kind of row.")
-    skipped = models.JSONField(default=dict, blank=True, help_text="Duplicates skipped, by kind of row.")
+    skipped = models.JSONField(
+        default=dict, blank=True, help_text="Duplicates skipped, by kind of row; and invalid records left out."
+    )
+    invalid = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Invalid records left out (skip_invalid): line, field, problem; the first 100.",
+    )
     error = models.TextField(blank=True)
     error_line = models.PositiveIntegerField(null=True, blank=True, help_text="The line (or Parquet row) at fault.")
     error_field = models.CharField(max_length=100, blank=True)

@@ -43,9 +43,11 @@ from labeling.services.content import (
 )
 from labeling.services.demo import DemoLoadResult, demo_project_ensure
 from labeling.services.import_jobs import (
+    declared_size,
     import_job_create,
     import_job_execute,
     import_job_progress,
+    import_job_url,
     import_jobs_fail_stale,
     upload_size_check,
 )
@@ -75,8 +77,10 @@ __all__ = [
     "demo_project_ensure",
     "demonstration_create",
     "demonstration_submit",
+    "declared_size",
     "import_job_create",
     "import_job_execute",
+    "import_job_url",
     "import_job_progress",
     "import_jobs_fail_stale",
     "judgement_create",

@@ -52,6 +52,18 @@ def upload_size_check(size: int | None) -> None:
         )
 
 
+def declared_size(meta) -> int | None:
+    """A request's Content-Length, read before its body is (None when absent or not a number)."""
+    try:
+        return int(meta.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+
+
+def import_job_url(job: ImportJob) -> str:
+    return f"/api/v1/imports/{job.pk}"
+
+
 def import_job_create(
     *,
     project: Project,
@@ -60,6 +72,7 @@ def import_job_create(
     kind: str = "auto",
     origin: str = "",
     response_origin: str = "imported",
+    skip_invalid: bool = False,
     created_by=None,
 ) -> ImportJob:
     """Store an uploaded file (moved, not copied, when Django spooled it to disk) and queue its import on a
@@ -70,7 +83,7 @@ def import_job_create(
     with transaction.atomic():
         job = ImportJob.objects.create(
             project=project, file_name=name, file_size=upload.size or 0, file_format=file_format, kind=kind,
-            origin=origin or name, response_origin=response_origin, created_by=created_by,
+            origin=origin or name, response_origin=response_origin, skip_invalid=skip_invalid, created_by=created_by,
         )  # fmt: skip
         folder = job_folder(job)
         folder.mkdir(parents=True, exist_ok=True)
@@ -147,13 +160,14 @@ def import_job_execute(job_id: int, *, worker: str = "") -> str:
         return ImportJob.objects.filter(pk=job_id).values_list("status", flat=True).first() or "missing"
     job = ImportJob.objects.select_related("project").get(pk=job_id)
     folder = job_folder(job)
-    outcome: dict = {}
+    outcome: dict  # the job's final fields, by how the import ended
     try:
         with open(folder / UPLOAD_FILE, "rb") as source:
             report: Callable[[int], None] = _ProgressFile(folder, source, job.file_size, job.file_format)
             result = dataset_import_file(
                 project=job.project, source=source, name=job.file_name, file_format=job.file_format, kind=job.kind,
-                origin=job.origin, response_origin=job.response_origin, progress=report,
+                origin=job.origin, response_origin=job.response_origin, skip_invalid=job.skip_invalid,
+                progress=report,
             )  # fmt: skip
     except ApplicationError as error:
         outcome = {
@@ -174,7 +188,7 @@ def import_job_execute(job_id: int, *, worker: str = "") -> str:
     else:
         outcome = {
             "status": ImportJob.Status.SUCCEEDED, "kind": result.kind, "records": result.records,
-            "created": result.created, "skipped": result.skipped,
+            "created": result.created, "skipped": result.skipped, "invalid": result.invalid,
         }  # fmt: skip
     ImportJob.objects.filter(pk=job_id).update(finished_at=timezone.now(), **outcome)
     shutil.rmtree(folder, ignore_errors=True)

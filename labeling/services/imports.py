@@ -25,9 +25,11 @@ class ImportResult:
     records: int
     created: dict[str, int]
     skipped: dict[str, int]
+    invalid: list[dict] = field(default_factory=list)  # with skip_invalid: the first records skipped, by line
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "records": self.records, "created": self.created, "skipped": self.skipped}
+        return {"kind": self.kind, "records": self.records, "created": self.created, "skipped": self.skipped,
+                "invalid": self.invalid}  # fmt: skip
 
 
 def _chunks(values: Sequence, size: int = IMPORT_BATCH):
@@ -352,19 +354,28 @@ def dataset_import_file(
     kind: str = "auto",
     origin: str = "",
     response_origin: str = "imported",
+    skip_invalid: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Read, check and import a whole file (JSONL, CSV or Parquet) in one transaction, streaming it: records
     are parsed and written a batch at a time, so memory does not grow with the file. A bad record stops the
-    import with an error that names its line and field, and nothing is written."""
+    import with an error that names its line and field, and nothing is written; with ``skip_invalid`` the
+    records that do not parse are left out instead, counted in ``skipped["invalid records"]`` and listed
+    (the first hundred, by line) in the result. A file that is not JSONL, CSV or Parquet at all
+    still stops the import."""
     from labeling import importers
 
     file_format = importers.file_format_for(name, file_format)
     records = importers.read_records(source, file_format)
-    return dataset_import(
+    invalid = importers.Invalid() if skip_invalid else None
+    result = dataset_import(
         project=project,
-        batches=importers.parse_batches(records, kind, IMPORT_BATCH),
+        batches=importers.parse_batches(records, kind, IMPORT_BATCH, invalid),
         origin=origin or Path(name).name,
         response_origin=response_origin,
         progress=progress,
     )
+    if invalid is not None and invalid.count:
+        result.skipped["invalid records"] = invalid.count
+        result.invalid = invalid.records
+    return result

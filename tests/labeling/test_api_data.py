@@ -244,10 +244,20 @@ def test_admins_import_and_export_from_the_admin_pages(admin_client, project, ar
     services.import_job_execute(bad_job.pk)
     page = admin_client.get(reverse("admin:labeling_importjob_change", args=[bad_job.pk])).content.decode()
     assert 'id="import-error"' in page and "Line 1, field &#x27;rejected&#x27;" in page
+    skipping = SimpleUploadedFile("pairs.jsonl", jsonl([*PAIRS, {"prompt": "x", "chosen": "a"}]))  # same origin
+    admin_client.post(url, {"file": skipping, "format": "auto", "kind": "preference", "skip_invalid": "on"})
+    skip_job = ImportJob.objects.latest("id")
+    services.import_job_execute(skip_job.pk)
+    skip_job.refresh_from_db()
+    assert skip_job.status == "succeeded" and skip_job.skip_invalid
+    assert skip_job.skipped == {"invalid records": 1, "prompts": 2, "responses": 4, "tasks": 2, "judgements": 2}
+    assert skip_job.invalid[0]["line"] == len(PAIRS) + 1
+    page = admin_client.get(reverse("admin:labeling_importjob_change", args=[skip_job.pk])).content.decode()
+    assert "expected text or a list of assistant messages" in page
     settings.IMPORT_MAX_BYTES = 10
     too_big = admin_client.post(url, {"file": SimpleUploadedFile("pairs.jsonl", jsonl(PAIRS)), "format": "auto"})
     assert too_big.status_code == 413 and "IMPORT_MAX_BYTES" in too_big.content.decode()
-    assert ImportJob.objects.count() == 2
+    assert ImportJob.objects.count() == 3
 
     export_url = reverse("admin:labeling_project_export", args=[project.pk])
     form = {"kind": "preference", "format": "jsonl", "gold": "include", "source": ""}

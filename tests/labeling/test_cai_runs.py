@@ -158,11 +158,9 @@ def test_ai_labels_change_the_reward_loss_as_soft_labels_weighted_by_source():
     by its source: loss = (w_human * hard + w_ai * soft) / (w_human + w_ai)."""
     from torch.nn.functional import logsigmoid
 
-    from training.config import RewardConfig
     from training.data import RankedPrompt
-    from training.reward import collate, listwise_loss
+    from training.reward import listwise_loss, pairs_of
 
-    tokenizer = tiny_tokenizer(WORDS)
     prompt = [{"role": "user", "content": "question 1"}]
     hard = RankedPrompt(prompt, ["good answer", "bad answer"], [[0], [1]], source="human")
     soft = RankedPrompt(prompt, ["good answer", "bad answer"], [[0], [1]], probability=0.7, source="ai")
@@ -170,7 +168,7 @@ def test_ai_labels_change_the_reward_loss_as_soft_labels_weighted_by_source():
     hard_loss = float(-logsigmoid(torch.tensor(1.0)))
     soft_loss = float(-(0.7 * logsigmoid(torch.tensor(1.0)) + 0.3 * logsigmoid(torch.tensor(-1.0))))
     for ai_weight in (1.0, 0.5, 0.0):
-        batch = collate([hard, soft], tokenizer, RewardConfig(source_weights={"human": 1.0, "ai": ai_weight}))
+        batch = pairs_of([hard, soft], use_margin=True, source_weights={"human": 1.0, "ai": ai_weight})
         expected = (hard_loss + ai_weight * soft_loss) / (1.0 + ai_weight)
         assert float(listwise_loss(rewards, batch)) == pytest.approx(expected, rel=1e-5)
 

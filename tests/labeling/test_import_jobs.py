@@ -80,6 +80,38 @@ def test_a_bad_record_in_a_late_batch_leaves_nothing_of_the_early_ones(project, 
 
 
 @pytest.mark.django_db
+def test_a_job_asked_to_skip_invalid_records_imports_the_rest_and_lists_them_by_line(api_import, project, monkeypatch):
+    monkeypatch.setattr(imports, "IMPORT_BATCH", 2)
+    empty_reply = {"prompt": "Q7", "chosen": " ", "rejected": "b7"}  # as in HH-RLHF, where a few replies are empty
+    records = [*PAIRS, empty_reply, {"prompt": "Q6", "chosen": "a6"}]
+    failed = api_import(project, jsonl(records), "pairs.jsonl")
+    assert (failed["status"], failed["error_line"], failed["error_field"]) == ("failed", 8, "chosen")
+    assert not Prompt.objects.filter(project=project).exists()
+
+    job = api_import(project, jsonl(records), "pairs.jsonl", skip_invalid="true")
+    assert job["status"] == "succeeded" and job["skip_invalid"] is True
+    assert job["records"] == 7 and job["created"]["judgements"] == 6
+    assert job["skipped"]["invalid records"] == 2
+    assert [(record["line"], record["field"]) for record in job["invalid"]] == [(8, "chosen"), (9, "rejected")]
+    assert job["invalid"][0]["message"] == "Line 8, field 'chosen': the reply is empty."
+    assert not Prompt.objects.filter(project=project, messages__0__content="Q7").exists()
+
+
+@pytest.mark.django_db
+def test_a_preference_prompt_written_as_an_hh_transcript_is_imported_turn_by_turn(api_import, project):
+    transcript = (
+        "\n\nHuman: Can owls see in daylight?\n\nAssistant: Yes, quite well.\n\nHuman: And at night?\n\nAssistant:"
+    )
+    job = api_import(project, jsonl([{"prompt": transcript, "chosen": " Better still.", "rejected": " No."}]))
+    assert job["status"] == "succeeded", job
+    assert Prompt.objects.get(project=project).messages == [
+        {"role": "user", "content": "Can owls see in daylight?"},
+        {"role": "assistant", "content": "Yes, quite well."},
+        {"role": "user", "content": "And at night?"},
+    ]
+
+
+@pytest.mark.django_db
 def test_a_job_reports_progress_while_it_runs_and_runs_once(staff_api, project, artefacts, monkeypatch):
     seen: list[dict] = []
     real_import = import_jobs.dataset_import_file

@@ -111,6 +111,37 @@ def test_a_finished_reward_run_shows_one_held_out_figure_per_epoch_and_links_its
     assert readonly(html, "phase") == "done" and 'id="cancel-run"' not in html
 
 
+def test_a_reward_run_and_its_model_show_the_kept_epoch_calibration_margins_and_length_bias(admin_client):
+    project = ProjectFactory()
+    metrics = {
+        "phase": "done", "eval_accuracy": 0.64, "eval_pairs": 180, "best_epoch": 2,
+        "epochs": [
+            {"epoch": 1, "eval_loss": 0.66, "eval_accuracy": 0.61},
+            {"epoch": 2, "eval_loss": 0.64, "eval_accuracy": 0.64},
+            {"epoch": 3, "eval_loss": 0.67, "eval_accuracy": 0.63},
+        ],
+        "calibration": {"temperature": 1.8, "ece_before": 0.12, "ece_after": 0.04, "ece_floor": 0.07},
+        "eval_accuracy_by_margin": {"1": {"accuracy": 0.55, "pairs": 40}, "none": {"accuracy": 0.66, "pairs": 140}},
+        "length_correlation": 0.31, "prefers_longer": 0.62, "raters_prefer_longer": 0.45,
+    }  # fmt: skip
+    run = TrainingRun.objects.create(
+        project=project, kind="reward", status="succeeded", progress=1.0, history=[], metrics=metrics
+    )
+    version = ModelVersion.objects.create(
+        project=project, kind="reward", name="reward-1", training_run=run, metrics=metrics
+    )
+    html = page(admin_client, run)
+    assert "<tr><td>2 (kept)</td><td>0.6400</td><td>0.640</td></tr>" in html
+    assert "<tr><td>3</td><td>0.6700</td><td>0.630</td></tr>" in html
+    quality = readonly(html, "quality")
+    assert "temperature 1.800; expected calibration error 0.120 before, 0.040 after (on 180 pairs" in quality
+    assert "margin 1: 0.550 (40 pairs), no margin: 0.660 (140 pairs)" in quality
+    assert "the model prefers the longer reply in 0.62 of pairs, the raters in 0.45" in quality
+    response = admin_client.get(reverse("admin:labeling_modelversion_change", args=[version.pk]))
+    assert "temperature 1.800" in response.content.decode()
+    assert readonly(page(admin_client, TrainingRun.objects.create(project=project, kind="sft")), "quality") == "-"
+
+
 def test_a_failed_run_shows_its_error_first_and_where_it_stopped(admin_client):
     run = TrainingRun.objects.create(
         project=ProjectFactory(), kind="sft", status="failed", progress=0.05,

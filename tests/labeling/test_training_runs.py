@@ -15,7 +15,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from labeling import runs, services
-from labeling.errors import Conflict
+from labeling.errors import ApplicationError, Conflict
 from labeling.models import ModelVersion, TrainingRun
 from tests.factories import ProjectFactory, PromptFactory, ResponseFactory
 from tests.worker import celery_worker, wait_for_end
@@ -307,3 +307,19 @@ def test_a_reward_run_started_while_a_model_is_current_evaluates_that_model_too(
     command = runs.trainer_command(second, tmp_path)
     assert second.config["baseline_model_id"] == current.pk
     assert command[command.index("--baseline") + 1] == str(artefacts / "models" / "rm")
+
+
+@pytest.mark.django_db
+def test_a_reward_run_takes_its_recipe_from_a_preset_and_the_fields_given_override_it(settings, tmp_path):
+    settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
+    project = ranked_project(judgements=3)
+    gpu = runs.reward_run_start(project=project, preset="gpu", epochs=1.5)
+    command = runs.trainer_command(gpu, tmp_path)
+    assert gpu.base_model == "smollm2-135m-instruct" and gpu.config["preset"] == "gpu"
+    assert command[command.index("--preset") + 1] == "gpu" and command[command.index("--epochs") + 1] == "1.5"
+    assert "--learning-rate" not in command  # the preset's
+    TrainingRun.objects.filter(pk=gpu.pk).update(status="cancelled")
+    default = runs.reward_run_start(project=project)
+    assert default.base_model == "minilm-l6" and default.config["preset"] == "cpu"
+    with pytest.raises(ApplicationError, match="No reward preset 'tpu'"):
+        runs.reward_run_start(project=project, preset="tpu")

@@ -45,6 +45,23 @@ def test_flags_parse_both_ways_and_literals_become_choices():
     assert "Responses per prompt." in subcommand("generate").format_help()  # the field's own docstring
 
 
+def test_a_reward_preset_sets_the_defaults_and_options_given_win_wherever_they_stand():
+    from training.cli import _preset
+
+    def parsed(*extra: str) -> configs.RewardConfig:
+        argv = ["reward", *extra, "--data", "d.jsonl", "--out", "o"]
+        return config_from(configs.RewardConfig, build_parser(_preset(argv)).parse_args(argv), source_weights={})
+
+    assert parsed() == configs.RewardConfig(source_weights={})
+    gpu = parsed("--preset", "gpu")
+    assert gpu == configs.RewardConfig(source_weights={}, **configs.REWARD_PRESETS["gpu"])
+    assert gpu.model == "smollm2-135m-instruct" and gpu.max_length == 1024
+    assert parsed("--epochs", "3", "--preset", "gpu").epochs == 3.0
+    assert parsed("--preset", "gpu", "--model", "minilm-l6").model == "minilm-l6"
+    with pytest.raises(SystemExit):
+        parsed("--preset", "tpu")
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

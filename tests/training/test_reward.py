@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from training.config import RewardConfig
 from training.data import DataError, RankedPrompt, read_rankings, read_references
 from training.models import tiny_reward_model, tiny_tokenizer
-from training.reward import collate, listwise_loss, score, train_reward_model
+from training.reward import listwise_loss, pairs_of, score, train_reward_model
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = [f"w{i}" for i in range(20)] + ["good", "bad"]
@@ -44,8 +44,8 @@ def synthetic_rankings(path: Path, judgements: int, k: int = 4, seed: int = 0) -
 
 
 def batch_for(rewards_per_prompt: list[list[float]], examples: list[RankedPrompt], config=None):
-    tokenizer = tiny_tokenizer(WORDS)
-    batch = collate(examples, tokenizer, config or RewardConfig())
+    config = config or RewardConfig()
+    batch = pairs_of(examples, config.use_margin, config.source_weights)
     rewards = torch.tensor([reward for rewards in rewards_per_prompt for reward in rewards])
     return rewards, batch
 

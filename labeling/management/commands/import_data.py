@@ -24,6 +24,11 @@ class Command(BaseCommand):
         parser.add_argument("--kind", default="auto", choices=["auto", *importers.KINDS], help="the records' layout")
         parser.add_argument("--origin", default="", help="where the judgements came from (default: the file name)")
         parser.add_argument("--response-origin", default="imported", help="who wrote responses that do not say")
+        parser.add_argument(
+            "--skip-invalid",
+            action="store_true",
+            help="leave out records that do not parse (listed) instead of failing",
+        )
 
     def handle(self, *args, file: Path, project: str, format: str, kind: str, origin: str, **options) -> None:
         target = Project.objects.filter(slug=project).first()
@@ -41,13 +46,20 @@ class Command(BaseCommand):
                     kind=kind,
                     origin=origin,
                     response_origin=options["response_origin"],
+                    skip_invalid=options["skip_invalid"],
                     progress=lambda records: bar.update(records - bar.n),
                 )
         except ApplicationError as error:
             raise CommandError(f"{file.name}: {error.message} Nothing was imported.") from None
         created = ", ".join(f"{count} {what}" for what, count in result.created.items()) or "nothing"
-        skipped = ", ".join(f"{count} {what}" for what, count in result.skipped.items()) or "nothing"
+        duplicates = {what: count for what, count in result.skipped.items() if what != "invalid records"}
+        skipped = ", ".join(f"{count} {what}" for what, count in duplicates.items()) or "nothing"
         self.stdout.write(
             f"Imported {result.records} {result.kind} records into '{target.slug}': created {created}; "
             f"skipped as duplicates {skipped}."
         )
+        if result.invalid:
+            count = result.skipped["invalid records"]
+            self.stdout.write(f"Left out {count} invalid records:")
+            for record in result.invalid:
+                self.stdout.write(f"  {record['message']}")

@@ -12,7 +12,7 @@ from labeling.runs.kinds.ppo import ppo_run_start
 from labeling.runs.outcomes import model_version_register
 from labeling.runs.spec import RunPage, RunSpec
 from labeling.runs.starting import model_path, run_create
-from training.config import RewardConfig
+from training.config import REWARD_PRESETS, RewardConfig
 
 
 @transaction.atomic
@@ -20,16 +20,19 @@ def reward_run_start(
     *,
     project: Project,
     snapshot: DatasetSnapshot | None = None,
-    base_model: str = RewardConfig.model,
-    epochs: float = RewardConfig.epochs,
-    learning_rate: float = RewardConfig.learning_rate,
+    preset: str = "cpu",
+    base_model: str = "",
+    epochs: float | None = None,
+    learning_rate: float | None = None,
     lora: bool = False,
     human_weight: float = 1.0,
     ai_weight: float = 1.0,
     created_by: User | None = None,
 ) -> TrainingRun:
     """Queue a reward-model run on the project's rankings: a new snapshot of them (human and AI judgements,
-    gold tasks included) unless one is given. Refused while another reward run is queued or running."""
+    gold tasks included) unless one is given. ``preset`` (``training.config.REWARD_PRESETS``) gives the recipe;
+    the backbone, epochs and learning rate given override it. Refused while another reward run is queued or
+    running."""
     from labeling.services import dataset_snapshot_create
 
     if snapshot is None:
@@ -38,18 +41,29 @@ def reward_run_start(
         raise ApplicationError("A reward run reads a ranking or preference snapshot of its own project.")
     if snapshot.row_count == 0:
         raise ApplicationError("The snapshot holds no judgements to train on.")
-    if epochs <= 0 or learning_rate <= 0:
+    if preset not in REWARD_PRESETS:
+        raise ApplicationError(f"No reward preset '{preset}'; there are {', '.join(REWARD_PRESETS)}.")
+    if (epochs is not None and epochs <= 0) or (learning_rate is not None and learning_rate <= 0):
         raise ApplicationError("Epochs and the learning rate must be positive.")
     if human_weight < 0 or ai_weight < 0 or human_weight + ai_weight == 0:
         raise ApplicationError("Source weights must be 0 or more, and not both 0.")
     # The current reward model is evaluated on the new run's held-out prompts, so the two compare fairly.
     current = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD, is_current=True).first()
+    given = {"epochs": epochs, "learning_rate": learning_rate}
     return run_create(
-        project=project, kind=TrainingRun.Kind.REWARD, snapshot=snapshot, base_model=base_model,
-        config={"epochs": epochs, "learning_rate": learning_rate, "lora": lora, "human_weight": human_weight,
-                "ai_weight": ai_weight, "baseline_model_id": current.pk if current else None},
+        project=project, kind=TrainingRun.Kind.REWARD, snapshot=snapshot,
+        base_model=base_model or REWARD_PRESETS[preset].get("model", RewardConfig.model),
+        config={"preset": preset, **{name: value for name, value in given.items() if value is not None}, "lora": lora,
+                "human_weight": human_weight, "ai_weight": ai_weight,
+                "baseline_model_id": current.pk if current else None},
         created_by=created_by, conflict="A reward run is already queued or running for this project.",
     )  # fmt: skip
+
+
+def _preset_value(name: str) -> str:
+    return ", ".join(
+        f"{preset} {values.get(name, getattr(RewardConfig, name))}" for preset, values in REWARD_PRESETS.items()
+    )
 
 
 class RewardRunForm(RunForm):
@@ -59,12 +73,25 @@ class RewardRunForm(RunForm):
         empty_label="Freeze a new snapshot of the rankings now",
         help_text="The judgements to train on.",
     )
-    base_model = forms.CharField(
-        initial=RewardConfig.model,
-        help_text="minilm-l6 (CPU), smollm2-135m-instruct, a Hugging Face id or a local path.",
+    preset = forms.ChoiceField(
+        choices=[
+            ("cpu", "cpu: all-MiniLM-L6-v2, the recipe measured best on a CPU"),
+            ("gpu", "gpu: SmolLM2-135M-Instruct, whole conversations (a GPU worker)"),
+        ],
+        initial="cpu",
+        help_text="The recipe; the fields below, when filled, override it.",
     )
-    epochs = forms.FloatField(initial=RewardConfig.epochs, min_value=0.01)
-    learning_rate = forms.FloatField(initial=RewardConfig.learning_rate, min_value=1e-8)
+    base_model = forms.CharField(
+        required=False,
+        help_text="Blank: the preset's. minilm-l6, smollm2-135m-instruct, a Hugging Face id or a local path.",
+    )
+    epochs = forms.FloatField(
+        required=False, min_value=0.01,
+        help_text=f"Blank: the preset's ({_preset_value('epochs')}); early stopping may end sooner.",
+    )  # fmt: skip
+    learning_rate = forms.FloatField(
+        required=False, min_value=1e-8, help_text=f"Blank: the preset's ({_preset_value('learning_rate')})."
+    )
     lora = forms.BooleanField(required=False, help_text="Train LoRA adapters instead of every weight.")
     human_weight = forms.FloatField(
         initial=1.0, min_value=0, required=False, help_text="Loss weight of human judgements (blank: 1)."
@@ -129,6 +156,7 @@ SPEC = RunSpec(
     ),
     data_flag="--data",
     options=(
+        "preset",
         "epochs",
         "learning_rate",
         "max_length",
