@@ -22,11 +22,12 @@ class RewardConfig:
 
     model: str = "minilm-l6"
     """A name from ``training.models.NAMED_MODELS``, any Hugging Face model id, or a local path."""
-    max_length: int = 512
+    max_length: int = 256
     """Tokens kept of prompt plus reply: the whole reply (up to three quarters of them), then the prompt's last
     tokens, so the start of a long conversation is what goes."""
-    prompt_turns: int = 0
-    """Keep only the prompt's last this many messages (0: all that fit)."""
+    prompt_turns: int = 1
+    """Keep only the prompt's last this many messages (0: all that fit). One, the question the reply answers,
+    measured best with the CPU backbone on HH-RLHF (README, "Choosing the CPU recipe")."""
     epochs: float = 1.0
     """Passes over the training prompts at most (the learning-rate schedule spans them); early stopping may
     end sooner."""
@@ -91,6 +92,7 @@ REWARD_PRESETS: dict[str, dict] = {
     "gpu": {
         "model": DEFAULT_POLICY,
         "max_length": 1024,
+        "prompt_turns": 0,
         "epochs": 2.0,
         "learning_rate": 1e-5,
         "warmup_ratio": 0.1,

@@ -9,9 +9,18 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from training.config import RewardConfig
-from training.data import RankedPrompt
+from training.data import RankedPrompt, read_rankings
 from training.models import load_reward_model, tiny_reward_model, tiny_tokenizer
-from training.reward import collate, listwise_loss, pair_losses, predict, quality, tokenize, tokenize_examples
+from training.reward import (
+    collate,
+    evaluate,
+    listwise_loss,
+    pair_losses,
+    predict,
+    quality,
+    tokenize,
+    tokenize_examples,
+)
 from training.reward.inputs import LengthGroupedBatches, pad
 from training.reward.loss import rewards_of
 
@@ -178,9 +187,14 @@ def test_a_trained_model_reports_its_curve_calibration_and_length_bias_and_keeps
     assert 0 <= calibration["ece_floor"] < 0.2 and 0 <= calibration["ece_after"] <= 1
     assert calibration["log_loss_after"] <= calibration["log_loss_before"] + 1e-9
     assert {"length_correlation", "prefers_longer", "raters_prefer_longer", "eval_accuracy_by_margin"} <= set(metrics)
-    saved = AutoModelForSequenceClassification.from_pretrained(result.model_dir).config
-    assert saved.reward_calibration["temperature"] == pytest.approx(calibration["temperature"])
-    assert saved.reward_inputs == {"max_length": 64, "prompt_turns": 0}
+    saved = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
+    assert saved.config.reward_calibration["temperature"] == pytest.approx(calibration["temperature"])
+    assert saved.config.reward_inputs == {"max_length": 64, "prompt_turns": 1}
+    # The saved weights are the kept epoch's, restored after later epochs did worse (this small set overfits
+    # after its first): they score that epoch's loss.
+    assert metrics["best_epoch"] < 3
+    _, held_out = read_rankings(data).split(config.eval_fraction, config.seed)
+    assert evaluate(saved, held_out, tokenizer, config)["eval_loss"] == pytest.approx(metrics["eval_loss"], abs=1e-5)
 
 
 def test_padding_rows_of_a_pair_encoder_keeps_their_segments():
