@@ -16,6 +16,7 @@ between epochs) leave it where it is. It reaches 1.0 only with the ``done`` line
 """
 
 import json
+import math
 import os
 import random
 import threading
@@ -46,6 +47,18 @@ PHASE_WEIGHTS = {
 }
 
 
+def json_safe(value):
+    """``value`` with every NaN or infinity replaced by None: JSON has no such numbers, and PostgreSQL refuses
+    the ``NaN`` that Python's json writes (a correlation over too few replies, an accuracy over no pairs)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
 class Progress:
     """A trainer's voice: ``phase`` when one starts, ``update`` as it goes, ``log`` for curve points, ``done``
     at the end. Each line goes to ``sink`` (the metrics file, a progress bar, a test's list).
@@ -69,7 +82,7 @@ class Progress:
         return self.fractions.get(self.phase_name, 0.0)
 
     def _emit(self, line: dict) -> None:
-        self.sink({"time": round(self.clock(), 3), **line})
+        self.sink(json_safe({"time": round(self.clock(), 3), **line}))
 
     def _set_overall(self) -> None:
         """Weighted phases move the whole run's progress, never backwards; others (evaluating between
@@ -131,7 +144,7 @@ class Progress:
 def write_result(output_dir: str | Path, result: dict) -> Path:
     """The run's outcome, written last: its presence tells the launcher the run finished."""
     path = Path(output_dir) / RESULT_FILE
-    path.write_text(json.dumps(result, indent=2))
+    path.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
     return path
 
 

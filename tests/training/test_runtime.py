@@ -151,3 +151,15 @@ def test_the_watchdog_stops_the_trainer_when_its_run_is_stopped_and_by_default_e
     ended = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30)
     assert ended.returncode == STOPPED_EXIT_CODE
     assert read_error(tmp_path / "run")["message"] == "The run was marked failed."
+
+
+def test_numbers_json_cannot_hold_leave_the_trainer_as_null(tmp_path):
+    """PostgreSQL's json refuses NaN: a metric over too few replies (a correlation of two) is written as null."""
+    from training.runtime import Progress, json_safe, read_result, write_result
+
+    lines: list[dict] = []
+    Progress(lines.append, "reward").done({"length_correlation": float("nan"), "nested": [{"x": float("inf")}]})
+    assert lines[-1]["length_correlation"] is None and lines[-1]["nested"] == [{"x": None}]
+    write_result(tmp_path, {"metrics": {"prefers_longer": float("nan"), "accuracy": 0.5}})
+    assert read_result(tmp_path) == {"metrics": {"prefers_longer": None, "accuracy": 0.5}}
+    assert json_safe((1.0, "a", None)) == [1.0, "a", None]

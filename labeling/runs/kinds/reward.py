@@ -79,6 +79,7 @@ class RewardRunForm(RunForm):
             ("gpu", "gpu: SmolLM2-135M-Instruct, whole conversations (a GPU worker)"),
         ],
         initial="cpu",
+        required=False,
         help_text="The recipe; the fields below, when filled, override it.",
     )
     base_model = forms.CharField(
@@ -104,6 +105,9 @@ class RewardRunForm(RunForm):
         super().__init__(*args, project=project, **kwargs)
         kinds = (DatasetSnapshot.Kind.RANKING, DatasetSnapshot.Kind.PREFERENCE)
         self.limit("snapshot", self.snapshots("snapshot", *kinds).order_by("-created_at"))
+
+    def clean_preset(self) -> str:
+        return self.cleaned_data["preset"] or "cpu"
 
     def clean_human_weight(self) -> float:
         value = self.cleaned_data["human_weight"]
