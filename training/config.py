@@ -28,6 +28,10 @@ class RewardConfig:
     prompt_turns: int = 1
     """Keep only the prompt's last this many messages (0: all that fit). One, the question the reply answers,
     measured best with the CPU backbone on HH-RLHF (README, "Choosing the CPU recipe")."""
+    layout: Literal["joined", "pair"] = "joined"
+    """How an encoder whose tokenizer has segments (BERT-like) reads prompt and reply: ``joined``, one text
+    (prompt, blank line, reply), or ``pair``, two segments (prompt [SEP] reply). Joined measured better with
+    the CPU backbone on HH-RLHF. Tokenizers with a chat template read the template either way."""
     epochs: float = 1.0
     """Passes over the training prompts at most (the learning-rate schedule spans them); early stopping may
     end sooner."""
@@ -78,6 +82,8 @@ class RewardConfig:
                           "eval_batch_tokens")  # fmt: skip
         if self.prompt_turns < 0 or self.patience < 0:
             raise ValueError("prompt_turns and patience are counts: 0 or more.")
+        if self.layout not in ("joined", "pair"):
+            raise ValueError(f"layout is joined or pair, not {self.layout!r}.")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction is a share of the prompts: from 0 up to 1, not {self.eval_fraction}.")
         if any(weight < 0 for weight in self.source_weights.values()):

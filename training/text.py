@@ -1,5 +1,5 @@
 """How a prompt and a reply are laid out for a causal language model, in one place: SFT trains on this
-layout, PPO samples from it, and the reward model reads the same (``training.reward.encode``)."""
+layout, PPO samples from it, and the reward model reads the same (``training.reward.tokenize``)."""
 
 from typing import cast
 

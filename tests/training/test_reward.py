@@ -135,11 +135,12 @@ def test_each_curve_point_is_the_mean_of_the_steps_it_covers(tmp_path):
     assert points[1]["loss"] == pytest.approx(mean_of(every_step[-2:]), rel=1e-4)
 
 
-def test_a_baseline_reward_model_is_evaluated_on_the_same_held_out_prompts(tmp_path):
+def test_a_baseline_reward_model_is_evaluated_on_the_same_held_out_prompts_read_its_own_way(tmp_path):
     data = synthetic_rankings(tmp_path / "rankings.jsonl", judgements=200)
     tokenizer = tiny_tokenizer(WORDS + PROMPTS)
     config = RewardConfig(epochs=1, learning_rate=3e-3, prompts_per_batch=16, max_length=64, eval_fraction=0.2)
     first = train_reward_model(config, data, tmp_path / "a", model=tiny_reward_model(tokenizer), tokenizer=tokenizer)
+    config.max_length = 6  # the new run cuts every reply; the baseline still reads its whole 10-token rows
     second = train_reward_model(
         config, data, tmp_path / "b", model=tiny_reward_model(tokenizer, seed=1), tokenizer=tokenizer,
         baseline=first.model_dir,

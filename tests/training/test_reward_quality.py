@@ -12,6 +12,7 @@ from training.config import RewardConfig
 from training.data import RankedPrompt, read_rankings
 from training.models import load_reward_model, tiny_reward_model, tiny_tokenizer
 from training.reward import (
+    Reading,
     collate,
     evaluate,
     listwise_loss,
@@ -21,8 +22,9 @@ from training.reward import (
     tokenize,
     tokenize_examples,
 )
-from training.reward.inputs import LengthGroupedBatches, pad
+from training.reward.inputs import LengthGroupedBatches, pad, pad_id
 from training.reward.loss import rewards_of
+from training.reward.scoring import rewards_of_rows, score
 
 WORDS = [f"w{i}" for i in range(30)] + ["good", "bad"]
 
@@ -59,7 +61,7 @@ def test_length_grouping_changes_no_per_example_loss(backbone):
     else:
         model, tokenizer = load_reward_model("minilm-l6")
     config = RewardConfig(max_length=64, eval_batch_tokens=256)  # small batches: many of different widths
-    encoded = tokenize_examples(mixed_length_examples(24), tokenizer, config.max_length)
+    encoded = tokenize_examples(mixed_length_examples(24), tokenizer, Reading(config.max_length))
     plain = per_pair_losses_in_file_order(model, encoded, tokenizer, config)
     predictions = predict(model, encoded, tokenizer, config)
     grouped = pair_losses(predictions.rewards, predictions.pairs)
@@ -92,17 +94,40 @@ def test_truncation_keeps_the_whole_reply_and_the_conversation_s_last_turns():
         {"role": "user", "content": "the final question about owls"},
     ]
     reply = "owls hunt at night and sleep by day"
-    (row,) = tokenize(tokenizer, [conversation], [reply], max_length=64)
+    (row,) = tokenize(tokenizer, [conversation], [reply], Reading(64))
     text = tokenizer.decode(row.input_ids)
     assert len(row) <= 64
     assert text.endswith("owls hunt at night and sleep by day [SEP]")
     assert "the final question about owls" in text and "first question" not in text
-    (last_turn,) = tokenize(tokenizer, [conversation], [reply], max_length=64, prompt_turns=1)
-    assert tokenizer.decode(last_turn.input_ids) == "[CLS] the final question about owls [SEP] " + reply + " [SEP]"
+    (last_turn,) = tokenize(tokenizer, [conversation], [reply], Reading(64, prompt_turns=1))
+    assert tokenizer.decode(last_turn.input_ids) == "[CLS] the final question about owls " + reply + " [SEP]"
+    assert last_turn.token_type_ids is None  # joined: one segment, the model's default
+    (pair,) = tokenize(tokenizer, [conversation], [reply], Reading(64, prompt_turns=1, layout="pair"))
+    assert tokenizer.decode(pair.input_ids) == "[CLS] the final question about owls [SEP] " + reply + " [SEP]"
+    assert pair.token_type_ids[-1] == 1 and pair.token_type_ids[0] == 0  # the reply is the second segment
     long_reply = "word " * 200
-    (cut,) = tokenize(tokenizer, [conversation], [long_reply], max_length=64)
+    (cut,) = tokenize(tokenizer, [conversation], [long_reply], Reading(64))
     # a reply longer than the budget keeps its start, and the prompt keeps a quarter: its last words
     assert len(cut) <= 64 and "about owls" in tokenizer.decode(cut.input_ids)
+
+
+def test_a_model_is_scored_the_way_it_was_saved_to_read():
+    model, tokenizer = load_reward_model("minilm-l6")
+    prompts = [[{"role": "user", "content": "Where do barn owls live?"}]] * 2
+    replies = ["In barns, church towers and hollow trees.", "Owls are birds."]
+
+    def read(reading: Reading) -> torch.Tensor:
+        return rewards_of_rows(model, tokenize(tokenizer, prompts, replies, reading), pad_id(tokenizer), 4096)
+
+    joined, pair = read(Reading(64)), read(Reading(64, layout="pair"))
+    assert not torch.allclose(joined, pair, atol=1e-4)  # two layouts, two different inputs
+    # A model saved before its reading was recorded was trained on the whole prompt as a text pair.
+    assert Reading.saved_with(model) == Reading(512, prompt_turns=0, layout="pair")
+    assert torch.allclose(score(model, tokenizer, prompts, replies, 64), pair, atol=1e-5)
+    model.config.reward_inputs = Reading(64, prompt_turns=1).as_dict()
+    assert torch.allclose(score(model, tokenizer, prompts, replies, 64), joined, atol=1e-5)
+    with pytest.raises(ValueError, match="layout"):
+        RewardConfig(layout="sideways")  # type: ignore[arg-type]
 
 
 def overconfident(pairs: int, scale: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,7 +214,7 @@ def test_a_trained_model_reports_its_curve_calibration_and_length_bias_and_keeps
     assert {"length_correlation", "prefers_longer", "raters_prefer_longer", "eval_accuracy_by_margin"} <= set(metrics)
     saved = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
     assert saved.config.reward_calibration["temperature"] == pytest.approx(calibration["temperature"])
-    assert saved.config.reward_inputs == {"max_length": 64, "prompt_turns": 1}
+    assert saved.config.reward_inputs == {"max_length": 64, "prompt_turns": 1, "layout": "joined"}
     # The saved weights are the kept epoch's, restored after later epochs did worse (this small set overfits
     # after its first): they score that epoch's loss.
     assert metrics["best_epoch"] < 3
@@ -199,7 +224,8 @@ def test_a_trained_model_reports_its_curve_calibration_and_length_bias_and_keeps
 
 def test_padding_rows_of_a_pair_encoder_keeps_their_segments():
     _, tokenizer = load_reward_model("minilm-l6")
-    rows = tokenize(tokenizer, [[{"role": "user", "content": "a question"}]] * 2, ["yes", "a longer reply"], 32)
+    prompts, replies = [[{"role": "user", "content": "a question"}]] * 2, ["yes", "a longer reply"]
+    rows = tokenize(tokenizer, prompts, replies, Reading(32, layout="pair"))
     inputs = pad(rows, tokenizer.pad_token_id)
     assert inputs["input_ids"].shape == inputs["token_type_ids"].shape == inputs["attention_mask"].shape
     assert inputs["token_type_ids"][0].tolist()[: len(rows[0])] == rows[0].token_type_ids
@@ -217,7 +243,7 @@ def test_a_chat_template_reward_model_keeps_the_reply_and_its_end_and_cuts_the_c
         {"role": "assistant", "content": " ".join(["w2"] * 40)},
         {"role": "user", "content": "w3 w4"},
     ]
-    (row,) = tokenize(tokenizer, [conversation], ["good w5"], max_length=16)
+    (row,) = tokenize(tokenizer, [conversation], ["good w5"], Reading(16))
     text = tokenizer.decode(row.input_ids)
     assert len(row) == 16
     assert text.endswith("<user> w3 w4 <end> <bot> good w5 <end>")

@@ -10,8 +10,8 @@ Tied responses form no pair. A judgement with a preference probability p (a soft
 its source (human, ai). Trainers that cut rankings into pairs encode each response K - 1 times and scatter
 the pairs of one prompt over batches; this does neither.
 
-- ``inputs``: every (prompt, reply) tokenised once and truncated to keep the reply and the final turns;
-  batches of similar length.
+- ``inputs``: every (prompt, reply) tokenised once and truncated to keep the reply and the final turns, read
+  as the model's ``Reading`` (saved with it) says; batches of similar length.
 - ``loss``: the listwise loss.
 - ``scoring``: passes without gradients: evaluation, scoring, normalisation.
 - ``train``: the loop (``train_reward_model``).
@@ -19,13 +19,13 @@ the pairs of one prompt over batches; this does neither.
   which epoch early stopping keeps.
 """
 
-from training.reward.inputs import Batch, Encoded, Pairs, collate, encode, pairs_of, tokenize, tokenize_examples
+from training.reward.inputs import Batch, Encoded, Pairs, Reading, collate, pairs_of, tokenize, tokenize_examples
 from training.reward.loss import listwise_loss, pair_losses
 from training.reward.scoring import evaluate, normalize, predict, reward_offset, score
 from training.reward.train import RewardResult, train_reward_model
 
 __all__ = [
-    "Batch", "Encoded", "Pairs", "RewardResult", "collate", "encode", "evaluate", "listwise_loss", "normalize",
+    "Batch", "Encoded", "Pairs", "Reading", "RewardResult", "collate", "evaluate", "listwise_loss", "normalize",
     "pair_losses", "pairs_of", "predict", "reward_offset", "score", "tokenize", "tokenize_examples",
     "train_reward_model",
 ]  # fmt: skip

@@ -5,11 +5,15 @@ a batch is padding.
 Truncation: ``max_length`` tokens in all. The reply keeps up to all of them but a quarter (a long reply still
 leaves the prompt its last quarter); the prompt keeps its last tokens in what is left, so the turn the reply
 answers is always there and the start of a long conversation goes first.
+
+A model is saved with its ``Reading`` (``reward_inputs`` in its config), so that scoring it later (PPO, a
+baseline comparison) reads text the way it was trained to.
 """
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -19,24 +23,62 @@ from training.text import prompt_text, uses_chat_template
 
 # --- text ----------------------------------------------------------------------------------------------------
 
+Layout = Literal["joined", "pair"]
+LAYOUTS: tuple[Layout, ...] = ("joined", "pair")
 
-def _layout(tokenizer: PreTrainedTokenizerBase, prompt: list[dict], reply: str, turns: int) -> tuple[str, str]:
+
+@dataclass(frozen=True)
+class Reading:
+    """How a reward model reads a (prompt, reply): how many tokens, how many of the prompt's last messages, and
+    for an encoder whose tokenizer separates segments (BERT-like) the layout: ``joined`` (prompt, blank line,
+    reply, one segment) or ``pair`` (prompt [SEP] reply, two segments). Tokenizers with a chat template always
+    read the template."""
+
+    max_length: int
+    prompt_turns: int = 0
+    layout: Layout = "joined"
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout is one of {', '.join(LAYOUTS)}, not {self.layout!r}.")
+
+    @classmethod
+    def of(cls, config) -> "Reading":
+        """A trainer config's reading (any object with ``max_length``, ``prompt_turns`` and ``layout``)."""
+        return cls(config.max_length, config.prompt_turns, config.layout)
+
+    @classmethod
+    def saved_with(cls, model, max_length: int | None = None) -> "Reading":
+        """The reading a model was saved with, ``max_length`` instead of its own when given. A model saved
+        before readings were recorded was trained on the whole prompt, as a text pair where the tokenizer had
+        segments."""
+        saved = getattr(model.config, "reward_inputs", None) or {}
+        return cls(
+            max_length=int(max_length or saved.get("max_length") or 512),
+            prompt_turns=int(saved.get("prompt_turns", 0)),
+            layout=saved.get("layout", "pair"),
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _layout(tokenizer: PreTrainedTokenizerBase, prompt: list[dict], reply: str, reading: Reading) -> tuple[str, str]:
     """The text the model reads, cut where the reply starts: the chat template if the tokenizer has one, a text
-    pair if it separates segments (BERT-like: prompt, [SEP], reply), else prompt, blank line, reply and EOS.
-    ``turns`` > 0 keeps only the prompt's last ``turns`` messages."""
-    if turns > 0:
-        prompt = prompt[-turns:]
+    pair for the ``pair`` layout on a tokenizer with segments, else prompt, blank line, reply and EOS."""
+    if reading.prompt_turns > 0:
+        prompt = prompt[-reading.prompt_turns :]
     if uses_chat_template(tokenizer):
         opened = str(tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True))
         full = str(tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": reply}], tokenize=False))
         return (opened, full[len(opened) :]) if full.startswith(opened) else ("", full)
-    if _is_pair_encoder(tokenizer):
+    if _reads_pair(tokenizer, reading):
         return prompt_text(prompt), reply
     return f"{prompt_text(prompt)}\n\n", f"{reply} {tokenizer.eos_token or ''}"
 
 
-def _is_pair_encoder(tokenizer: PreTrainedTokenizerBase) -> bool:
-    return not uses_chat_template(tokenizer) and tokenizer.sep_token is not None
+def _reads_pair(tokenizer: PreTrainedTokenizerBase, reading: Reading) -> bool:
+    return reading.layout == "pair" and not uses_chat_template(tokenizer) and tokenizer.sep_token is not None
 
 
 @dataclass(frozen=True)
@@ -54,13 +96,13 @@ def truncate(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[list[dict]],
     replies: Sequence[str],
-    max_length: int,
-    prompt_turns: int = 0,
+    reading: Reading,
 ) -> list[tuple[str, str]]:
     """Each (prompt, reply) laid out as text and cut to fit ``max_length`` tokens with the special tokens (as
     the module says): what the model reads, before and after the point where the reply starts."""
-    parts = [_layout(tokenizer, prompt, reply, prompt_turns) for prompt, reply in zip(prompts, replies, strict=True)]
-    budget = max(2, max_length - tokenizer.num_special_tokens_to_add(pair=_is_pair_encoder(tokenizer)))
+    parts = [_layout(tokenizer, prompt, reply, reading) for prompt, reply in zip(prompts, replies, strict=True)]
+    special = tokenizer.num_special_tokens_to_add(pair=_reads_pair(tokenizer, reading))
+    budget = max(2, reading.max_length - special)
     spans = [
         tokenizer([part[side] for part in parts], add_special_tokens=False, return_offsets_mapping=True)[
             "offset_mapping"
@@ -83,14 +125,13 @@ def tokenize(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[list[dict]],
     replies: Sequence[str],
-    max_length: int,
-    prompt_turns: int = 0,
+    reading: Reading,
 ) -> list[Row]:
-    """Each (prompt, reply) as one row of at most ``max_length`` tokens (truncated as the module says)."""
+    """Each (prompt, reply) as one row of at most ``reading.max_length`` tokens (truncated as the module says)."""
     if not replies:
         return []
-    pair = _is_pair_encoder(tokenizer)
-    cut = truncate(tokenizer, prompts, replies, max_length, prompt_turns)
+    pair, max_length = _reads_pair(tokenizer, reading), reading.max_length
+    cut = truncate(tokenizer, prompts, replies, reading)
     side = tokenizer.truncation_side
     tokenizer.truncation_side = "left"  # a cut that re-tokenised a little longer loses prompt, not reply
     try:
@@ -127,18 +168,7 @@ def pad(rows: Sequence[Row], pad_token_id: int) -> dict[str, torch.Tensor]:
     return inputs
 
 
-def encode(
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[list[dict]],
-    replies: Sequence[str],
-    max_length: int,
-    prompt_turns: int = 0,
-) -> dict[str, torch.Tensor]:
-    """Prompt and reply as the model reads them, padded into one batch."""
-    return pad(tokenize(tokenizer, prompts, replies, max_length, prompt_turns), _pad_id(tokenizer))
-
-
-def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
 
@@ -158,12 +188,12 @@ class Encoded:
 
 
 def tokenize_examples(
-    examples: Sequence[RankedPrompt], tokenizer: PreTrainedTokenizerBase, max_length: int, prompt_turns: int = 0
+    examples: Sequence[RankedPrompt], tokenizer: PreTrainedTokenizerBase, reading: Reading
 ) -> list[Encoded]:
     """Every response of every judgement tokenised in one call."""
     prompts = [example.prompt for example in examples for _ in example.responses]
     replies = [response for example in examples for response in example.responses]
-    rows = tokenize(tokenizer, prompts, replies, max_length, prompt_turns)
+    rows = tokenize(tokenizer, prompts, replies, reading)
     encoded, start = [], 0
     for example in examples:
         encoded.append(Encoded(example, rows[start : start + len(example.responses)]))
@@ -225,7 +255,7 @@ def collate(
     encoded: Sequence[Encoded], tokenizer: PreTrainedTokenizerBase, use_margin: bool, source_weights: dict
 ) -> Batch:
     return Batch(
-        inputs=pad([row for item in encoded for row in item.rows], _pad_id(tokenizer)),
+        inputs=pad([row for item in encoded for row in item.rows], pad_id(tokenizer)),
         pairs=pairs_of([item.example for item in encoded], use_margin, source_weights),
     )
 

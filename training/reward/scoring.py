@@ -9,7 +9,18 @@ import torch
 from training.config import RewardConfig
 from training.data import RankedPrompt, Reference
 from training.reward import quality
-from training.reward.inputs import Encoded, Pairs, Row, by_length, pad, pairs_of, tokenize, tokenize_examples
+from training.reward.inputs import (
+    Encoded,
+    Pairs,
+    Reading,
+    Row,
+    by_length,
+    pad,
+    pad_id,
+    pairs_of,
+    tokenize,
+    tokenize_examples,
+)
 from training.reward.loss import listwise_loss
 from training.runtime import Progress
 
@@ -51,14 +62,10 @@ class Predictions:
 def predict(model, encoded: list[Encoded], tokenizer, config: RewardConfig, progress=None) -> Predictions:
     rows = [row for item in encoded for row in item.rows]
     return Predictions(
-        rewards=rewards_of_rows(model, rows, _pad_id(tokenizer), config.eval_batch_tokens, progress),
+        rewards=rewards_of_rows(model, rows, pad_id(tokenizer), config.eval_batch_tokens, progress),
         lengths=torch.tensor([len(row) for row in rows], dtype=torch.float64),
         pairs=pairs_of([item.example for item in encoded], config.use_margin, config.source_weights),
     )
-
-
-def _pad_id(tokenizer) -> int:
-    return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
 
 def summary(predictions: Predictions) -> dict:
@@ -72,11 +79,14 @@ def summary(predictions: Predictions) -> dict:
     }
 
 
-def evaluate(model, examples: list[RankedPrompt], tokenizer, config: RewardConfig, device=None, progress=None) -> dict:
-    """Held-out listwise loss and pairwise accuracy (ties in reward count as half right)."""
+def evaluate(
+    model, examples: list[RankedPrompt], tokenizer, config: RewardConfig, reading: Reading | None = None, progress=None
+) -> dict:
+    """Held-out listwise loss and pairwise accuracy (ties in reward count as half right), the text read as
+    ``reading`` says (by default as ``config`` does)."""
     if not examples:
         return {}
-    encoded = tokenize_examples(examples, tokenizer, config.max_length, config.prompt_turns)
+    encoded = tokenize_examples(examples, tokenizer, reading or Reading.of(config))
     return summary(predict(model, encoded, tokenizer, config, progress))
 
 
@@ -110,10 +120,9 @@ def score(
     progress: Progress | None = None,
 ):
     """Rewards for (prompt, reply) pairs, with the model as saved (its normalisation included), read the way
-    it was trained to read them."""
-    turns = int((getattr(model.config, "reward_inputs", None) or {}).get("prompt_turns", 0))
-    rows = tokenize(tokenizer, prompts, replies, max_length, turns)
-    rewards = rewards_of_rows(model, rows, _pad_id(tokenizer), batch_size * max_length, progress)
+    it was trained to read them (up to ``max_length`` tokens)."""
+    rows = tokenize(tokenizer, prompts, replies, Reading.saved_with(model, max_length))
+    rewards = rewards_of_rows(model, rows, pad_id(tokenizer), batch_size * max_length, progress)
     return rewards - reward_offset(model)
 
 
@@ -137,11 +146,9 @@ def normalize(
     model's config either way (``reward_normalization``)."""
     if 0 < config.normalize_samples < len(references):
         references = random.Random(config.seed).sample(references, config.normalize_samples)
-    rows = tokenize(
-        tokenizer, [ref.prompt for ref in references], [ref.response for ref in references],
-        config.max_length, config.prompt_turns,
-    )  # fmt: skip
-    mean = float(rewards_of_rows(model, rows, _pad_id(tokenizer), config.eval_batch_tokens, progress).mean())
+    prompts, replies = [ref.prompt for ref in references], [ref.response for ref in references]
+    rows = tokenize(tokenizer, prompts, replies, Reading.of(config))
+    mean = float(rewards_of_rows(model, rows, pad_id(tokenizer), config.eval_batch_tokens, progress).mean())
     head = _scalar_head(model)
     folded = head is not None and head.bias is not None
     if head is not None and head.bias is not None:

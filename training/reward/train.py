@@ -18,7 +18,7 @@ from training.config import RewardConfig
 from training.data import DataError, RankedPrompt, Reference, read_rankings, read_references
 from training.models import load_reward_model
 from training.reward import quality
-from training.reward.inputs import Encoded, LengthGroupedBatches, collate, tokenize_examples
+from training.reward.inputs import Encoded, LengthGroupedBatches, Reading, collate, tokenize_examples
 from training.reward.loss import listwise_loss, rewards_of
 from training.reward.scoring import Predictions, evaluate, normalize, predict, quality_report, summary
 from training.runtime import MODEL_DIR, MetricsSink, Progress, write_result
@@ -84,7 +84,7 @@ def evaluate_baseline(
     the fair comparison for deciding which model to keep."""
     model, tokenizer = load_reward_model(name, cache_dir)
     model.to(device)
-    result = evaluate(model, held_out, tokenizer, config, device, progress)
+    result = evaluate(model, held_out, tokenizer, config, Reading.saved_with(model), progress)
     return {f"baseline_{key}": value for key, value in result.items()}
 
 
@@ -248,8 +248,8 @@ def train_reward_model(
     train, held_out, references = _read_data(config, data_path, reference_path)
     if model is None or tokenizer is None:
         model, tokenizer = load_reward_model(config.model, cache_dir)
-    train_encoded = tokenize_examples(train, tokenizer, config.max_length, config.prompt_turns)
-    held_out_encoded = tokenize_examples(held_out, tokenizer, config.max_length, config.prompt_turns)
+    train_encoded = tokenize_examples(train, tokenizer, Reading.of(config))
+    held_out_encoded = tokenize_examples(held_out, tokenizer, Reading.of(config))
     setup = _setup(config, accelerator, model, tokenizer, train_encoded)
     trained = _train(config, accelerator, setup, held_out_encoded, tokenizer, progress)
 
@@ -259,7 +259,7 @@ def train_reward_model(
     model = accelerator.unwrap_model(setup.model)
     if config.lora:
         model = model.merge_and_unload()  # type: ignore[operator]  # a peft model
-    model.config.reward_inputs = {"max_length": config.max_length, "prompt_turns": config.prompt_turns}
+    model.config.reward_inputs = Reading.of(config).as_dict()
     report = _calibrate(model, trained.predictions, config) if trained.predictions is not None else {}
     normalization, started = {}, time.monotonic()
     if config.normalize:
