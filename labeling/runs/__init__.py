@@ -12,7 +12,13 @@ Adding a kind: a module in ``kinds/`` with its ``SPEC``, its value in ``Training
 ``makemigrations`` writes for it), and its command in ``training/``.
 """
 
-from labeling.runs.execution import config_options, record_progress, trainer_command, training_run_execute
+from labeling.runs.execution import (
+    config_options,
+    launch_command,
+    record_progress,
+    trainer_command,
+    training_run_execute,
+)
 from labeling.runs.kinds.ai_feedback import ai_feedback_run_start
 from labeling.runs.kinds.critique import critique_run_start
 from labeling.runs.kinds.generate import generate_run_start
@@ -41,6 +47,7 @@ __all__ = [
     "critique_run_start",
     "failure_message",
     "generate_run_start",
+    "launch_command",
     "log_tail",
     "model_version_make_current",
     "model_version_register",

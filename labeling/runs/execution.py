@@ -54,17 +54,27 @@ def config_options(config: dict, names: tuple[str, ...]) -> list[str]:
     return options
 
 
+def launch_command() -> list[str]:
+    """``accelerate launch`` with its options: ``ACCELERATE_CONFIG_FILE``'s, or one process with every CPU
+    thread the worker may use (accelerate's own default on a machine without a GPU is one thread, half of a
+    two-core machine or a sixteenth of a sixteen-core one; ``OMP_NUM_THREADS`` set for the worker wins)."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    if settings.ACCELERATE_CONFIG_FILE:
+        return [*launch, "--config_file", settings.ACCELERATE_CONFIG_FILE]
+    threads = os.environ.get("OMP_NUM_THREADS") or str(len(os.sched_getaffinity(0)))
+    return [
+        *launch, "--num_processes", "1", "--num_machines", "1", "--num_cpu_threads_per_process", threads,
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+    ]  # fmt: skip
+
+
 def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
     """``accelerate launch -m training <command> ...``: one process on a CPU or a GPU by default, or whatever
     ``ACCELERATE_CONFIG_FILE`` describes (several GPUs, DeepSpeed, several nodes). The kind's spec names the
     command, how the snapshot and the starting model are passed, which config keys become options, and any
     other arguments."""
     spec = spec_for(run.kind)
-    launch = [sys.executable, "-m", "accelerate.commands.launch"]
-    if settings.ACCELERATE_CONFIG_FILE:
-        launch += ["--config_file", settings.ACCELERATE_CONFIG_FILE]
-    else:
-        launch += ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch = launch_command()
     config = run.config or {}
     command = [spec.command]
     if spec.data_flag:

@@ -3,6 +3,8 @@ subprocess, followed live, registered as a model version on success and marked f
 of a kind per project at a time; retraining on a schedule."""
 
 import json
+import os
+import subprocess
 import threading
 import time
 import uuid
@@ -307,6 +309,21 @@ def test_a_reward_run_started_while_a_model_is_current_evaluates_that_model_too(
     command = runs.trainer_command(second, tmp_path)
     assert second.config["baseline_model_id"] == current.pk
     assert command[command.index("--baseline") + 1] == str(artefacts / "models" / "rm")
+
+
+def test_the_trainer_gets_every_cpu_thread_the_worker_may_use(settings, tmp_path, monkeypatch):
+    """accelerate's own default on a machine without a GPU is one thread; the trainer gets them all."""
+    settings.ACCELERATE_CONFIG_FILE = ""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    script = tmp_path / "threads.py"
+    script.write_text("import os, torch\nprint('threads', os.environ['OMP_NUM_THREADS'], torch.get_num_threads())\n")
+    completed = subprocess.run(
+        [*runs.launch_command(), str(script)], capture_output=True, text=True, check=True, timeout=120
+    )
+    available = len(os.sched_getaffinity(0))
+    assert f"threads {available} {available}" in completed.stdout
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the worker's own setting wins
+    assert runs.launch_command()[runs.launch_command().index("--num_cpu_threads_per_process") + 1] == "1"
 
 
 @pytest.mark.django_db
