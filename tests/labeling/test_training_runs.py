@@ -21,6 +21,7 @@ from labeling.errors import ApplicationError, Conflict
 from labeling.models import ModelVersion, TrainingRun
 from tests.factories import ProjectFactory, PromptFactory, ResponseFactory
 from tests.worker import celery_worker, wait_for_end
+from training.data import read_rankings
 from training.models import tiny_reward_model, tiny_tokenizer
 
 WORDS = ["good", "bad", "fine", "poor", "okay", "meh", "question"]
@@ -324,6 +325,28 @@ def test_the_trainer_gets_every_cpu_thread_the_worker_may_use(settings, tmp_path
     assert f"threads {available} {available}" in completed.stdout
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the worker's own setting wins
     assert runs.launch_command()[runs.launch_command().index("--num_cpu_threads_per_process") + 1] == "1"
+
+
+@pytest.mark.django_db
+def test_a_reward_run_s_own_snapshot_gives_the_trainer_a_conversation_turn_by_turn(settings, artefacts, tmp_path):
+    """The CPU recipe keeps a conversation's last turn: the trainer must see turns, not one block of text."""
+    settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
+    project = ranked_project(judgements=2)
+    conversation = [
+        {"role": "user", "content": "Where do owls sleep?"},
+        {"role": "assistant", "content": "In trees."},
+        {"role": "user", "content": "And barn owls?"},
+    ]
+    prompt = PromptFactory(project=project, messages=conversation)
+    responses = [ResponseFactory(prompt=prompt, text=text) for text in ("In barns.", "Nowhere.")]
+    task = services.comparison_task_create(project=project, prompt=prompt, responses=responses)
+    services.judgement_create(task=task, ranking=[[responses[0].pk], [responses[1].pk]], origin="tests",
+                              client_submission_id="owls")  # fmt: skip
+    run = runs.reward_run_start(project=project)
+    examples = read_rankings(artefacts / run.snapshot.path).examples
+    assert conversation in [example.prompt for example in examples]
+    (owls,) = [example for example in examples if example.prompt == conversation]
+    assert owls.responses == ["In barns.", "Nowhere."] and owls.ranking == [[0], [1]]
 
 
 @pytest.mark.django_db

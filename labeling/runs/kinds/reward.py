@@ -35,8 +35,10 @@ def reward_run_start(
     running."""
     from labeling.services import dataset_snapshot_create
 
-    if snapshot is None:
-        snapshot = dataset_snapshot_create(project=project, kind=DatasetSnapshot.Kind.RANKING, created_by=created_by)
+    if snapshot is None:  # prompts as messages, so that the trainer can keep a conversation's last turns
+        snapshot = dataset_snapshot_create(
+            project=project, kind=DatasetSnapshot.Kind.RANKING, conversational=True, created_by=created_by
+        )
     elif snapshot.project_id != project.pk or snapshot.kind not in ("ranking", "preference"):
         raise ApplicationError("A reward run reads a ranking or preference snapshot of its own project.")
     if snapshot.row_count == 0:
