@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.text import prompt_text
+
 
 class DataError(ValueError):
     """A record the trainer cannot use; the message names the file and the record."""
@@ -52,15 +54,23 @@ class Dataset:
     examples: list[RankedPrompt] = field(default_factory=list)
 
     def split(self, eval_fraction: float, seed: int) -> tuple[list[RankedPrompt], list[RankedPrompt]]:
-        """Train and held-out examples, split by prompt: every judgement of one prompt lands on one side."""
-        keys = sorted({json.dumps(example.prompt, sort_keys=True) for example in self.examples})
+        """Train and held-out examples, split by prompt: every judgement of one prompt lands on one side. A
+        conversation falls on the same side whether a file gives it as messages or as the text the exports
+        write ("User: ...\n\nAssistant: ..."), so that models trained on either kind of snapshot are compared
+        on prompts neither saw."""
+        keys = sorted({_split_key(example.prompt) for example in self.examples})
         random.Random(seed).shuffle(keys)
         held_out = set(keys[: round(len(keys) * eval_fraction)]) if eval_fraction > 0 else set()
         train: list[RankedPrompt] = []
         evaluation: list[RankedPrompt] = []
         for example in self.examples:
-            (evaluation if json.dumps(example.prompt, sort_keys=True) in held_out else train).append(example)
+            (evaluation if _split_key(example.prompt) in held_out else train).append(example)
         return train, evaluation
+
+
+def _split_key(prompt: list[dict[str, str]]) -> str:
+    """The prompt as the one user message a text export makes of it (the key splits have always used)."""
+    return json.dumps([{"role": "user", "content": prompt_text(prompt)}], sort_keys=True)
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict]]:

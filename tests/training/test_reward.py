@@ -4,6 +4,7 @@ answer, and normalised scores survive saving and loading. No Django here: traini
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 from itertools import combinations
@@ -185,6 +186,30 @@ def test_rankings_are_split_by_prompt_and_preference_files_read_as_pairs(tmp_pat
     pairs.write_text(json.dumps({"prompt": "q1", "chosen": "good", "rejected": "bad", "margin": 1.5}) + "\n")
     (only,) = read_rankings(pairs).examples
     assert (only.responses, only.ranking, only.margin) == (["good", "bad"], [[0], [1]], 1.5)
+
+
+def test_a_conversation_lands_on_the_same_side_of_the_split_as_messages_or_as_exported_text(tmp_path):
+    """Two snapshots of one project, one written as text and one as messages, split alike: a model trained on
+    one is never scored on prompts it trained on when it is the baseline of a model trained on the other."""
+    follow_up = [{"role": "assistant", "content": "w1"}, {"role": "user", "content": "w2"}]
+    conversations = [[{"role": "user", "content": f"q{i}"}, *(follow_up if i % 2 else [])] for i in range(60)]
+
+    def written(turns: list[dict], as_text: bool):  # as the exports write a prompt
+        if not as_text:
+            return turns
+        return "\n\n".join(f"{turn['role'].capitalize()}: {turn['content']}" for turn in turns) if len(turns) > 1 \
+            else turns[0]["content"]  # fmt: skip
+
+    held_out = {}
+    for as_text in (False, True):
+        path = tmp_path / f"{as_text}.jsonl"
+        path.write_text("".join(
+            json.dumps({"prompt": written(turns, as_text), "responses": ["good", "bad"], "ranking": [[0], [1]]}) + "\n"
+            for turns in conversations
+        ))  # fmt: skip
+        _, evaluation = read_rankings(path).split(0.25, seed=3)
+        held_out[as_text] = [re.search(r"q\d+", example.prompt[0]["content"]).group() for example in evaluation]
+    assert len(held_out[False]) == 15 and held_out[False] == held_out[True]
 
 
 def test_the_command_line_trains_writes_metrics_lines_and_refuses_bad_data_cleanly(tmp_path):
