@@ -223,6 +223,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The exports' "gold" and "paused" filters share their choices: one enum, named for what it chooses.
+    "ENUM_NAME_OVERRIDES": {"IncludeExcludeOnlyEnum": "labeling.selectors.WHICH"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "labeling.api.schema.error_responses",

@@ -4,6 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from labeling import permissions, selectors
@@ -18,7 +19,10 @@ class LoginView(auth_views.LoginView):
 
 @permissions.rater_required
 def project_list(request: HttpRequest) -> HttpResponse:
-    projects = selectors.project_list_for_user(user=request.user).order_by("name")
+    projects = list(selectors.project_list_for_user(user=request.user).order_by("name"))
+    figures = selectors.own_figures(user=request.user, projects=projects, now=timezone.now())
+    for project in projects:
+        project.own = figures[project.pk]  # type: ignore[attr-defined]
     return render(
         request,
         "frontend/projects.html",

@@ -1,17 +1,33 @@
 """Reads that are more than one ``.get()``: what a rater has left to do, what the admin lists."""
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypedDict
 
+import numpy as np
 import orjson
 from django.db import connection
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, TextField, Value
+from django.db.models import (
+    Avg,
+    BigIntegerField,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+)
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce, Length
 
 from labeling import rendering
 from labeling.models import (
@@ -21,14 +37,19 @@ from labeling.models import (
     Judgement,
     Project,
     Prompt,
+    RaterStanding,
+    RaterStats,
     TaskProblemReport,
     TaskResponse,
 )
 from labeling.permissions import is_rater, is_staff, projects_visible_to
+from labeling.quality import wilson_interval
 from labeling.raw_sql import columns_of, instance_from_row, task_content_sql
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
+
+    from labeling import audit
 
 
 class ProjectCounts(TypedDict):
@@ -99,6 +120,49 @@ def project_list_for_user(*, user) -> QuerySet[Project]:
     )
 
 
+@dataclass
+class OwnFigures:
+    """What a rater sees of their own work on a project: how much they judged (in all, in the last seven days),
+    their gold record once it has enough gold tasks to mean something, and their pause if they are paused."""
+
+    judged: int = 0
+    judged_this_week: int = 0
+    gold_count: int = 0
+    gold_mean: float | None = None
+    gold_low: float = 0.0
+    gold_high: float = 1.0
+    gold_shown: bool = False
+    paused_reason: str | None = None
+
+
+def own_figures(*, user, projects: Sequence[Project], now: datetime) -> dict[int, OwnFigures]:
+    """Project id to the user's own figures there, for the projects given: two queries, whatever their number."""
+    figures = {project.pk: OwnFigures() for project in projects}
+    rows = (
+        Judgement.objects.filter(rater=user, task__project__in=list(figures))
+        .values("task__project")
+        .annotate(
+            judged=Count("id"),
+            this_week=Count("id", filter=Q(created_at__gte=now - timedelta(days=7))),
+            gold_count=Count("gold_score"),
+            gold_mean=Avg("gold_score"),
+        )
+        .order_by()
+    )
+    enough = {project.pk: max(project.gold_min_count, 5) for project in projects}
+    for row in rows:
+        own = figures[row["task__project"]]
+        own.judged, own.judged_this_week = row["judged"], row["this_week"]
+        own.gold_count, own.gold_mean = row["gold_count"], row["gold_mean"]
+        own.gold_shown = own.gold_count >= enough[row["task__project"]]
+        if own.gold_mean is not None:
+            own.gold_low, own.gold_high = wilson_interval(own.gold_mean, own.gold_count)
+    paused = RaterStanding.objects.filter(rater=user, project__in=list(figures), paused=True)
+    for project_id, reason in paused.values_list("project_id", "reason"):
+        figures[project_id].paused_reason = reason
+    return figures
+
+
 def project_list_with_counts() -> "QuerySet[WithAnnotations[Project, ProjectCounts]]":
     """Every project with how many prompts, tasks, open tasks and judgements it holds (for the admin)."""
     return Project.objects.annotate(
@@ -113,7 +177,7 @@ def slots_taken_sql(task: str) -> str:
     """The slot rule, written once for every Python path: a task's slots taken are its human judgements (AI
     feedback labels sit beside them) plus its live leases. SQL for the task whose id is ``task`` (a column such as
     ``t.id``), with two parameters: the leased state and now (``slots_taken_params``). The PostgreSQL functions
-    in ``labeling/sql/`` apply the same rule."""
+    in ``labeling/sql/`` apply the same rule. A gold task has no slot limit: every rater may judge it once."""
     assignment, judgement = Assignment._meta.db_table, Judgement._meta.db_table
     human = Judgement.Source.HUMAN.value
     return (
@@ -128,7 +192,8 @@ def slots_taken_params(now: datetime) -> list:
 
 def tasks_with_free_slots(*, project: Project, rater, now: datetime) -> QuerySet[ComparisonTask]:
     """Open tasks of the project that the rater has never held or judged, that no open problem report holds
-    back, and whose judgements plus live leases are still fewer than the judgements it needs."""
+    back, and whose judgements plus live leases are still fewer than the judgements it needs (any gold task
+    the rater has not done)."""
     return (
         ComparisonTask.objects.filter(project=project, status=ComparisonTask.Status.OPEN)
         .exclude(Exists(Assignment.objects.filter(task=OuterRef("pk"), rater=rater)))
@@ -139,7 +204,7 @@ def tasks_with_free_slots(*, project: Project, rater, now: datetime) -> QuerySet
                 slots_taken_sql(f"{ComparisonTask._meta.db_table}.id"), slots_taken_params(now), IntegerField()
             )
         )
-        .filter(slots_taken__lt=F("required_judgements"))
+        .filter(Q(is_gold=True) | Q(slots_taken__lt=F("required_judgements")))
     )
 
 
@@ -172,7 +237,7 @@ def task_id_with_free_slot(
           AND NOT EXISTS (SELECT 1 FROM {assignment} a WHERE a.task_id = t.id AND a.rater_id = %s)
           AND NOT EXISTS (SELECT 1 FROM {judgement} j WHERE j.task_id = t.id AND j.rater_id = %s)
           AND NOT {held_back_sql("t.id")}
-          AND {slots_taken_sql("t.id")} < t.required_judgements
+          AND (t.is_gold OR {slots_taken_sql("t.id")} < t.required_judgements)
         ORDER BY t.id
         LIMIT 1
         {locking}
@@ -300,9 +365,13 @@ def task_contents(*, task_ids: list[int]) -> dict[int, TaskContent]:
     return contents
 
 
+WHICH = ("include", "exclude", "only")  # what an export does with a kind of judgement (gold, paused raters')
+
+
 @dataclass(frozen=True)
 class ExportFilter:
-    """Which judgements (or demonstrations) an export takes. ``gold``: "include", "exclude" or "only"."""
+    """Which judgements (or demonstrations) an export takes. ``gold`` (judgements on gold tasks) and ``paused``
+    (judgements by raters paused on the project): "include", "exclude" or "only" (``WHICH``)."""
 
     project_id: int
     since: datetime | None = None
@@ -310,11 +379,12 @@ class ExportFilter:
     raters: tuple[str, ...] = ()
     source: str | None = None
     gold: str = "include"
+    paused: str = "exclude"
 
     @classmethod
     def for_project(cls, project: Project, *, raters=(), source: str | None = None, **fields) -> "ExportFilter":
         """The filter of an export form or query: ``raters`` as usernames, ``source`` blank for both sources, and
-        ``since``, ``until``, ``gold`` as given (missing or None: their defaults)."""
+        ``since``, ``until``, ``gold``, ``paused`` as given (missing or None: their defaults)."""
         given = {name: value for name, value in fields.items() if value is not None}
         return cls(project_id=project.pk, raters=tuple(raters), source=source or None, **given)
 
@@ -326,6 +396,7 @@ class ExportFilter:
             "raters": list(self.raters),
             "source": self.source,
             "gold": self.gold,
+            "paused": self.paused,
         }
 
 
@@ -350,6 +421,10 @@ def judgements_for_export(*, selection: ExportFilter, fields: tuple[str, ...] = 
         judgements = judgements.filter(task__is_gold=False)
     elif selection.gold == "only":
         judgements = judgements.filter(task__is_gold=True)
+    if selection.paused == "exclude":
+        judgements = judgements.filter(rater_paused=False)
+    elif selection.paused == "only":
+        judgements = judgements.filter(rater_paused=True)
     # The JSON columns as text: exporters decode them with orjson (and skip the empty ones), several times
     # faster than the ORM's json.loads on a million rows.
     judgements = judgements.annotate(
@@ -452,3 +527,124 @@ def assignment_of_rater(*, task_id: int, rater_id: int) -> Assignment | None:
     lease.task = instance_from_row(ComparisonTask, row[widths[0] : widths[0] + widths[1]])
     lease.task.project = instance_from_row(Project, row[widths[0] + widths[1] :])
     return lease
+
+
+AUDIT_CHUNK = 50_000
+WEEK_SECONDS = 7 * 24 * 3600
+
+
+def _as_ints(values: Sequence) -> np.ndarray:
+    """Database integers, None as -1."""
+    array = np.array(values, dtype=np.float64)
+    return np.where(np.isnan(array), -1, array).astype(np.int64)
+
+
+def _int_rows(rows: QuerySet, width: int) -> np.ndarray:
+    """A query's integer rows as an array of ``width`` columns, read a chunk at a time (no list of tuples)."""
+    values = itertools.chain.from_iterable(rows.iterator(chunk_size=AUDIT_CHUNK))
+    return np.fromiter(values, dtype=np.int64).reshape(-1, width)
+
+
+def judgement_columns(*, project: Project) -> "audit.JudgementColumns":
+    """Every human judgement of the project that has a rater, as the audit's arrays. The database reads the
+    rankings' first places, the task's texts' lengths and so on; Python only moves columns into numpy, a chunk of
+    rows at a time, so memory stays near the arrays' own size."""
+    from labeling import audit  # numpy and scipy's statistics: loaded by the jobs that audit, not by every page
+
+    slots = (
+        TaskResponse.objects.filter(task__project=project)
+        .annotate(length=Length("response__text"))
+        .order_by("task_id", "response_id")
+        .values_list("task_id", "response_id", "length")
+    )
+    slot_rows = _int_rows(slots, 3)
+    task_ids, first_slot, slot_counts = np.unique(slot_rows[:, 0], return_index=True, return_counts=True)
+    lengths = np.add.reduceat(slot_rows[:, 2], first_slot) if len(slot_rows) else np.zeros(0, np.int64)
+    # The longer response of each two-response task (-1 when they are as long or the task has more).
+    longer = np.full(len(task_ids), -1, dtype=np.int64)
+    pairs = slot_counts == 2
+    a, b = first_slot[pairs], first_slot[pairs] + 1
+    length_a, length_b = slot_rows[a, 2], slot_rows[b, 2]
+    longer[pairs] = np.where(length_a > length_b, slot_rows[a, 1], np.where(length_b > length_a, slot_rows[b, 1], -1))
+    prompts = (
+        ComparisonTask.objects.filter(project=project)
+        .annotate(length=Length(Cast("prompt__messages", TextField())))
+        .order_by("id")
+        .values_list("id", "length")
+    )
+    prompt_rows = _int_rows(prompts, 2)
+    chars = lengths.astype(np.float64)
+    chars += prompt_rows[np.searchsorted(prompt_rows[:, 0], task_ids), 1] if len(task_ids) else 0
+
+    judgements = (
+        Judgement.objects.filter(task__project=project, source=Judgement.Source.HUMAN, rater__isnull=False)
+        .annotate(
+            winner=Cast(KT("ranking__0__0"), BigIntegerField()),
+            tied=Cast(KT("ranking__0__1"), BigIntegerField()),
+            runner=Cast(KT("ranking__1__0"), BigIntegerField()),
+            beyond=Cast(KT("ranking__2__0"), BigIntegerField()),
+            first_shown=Cast(KT("shown_order__0"), BigIntegerField()),
+            third_shown=Cast(KT("shown_order__2"), BigIntegerField()),
+        )
+        .order_by()
+        .values_list(
+            "rater_id", "task_id", "winner", "tied", "runner", "beyond", "first_shown", "third_shown", "all_bad",
+            "seconds_spent", "gold_score", "created_at",
+        )
+    )  # fmt: skip
+    parts = []
+    rows = judgements.iterator(chunk_size=AUDIT_CHUNK)
+    while chunk := list(itertools.islice(rows, AUDIT_CHUNK)):
+        columns = zip(*chunk, strict=True)
+        rater, task, winner, tied, runner, beyond, first, third, all_bad, seconds, gold, created = columns
+        task_array = np.array(task, dtype=np.int64)
+        winner_array, tied_array = _as_ints(winner), _as_ints(tied)
+        runner_array, beyond_array, third_array = _as_ints(runner), _as_ints(beyond), _as_ints(third)
+        bad = np.array(all_bad, dtype=bool)
+        strict = (winner_array >= 0) & (runner_array >= 0) & (tied_array < 0) & (beyond_array < 0) & (third_array < 0)
+        where = np.clip(np.searchsorted(task_ids, task_array), 0, max(len(task_ids) - 1, 0))
+        parts.append(
+            audit.JudgementColumns(
+                rater=np.array(rater, dtype=np.int64),
+                task=task_array,
+                winner=np.where(strict & ~bad, winner_array, -1),
+                first_shown=_as_ints(first),
+                longer=longer[where] if len(task_ids) else np.full(len(task_array), -1),
+                tie=tied_array >= 0,
+                all_bad=bad,
+                seconds=np.array(seconds, dtype=np.float64),
+                chars=chars[where] if len(task_ids) else np.zeros(len(task_array)),
+                gold=np.array(gold, dtype=np.float64),
+                week=np.array([moment.timestamp() // WEEK_SECONDS for moment in created], dtype=np.int64),
+            )
+        )
+    return audit.JudgementColumns.concatenate(parts)
+
+
+DASHBOARD_SORTS = {
+    "rater": "rater__username", "judgements": "judgements", "gold": "gold_mean", "position": "position_share",
+    "length": "length_share", "seconds": "median_seconds", "fast": "fast_share", "ties": "tie_rate",
+    "all_bad": "all_bad_rate", "pairwise": "pairwise_agreement", "consensus": "consensus_agreement",
+    "flags": "flag_count",
+}  # fmt: skip
+
+
+def rater_dashboard(*, project: Project, flagged: bool = False, paused: bool = False, search: str = "", sort: str = ""):
+    """The project's audited raters for the dashboard, read from the audit's table alone: each row with the
+    rater and whether they are paused (``is_paused``, ``pause_reason``). ``sort`` names a column of
+    ``DASHBOARD_SORTS``, "-" first for descending (default: most flags first)."""
+    rows = RaterStats.objects.filter(project=project).select_related("rater")
+    standing = RaterStanding.objects.filter(project=project, rater=OuterRef("rater"), paused=True)
+    rows = rows.annotate(is_paused=Exists(standing), pause_reason=Subquery(standing.values("reason")[:1]))
+    if flagged:
+        rows = rows.filter(flag_count__gt=0)
+    if paused:
+        rows = rows.filter(is_paused=True)
+    if search:
+        rows = rows.filter(rater__username__icontains=search)
+    descending = sort.startswith("-")
+    column = DASHBOARD_SORTS.get(sort.lstrip("-"))
+    if column is None:
+        return rows.order_by("-flag_count", "rater__username")
+    ordering = F(column).desc(nulls_last=True) if descending else F(column).asc(nulls_last=True)
+    return rows.order_by(ordering, "rater__username")

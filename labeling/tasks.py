@@ -51,6 +51,19 @@ def reward_retrain_check_task(project_id: int) -> int | None:
     return run.pk if run else None
 
 
+@shared_task
+def rater_stats_refresh_task() -> list[int]:
+    """Audit again the raters of every project with new judgements (scheduled every five minutes)."""
+    return services.rater_stats_refresh_due()
+
+
+@shared_task
+def rater_stats_refresh_project_task(project_id: int) -> int:
+    """Audit one project's raters again now (the dashboard's "Refresh" button); how many raters."""
+    project = Project.objects.filter(pk=project_id).first()
+    return services.rater_stats_refresh(project=project) if project else 0
+
+
 @worker_ready.connect
 def fail_orphaned_runs(sender=None, **kwargs) -> None:
     """When a worker starts, runs and imports that a dead worker left 'running' are marked failed."""

@@ -65,3 +65,35 @@ def test_0014_turns_resolved_flags_into_outcomes_and_back_and_swaps_the_lease_fu
     finally:
         executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def function_source(name: str) -> str | None:
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT prosrc FROM pg_proc WHERE proname = %s", [name])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_0021_adds_gold_scores_and_standings_and_swaps_the_functions_both_ways():
+    before, after = ("labeling", "0020_import_skip_invalid"), ("labeling", "0021_gold_scoring_and_rater_standing")
+    task = task_create(project=ProjectFactory(), k=2)
+    try:
+        old = migrate_to(before)
+        assert "rater_paused" not in {field.name for field in old.get_model("labeling", "Judgement")._meta.fields}
+        if connection.vendor == "postgresql":
+            assert "v_gold OR" not in function_source("labeling_lease_next")
+            assert "NOT is_gold" not in function_source("labeling_judgement_submit")
+        new = migrate_to(after)
+        judgement = new.get_model("labeling", "Judgement").objects.create(
+            task_id=task.pk, origin="tests", ranking=[[1], [2]], client_submission_id="m1"
+        )
+        assert judgement.rater_paused is False and judgement.gold_score is None
+        assert new.get_model("labeling", "Project").objects.get().gold_first_tasks == 5
+        if connection.vendor == "postgresql":
+            assert "v_gold OR" in function_source("labeling_lease_next")
+            assert "NOT is_gold" in function_source("labeling_judgement_submit")
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())

@@ -7,16 +7,19 @@ from typing import TYPE_CHECKING
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from labeling import exporters, importers, permissions, runs, selectors, services
+from labeling import exporters, importers, permissions, quality, runs, selectors, services
+from labeling.admin import charts
 from labeling.admin.base import ReadOnlyAdmin
 from labeling.errors import ApplicationError, PayloadTooLarge
 from labeling.models import ImportJob, Project, User
+from labeling.tasks import rater_stats_refresh_project_task
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -97,15 +100,25 @@ class ExportForm(forms.Form):
     until = forms.DateTimeField(required=False)
     raters = forms.CharField(required=False, help_text="Usernames, separated by commas (empty: everyone).")
     source = forms.ChoiceField(choices=[("", "human and ai"), ("human", "human"), ("ai", "ai")], required=False)
-    gold = forms.ChoiceField(choices=[("include", "include"), ("exclude", "exclude"), ("only", "only")])
+    gold = forms.ChoiceField(choices=[(value, value) for value in selectors.WHICH])
+    paused = forms.ChoiceField(
+        choices=[(value, value) for value in selectors.WHICH],
+        initial="exclude",
+        required=False,
+        help_text="Judgements by raters paused on the project (left empty: exclude).",
+    )
     snapshot = forms.BooleanField(required=False, help_text="Freeze it as a dataset snapshot instead of downloading.")
 
     def selection(self, project: Project) -> selectors.ExportFilter:
         data = self.cleaned_data
         raters = [name.strip() for name in data["raters"].split(",") if name.strip()]
         return selectors.ExportFilter.for_project(
-            project, since=data["since"], until=data["until"], raters=raters, source=data["source"], gold=data["gold"]
-        )
+            project, since=data["since"], until=data["until"], raters=raters, source=data["source"], gold=data["gold"],
+            paused=data["paused"] or None,
+        )  # fmt: skip
+
+
+DASHBOARD_PAGE = 100  # raters a page
 
 
 def _run_page_action(spec: runs.RunSpec):
@@ -144,6 +157,15 @@ class ProjectAdmin(admin.ModelAdmin):
         ),
         ("Assignment", {"fields": ["responses_per_task", "overlap", "gold_rate", "lease_timeout"]}),
         (
+            "Rater quality",
+            {
+                "fields": ["gold_first_tasks", "gold_min_count", "gold_min_score"],
+                "description": "Each judgement on a gold task is scored against the expected ranking. A rater "
+                "whose score's 95% interval lies wholly under the minimum, after at least the minimum count of "
+                "gold tasks, is paused on the project; the raters' standing page lists them.",
+            },
+        ),
+        (
             "Retraining",
             {"fields": ["retrain_after_judgements", "promote_better_reward_model", "ppo_after_better_reward"]},
         ),
@@ -151,7 +173,8 @@ class ProjectAdmin(admin.ModelAdmin):
     ]
 
     actions = [
-        "import_data", "export_data", *(_run_page_action(spec) for spec in runs.all_specs()), "show_agreement"
+        "import_data", "export_data", *(_run_page_action(spec) for spec in runs.all_specs()), "show_agreement",
+        "show_raters",
     ]  # fmt: skip
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
@@ -184,6 +207,11 @@ class ProjectAdmin(admin.ModelAdmin):
                     "<int:project_id>/agreement/",
                     self.admin_site.admin_view(self.agreement_view),
                     name="labeling_project_agreement",
+                ),
+                path(
+                    "<int:project_id>/raters/",
+                    self.admin_site.admin_view(self.raters_view),
+                    name="labeling_project_raters",
                 ),
             ]
         )
@@ -226,6 +254,45 @@ class ProjectAdmin(admin.ModelAdmin):
             "agreement": selectors.ai_human_agreement(project=project),
         }
         return render(request, "admin/labeling/project/agreement.html", context)
+
+    @admin.action(description="Show the raters' audit")
+    def show_raters(self, request: HttpRequest, queryset: QuerySet[Project]):
+        return self.to_run_page(request, queryset, "raters")
+
+    def raters_view(self, request: HttpRequest, project_id: int) -> HttpResponse:
+        """The raters dashboard: one row per audited rater with their figures, flags and weekly charts."""
+        project = get_object_or_404(Project, pk=project_id)
+        if request.method == "POST":
+            rater_stats_refresh_project_task.delay(project.pk)
+            self.message_user(request, "The audit is being refreshed; reload this page in a moment.", messages.INFO)
+            return HttpResponseRedirect(request.get_full_path())
+        query = request.GET
+        sort = query.get("o", "")
+        rows = selectors.rater_dashboard(
+            project=project,
+            flagged=query.get("flagged") == "1",
+            paused=query.get("paused") == "1",
+            search=query.get("q", "").strip(),
+            sort=sort,
+        )
+        page = Paginator(rows, DASHBOARD_PAGE).get_page(query.get("p"))
+        for row in page:
+            row.charts = charts.weekly_charts(row.weekly)
+        rules = quality.audit_rules(project.audit_rules)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": project,
+            "title": f"Raters: {project.name}",
+            "page": page,
+            "rules": [(name, value, name in project.audit_rules) for name, value in rules.items()],
+            "refreshed_at": max((row.refreshed_at for row in page), default=None),
+            "query": query,
+            "sort": sort,
+            "columns": charts.sortable_columns(query, sort),
+            "project": project,
+        }
+        return render(request, "admin/labeling/project/raters.html", context)
 
     def save_model(self, request: HttpRequest, obj: Project, form, change: bool) -> None:
         super().save_model(request, obj, form, change)

@@ -105,13 +105,16 @@ class ExportQuery(serializers.Serializer):
         child=serializers.CharField(max_length=150), required=False, default=list, max_length=validation.NAMES_MAX
     )
     source = serializers.ChoiceField(choices=["human", "ai"], required=False)  # type: ignore[assignment]  # a field named like a Field attribute
-    gold = serializers.ChoiceField(choices=["include", "exclude", "only"], default="include")
+    gold = serializers.ChoiceField(choices=selectors.WHICH, default="include")
+    paused = serializers.ChoiceField(
+        choices=selectors.WHICH, default="exclude", help_text="Judgements by raters paused on the project."
+    )
 
 
 def _selection(project: Project, query: dict) -> selectors.ExportFilter:
     return selectors.ExportFilter.for_project(
         project, since=query.get("since"), until=query.get("until"), raters=query.get("rater", ()),
-        source=query.get("source"), gold=query.get("gold"),
+        source=query.get("source"), gold=query.get("gold"), paused=query.get("paused"),
     )  # fmt: skip
 
 

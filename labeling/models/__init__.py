@@ -1,7 +1,7 @@
 """RLHF Studio's tables, one module per domain, re-exported here: ``content`` (projects, prompts, responses,
 comparison tasks, demonstrations, accounts), ``judging`` (assignments, judgements, problem reports), ``runs``
-(dataset snapshots, training runs, model versions), ``imports`` (import jobs) and ``constitutional``
-(constitutions, principles, critique chains).
+(dataset snapshots, training runs, model versions), ``imports`` (import jobs), ``constitutional``
+(constitutions, principles, critique chains) and ``quality`` (raters' standing on projects).
 
 Rules that a single row can check are database constraints; rules that need related rows live in
 ``clean()``. Services call ``full_clean()`` before every write, so both hold for every write path.
@@ -28,6 +28,7 @@ from labeling.models.judging import (
     ProblemReportOutcome,
     TaskProblemReport,
 )
+from labeling.models.quality import RaterStanding, RaterStats
 from labeling.models.runs import (
     DatasetSnapshot,
     ModelKind,
@@ -59,6 +60,8 @@ __all__ = [
     "ProblemReportOutcome",
     "Project",
     "Prompt",
+    "RaterStanding",
+    "RaterStats",
     "Response",
     "ReviewStatus",
     "RunKind",

@@ -12,7 +12,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from labeling import validation
+from labeling import quality, validation
 from labeling.models.constraints import in_choices
 
 
@@ -41,6 +41,28 @@ class Project(models.Model):
         default=0.0,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Share of tasks handed out that are gold tasks with a known ranking (0..1).",
+    )
+    gold_first_tasks = models.PositiveSmallIntegerField(
+        default=5,
+        help_text="A new rater's first tasks are gold tasks, this many (while there are gold tasks they have not "
+        "done); then the gold rate applies.",
+    )
+    gold_min_count = models.PositiveIntegerField(
+        default=10,
+        help_text="Pause a rater once they have judged at least this many gold tasks and the upper end of their "
+        "gold score's 95% interval lies below the minimum score.",
+    )
+    gold_min_score = models.FloatField(
+        default=0.6,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="The gold score (0..1) a rater must be able to reach; 0 never pauses anyone. A rater who "
+        "orders pairs at random scores about 0.5.",
+    )
+    audit_rules = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Thresholds of the rater audit that differ from the defaults, by name (the raters dashboard "
+        "lists every rule and its value).",
     )
     lease_timeout = models.DurationField(
         default=timedelta(minutes=10),
@@ -78,6 +100,10 @@ class Project(models.Model):
             ),
             models.CheckConstraint(condition=Q(lease_timeout__gt=timedelta(0)), name="project_lease_timeout_positive"),
             models.CheckConstraint(
+                condition=Q(gold_min_score__gte=0.0, gold_min_score__lte=1.0),
+                name="project_gold_min_score_between_0_and_1",
+            ),
+            models.CheckConstraint(
                 condition=Q(compare_enabled=True)
                 | Q(rank_enabled=True)
                 | Q(rate_enabled=True)
@@ -89,6 +115,12 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        try:
+            quality.audit_rules(self.audit_rules)
+        except ValueError as error:
+            raise ValidationError({"audit_rules": str(error)}) from None
 
     @property
     def task_kinds(self) -> list[str]:

@@ -140,6 +140,19 @@ class Judgement(models.Model):
         related_name="judgements",
         help_text="For AI feedback: the principle the labeller was asked about.",
     )
+    gold_score = models.FloatField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="On a gold task: how closely the ranking follows the expected one, 0 to 1 (the share of "
+        "response pairs ordered alike; a tie on one side counts half).",
+    )
+    rater_paused = models.BooleanField(
+        default=False,
+        db_default=False,
+        editable=False,
+        help_text="Made by a rater who is paused on the project: left out of exports unless asked for.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -185,8 +198,18 @@ class Judgement(models.Model):
                 condition=Q(margin__isnull=True) | Q(margin__gte=0.0, margin__lte=validation.MARGIN_MAX),
                 name="judgement_margin_in_range",
             ),
+            models.CheckConstraint(
+                condition=Q(gold_score__isnull=True) | Q(gold_score__gte=0.0, gold_score__lte=1.0),
+                name="judgement_gold_score_between_0_and_1",
+            ),
         ]
-        indexes = [models.Index(fields=["task", "source"], name="judgement_task_source")]
+        indexes = [
+            models.Index(fields=["task", "source"], name="judgement_task_source"),
+            # A rater's gold record in a project: what the pause rule and the figures read after each gold task.
+            models.Index(
+                fields=["rater", "created_at"], condition=Q(gold_score__isnull=False), name="judgement_gold_by_rater"
+            ),
+        ]
 
     def __str__(self) -> str:
         who = self.rater or self.origin

@@ -7,6 +7,7 @@
 - ``import_jobs``: uploads stored and imported by a worker, with progress and the error's line.
 - ``snapshots``: exports frozen as files with their hash and counts.
 - ``constitutions``: constitutions and the review of critique chains.
+- ``quality``: raters' standing: gold tasks first, the gold rule that pauses a rater, reinstatement.
 - ``demo``: the demo project.
 
 Call sites use the package: ``services.judgement_submit(...)``.
@@ -52,6 +53,16 @@ from labeling.services.import_jobs import (
     upload_size_check,
 )
 from labeling.services.imports import ImportResult, dataset_import, dataset_import_file
+from labeling.services.quality import (
+    GoldRecord,
+    RaterPaused,
+    gold_record,
+    gold_rule_apply,
+    rater_pause,
+    rater_reinstate,
+    rater_stats_refresh,
+    rater_stats_refresh_due,
+)
 from labeling.services.reports import (
     task_problem_report_create,
     task_problem_report_dismiss,
@@ -61,7 +72,9 @@ from labeling.services.snapshots import dataset_snapshot_create, snapshot_path
 
 __all__ = [
     "DemoLoadResult",
+    "GoldRecord",
     "ImportResult",
+    "RaterPaused",
     "assignment_expire_stale",
     "assignment_lease_next",
     "assignment_skip",
@@ -74,6 +87,8 @@ __all__ = [
     "dataset_import",
     "dataset_import_file",
     "dataset_snapshot_create",
+    "gold_record",
+    "gold_rule_apply",
     "demo_project_ensure",
     "demonstration_create",
     "demonstration_submit",
@@ -89,6 +104,10 @@ __all__ = [
     "project_update",
     "prompt_create",
     "prompt_save",
+    "rater_pause",
+    "rater_reinstate",
+    "rater_stats_refresh",
+    "rater_stats_refresh_due",
     "rater_ensure",
     "response_create",
     "response_save",

@@ -32,7 +32,9 @@ from labeling.models import (
     TaskResponse,
     User,
 )
+from labeling.quality import gold_score
 from labeling.raw_sql import columns_of, instance_from_row, task_content_sql
+from labeling.services import quality
 from labeling.services.content import task_status_refresh
 from labeling.services.saving import save_validated, validate
 
@@ -84,9 +86,8 @@ def _lease_first_free_slot(*, project: Project, rater: User, gold: bool, now: da
         task_id, required = candidate
         # Fresh statements: they see leases and problem reports committed after the candidate query took its
         # snapshot.
-        if (
-            selectors.task_held_back(task_id=task_id)
-            or selectors.task_slots_taken(task_id=task_id, now=now) >= required
+        if selectors.task_held_back(task_id=task_id) or (
+            not gold and selectors.task_slots_taken(task_id=task_id, now=now) >= required
         ):
             passed_over.append(task_id)
             continue
@@ -101,7 +102,7 @@ def _lease_first_free_slot(*, project: Project, rater: User, gold: bool, now: da
         )
 
 
-def _lease_next_in_python(*, project: Project, rater: User, now: datetime) -> Assignment | None:
+def _lease_next_in_python(*, project: Project, rater: User, now: datetime, want_gold: bool) -> Assignment | None:
     with transaction.atomic():
         # A live lease on a task held back by a problem report stays valid (a submission on it is accepted),
         # but it is not handed back: the rater moves on, and gets it again if the report is closed in time.
@@ -119,7 +120,6 @@ def _lease_next_in_python(*, project: Project, rater: User, now: datetime) -> As
         )
         if current is not None:
             return current
-        want_gold = random.random() < project.gold_rate
         for gold in (want_gold, not want_gold):
             assignment = _lease_first_free_slot(project=project, rater=rater, gold=gold, now=now)
             if assignment is not None:
@@ -127,10 +127,9 @@ def _lease_next_in_python(*, project: Project, rater: User, now: datetime) -> As
     return None
 
 
-def _lease_next_in_postgres(*, project: Project, rater: User, now: datetime) -> Assignment | None:
+def _lease_next_in_postgres(*, project: Project, rater: User, now: datetime, want_gold: bool) -> Assignment | None:
     """The same steps as ``_lease_next_in_python`` (migration 0008), and the task's content for the page, in one
     round trip: the content rides on the assignment as ``content``."""
-    want_gold = random.random() < project.gold_rate
     content_columns, content_joins = task_content_sql()
     sql = f"""
         WITH lease AS (SELECT * FROM labeling_lease_next(%s, %s, %s, %s, %s))
@@ -153,14 +152,18 @@ def _lease_next_in_postgres(*, project: Project, rater: User, now: datetime) -> 
 @retry_when_sqlite_is_locked
 def assignment_lease_next(*, project: Project, rater: User, now: datetime | None = None) -> Assignment | None:
     """The rater's live lease in this project, or a new lease on a task they have not seen that still has a
-    free slot (gold tasks mixed in at the project's gold rate). None when nothing is left for them.
+    free slot: a gold task first while the rater is within their first ``gold_first_tasks`` tasks on the project,
+    then gold tasks mixed in at the project's gold rate. None when nothing is left for them; :class:`RaterPaused`
+    when the rater is paused on the project.
 
     A task with an open problem report is held back: nobody gets a new lease on it, and a live lease on it is
     not handed back either. Leases taken before the report stay valid, so their submissions are accepted."""
+    quality.rater_refuse_if_paused(project=project, rater=rater)
+    want_gold = quality.wants_gold_first(project=project, rater=rater) or random.random() < project.gold_rate
     lease_next = _lease_next_in_postgres if connection.vendor == "postgresql" else _lease_next_in_python
     for attempt in range(BUSY_RETRIES):
         moment = now or timezone.now()
-        assignment = lease_next(project=project, rater=rater, now=moment)
+        assignment = lease_next(project=project, rater=rater, now=moment, want_gold=want_gold)
         if assignment is not None:
             return assignment
         # Nothing free for us right now. If that is only because other raters hold row locks on the tasks
@@ -214,7 +217,11 @@ def _check_still_held(*, assignment: Assignment, now: datetime) -> None:
         raise Conflict(CLOSED)
     # A lease that ran out still counts if nobody else took the slot meanwhile.
     lease_ran_out = assignment.expires_at <= now or assignment.state == Assignment.State.EXPIRED
-    if lease_ran_out and selectors.task_slots_taken(task_id=task.pk, now=now) >= task.required_judgements:
+    if (
+        lease_ran_out
+        and not task.is_gold
+        and selectors.task_slots_taken(task_id=task.pk, now=now) >= task.required_judgements
+    ):
         raise Conflict(TAKEN)
 
 
@@ -238,6 +245,9 @@ def _judgement_for(*, assignment: Assignment, rater: User, now: datetime, rankin
         **fields,
     )
     validate(judgement, constraints=False, exclude=["task", "rater"])
+    if task.is_gold and task.gold_ranking:
+        judgement.gold_score = gold_score(judgement.ranking, task.gold_ranking)
+    judgement.rater_paused = quality.rater_is_paused(project=project, rater=rater)
     return judgement
 
 
@@ -336,19 +346,22 @@ def judgement_submit(
             raise Conflict(SKIPPED)
         if assignment.state == Assignment.State.SUBMITTED:
             raise Conflict(ALREADY_JUDGED)
-        return submit(assignment=assignment, rater=rater, now=now, fields=fields), True
+        judgement = submit(assignment=assignment, rater=rater, now=now, fields=fields)
     except Conflict as refusal:
         # Most likely a retry of this very submission (perhaps concurrent: it committed while this one
         # waited for the lock).
-        if refusal.message == ALREADY_JUDGED and (judgement := stored()) is not None:
-            return judgement, False
+        if refusal.message == ALREADY_JUDGED and (earlier := stored()) is not None:
+            return earlier, False
         raise
     except IntegrityError as error:
-        if (judgement := stored()) is not None:
-            return judgement, False
+        if (earlier := stored()) is not None:
+            return earlier, False
         if Judgement.objects.filter(task_id=task_id, rater=rater).exists():
             raise Conflict(ALREADY_JUDGED) from error
         raise ApplicationError(f"The judgement was refused: {error}") from error
+    if judgement.gold_score is not None:
+        quality.gold_rule_apply(project=assignment.task.project, rater=rater, now=now)
+    return judgement, True
 
 
 @retry_when_sqlite_is_locked

@@ -160,7 +160,7 @@ def task_status_refresh(*, task: ComparisonTask) -> ComparisonTask:
 
 def task_statuses_refresh(*, task_ids: Sequence[int]) -> int:
     """Open tasks among ``task_ids`` that have all the human judgements they need become complete (AI feedback
-    labels do not fill a task's slots)."""
+    labels do not fill a task's slots). A gold task stays open: every rater may judge it once."""
     judgements = (
         Judgement.objects.filter(task=OuterRef("pk"), source=Judgement.Source.HUMAN)
         .order_by()
@@ -169,7 +169,10 @@ def task_statuses_refresh(*, task_ids: Sequence[int]) -> int:
         .values("n")
     )
     return ComparisonTask.objects.filter(
-        pk__in=task_ids, status=ComparisonTask.Status.OPEN, required_judgements__lte=Subquery(judgements)
+        pk__in=task_ids,
+        status=ComparisonTask.Status.OPEN,
+        is_gold=False,
+        required_judgements__lte=Subquery(judgements),
     ).update(status=ComparisonTask.Status.COMPLETE, updated_at=timezone.now())
 
 

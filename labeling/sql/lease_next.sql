@@ -1,7 +1,8 @@
 -- The lease call on PostgreSQL (labeling.services.assignment): the rater's live lease in the project, or a new
 -- lease on the first task they have not seen that has a free slot and no open problem report, the candidate row
 -- locked FOR UPDATE SKIP LOCKED and its slots counted again in a fresh statement. Free slots = required
--- judgements - human judgements - live leases (the same rule as labeling.selectors.slots_taken_sql).
+-- judgements - human judgements - live leases (the same rule as labeling.selectors.slots_taken_sql). A gold task
+-- has no slot limit: every rater of the project may judge it once, since that is how raters are scored.
 --
 -- This file is the function's source of truth. A migration installs a copy of it (labeling/migrations/sql/):
 -- after changing it, add a migration that copies it there and runs it (tests/test_sql_functions.py checks).
@@ -44,9 +45,9 @@ BEGIN
                   AND NOT EXISTS (SELECT 1 FROM labeling_assignment a WHERE a.task_id = t.id AND a.rater_id = p_rater)
                   AND NOT EXISTS (SELECT 1 FROM labeling_judgement j WHERE j.task_id = t.id AND j.rater_id = p_rater)
                   AND NOT EXISTS (SELECT 1 FROM labeling_taskproblemreport pr WHERE pr.task_id = t.id AND pr.outcome = 'open')
-                  AND (SELECT COUNT(*) FROM labeling_judgement j WHERE j.task_id = t.id AND j.source = 'human')
+                  AND (v_gold OR (SELECT COUNT(*) FROM labeling_judgement j WHERE j.task_id = t.id AND j.source = 'human')
                     + (SELECT COUNT(*) FROM labeling_assignment a
-                       WHERE a.task_id = t.id AND a.state = 'leased' AND a.expires_at > p_now) < t.required_judgements
+                       WHERE a.task_id = t.id AND a.state = 'leased' AND a.expires_at > p_now) < t.required_judgements)
                 ORDER BY t.id LIMIT 1
                 FOR UPDATE OF t SKIP LOCKED;
             IF NOT FOUND THEN
@@ -59,7 +60,7 @@ BEGIN
             -- A fresh statement: it sees leases and problem reports committed after the candidate query took its
             -- snapshot.
             IF EXISTS (SELECT 1 FROM labeling_taskproblemreport pr WHERE pr.task_id = v_task AND pr.outcome = 'open')
-               OR (SELECT COUNT(*) FROM labeling_judgement j WHERE j.task_id = v_task AND j.source = 'human')
+               OR NOT v_gold AND (SELECT COUNT(*) FROM labeling_judgement j WHERE j.task_id = v_task AND j.source = 'human')
                + (SELECT COUNT(*) FROM labeling_assignment a
                   WHERE a.task_id = v_task AND a.state = 'leased' AND a.expires_at > p_now) >= v_required THEN
                 v_passed := v_passed || v_task;

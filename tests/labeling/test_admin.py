@@ -48,6 +48,8 @@ def populated(project, rater, make_task):
     run = TrainingRun.objects.create(project=project, kind="reward", snapshot=snapshot, base_model="minilm-l6")
     ModelVersion.objects.create(project=project, kind="reward", name="rm-1", snapshot=snapshot, training_run=run)
     ImportJob.objects.create(project=project, file_name="a.jsonl", file_format="jsonl", status="running")
+    services.rater_pause(project=project, rater=rater, reason="Answer checks failed.")
+    services.rater_stats_refresh(project=project)
     constitution = services.constitution_default_ensure()
     chain = CritiqueChain.objects.create(
         project=project, prompt=task.prompt, constitution=constitution, model_name="m", initial_response="a",

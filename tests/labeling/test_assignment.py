@@ -99,6 +99,7 @@ def test_the_response_order_is_shuffled_per_rater_and_kept_with_the_judgement(pr
 @pytest.mark.parametrize("gold_rate, expected_gold", [(1.0, True), (0.0, False)])
 def test_gold_tasks_are_mixed_in_at_the_projects_rate(project, rater, gold_rate, expected_gold):
     project.gold_rate = gold_rate
+    project.gold_first_tasks = 0  # the rate alone (a new rater's first tasks are gold: tests/labeling/test_quality.py)
     project.save()
     plain = task_create(project=project, k=2)
     gold = task_create(project=project, k=2, gold_ranking=None)

@@ -169,7 +169,8 @@ def test_the_retraining_schedule_is_in_beat_and_follows_the_project_setting(admi
     form = {
         "name": project.name, "slug": project.slug, "guidelines": "", "compare_enabled": "on", "rank_enabled": "on",
         "responses_per_task": 4, "overlap": 1, "gold_rate": 0, "lease_timeout": "00:10:00",
-        "retrain_after_judgements": 50,
+        "retrain_after_judgements": 50, "gold_first_tasks": 5, "gold_min_count": 10, "gold_min_score": 0.6,
+        "audit_rules": "{}",
     }  # fmt: skip
     assert admin_client.post(url, form).status_code == 302
     schedule = PeriodicTask.objects.get(name=f"Retrain the reward model of {project.slug}")

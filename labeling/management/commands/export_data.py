@@ -32,7 +32,10 @@ class Command(BaseCommand):
         parser.add_argument("--until", type=_moment, help="judgements made before this time")
         parser.add_argument("--rater", action="append", default=[], help="only this rater's work (repeatable)")
         parser.add_argument("--source", choices=["human", "ai"], help="only human or only AI judgements")
-        parser.add_argument("--gold", default="include", choices=["include", "exclude", "only"])
+        parser.add_argument("--gold", default="include", choices=selectors.WHICH)
+        parser.add_argument(
+            "--paused", default="exclude", choices=selectors.WHICH, help="judgements by raters paused on the project"
+        )
         parser.add_argument("--snapshot", action="store_true", help="freeze it as a dataset snapshot instead")
 
     def handle(self, *args, project: str, kind: str, format: str, output: str, **options) -> None:
@@ -46,6 +49,7 @@ class Command(BaseCommand):
             raters=tuple(options["rater"]),
             source=options["source"],
             gold=options["gold"],
+            paused=options["paused"],
         )
         conversational = options["conversational"]
         try:

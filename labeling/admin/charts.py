@@ -1,0 +1,51 @@
+"""What the raters dashboard draws: small weekly charts as SVG polylines (attributes only, so that the content
+security policy, which allows no inline style, has nothing to refuse), and its sortable column headers."""
+
+from django.http import QueryDict
+
+WIDTH, HEIGHT = 120, 28
+
+COLUMNS = [
+    ("Rater", "rater"), ("Judgements", "judgements"), ("Gold score", "gold"), ("Position", "position"),
+    ("Length", "length"), ("Median s", "seconds"), ("Too fast", "fast"), ("Ties", "ties"), ("All bad", "all_bad"),
+    ("Pairwise", "pairwise"), ("Consensus", "consensus"), ("Flags", "flags"),
+]  # fmt: skip
+
+
+def _points(values: list[float | None], top: float) -> str:
+    """SVG polyline points for ``values`` spread across the chart, 0 at the bottom and ``top`` at the top; a
+    missing value is left out."""
+    if not values:
+        return ""
+    step = WIDTH / max(len(values) - 1, 1)
+    scale = (HEIGHT - 2) / top if top > 0 else 0.0
+    return " ".join(
+        f"{index * step:.1f},{HEIGHT - 1 - value * scale:.1f}"
+        for index, value in enumerate(values)
+        if value is not None
+    )
+
+
+def weekly_charts(weekly: list[dict]) -> dict:
+    """The throughput (judgements a week, scaled to the busiest week) and gold score (0 to 1) charts."""
+    counts = [week["judgements"] for week in weekly]
+    return {
+        "width": WIDTH,
+        "height": HEIGHT,
+        "throughput": _points(counts, max(counts, default=0)),
+        "gold": _points([week["gold_mean"] for week in weekly], 1.0),
+        "weeks": len(weekly),
+        "busiest": max(counts, default=0),
+    }
+
+
+def sortable_columns(query: QueryDict, sort: str) -> list[dict]:
+    """Each column header's label and the link that sorts by it (again: the other way round)."""
+    headers = []
+    for label, key in COLUMNS:
+        params = query.copy()
+        params["o"] = f"-{key}" if sort == key else key
+        params.pop("p", None)
+        arrow = " ▲" if sort == key else " ▼" if sort == f"-{key}" else ""
+        headers.append({"label": label, "url": "?" + params.urlencode(), "arrow": arrow})
+    return headers

@@ -1,0 +1,58 @@
+"""Raters' standing on projects: who is paused, why and since when, with their gold record; admins reinstate."""
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from labeling.admin.base import ReadOnlyAdmin
+from labeling.errors import ApplicationError
+from labeling.models import RaterStanding, RaterStats, User
+from labeling.services import quality
+
+
+@admin.register(RaterStanding)
+class RaterStandingAdmin(ReadOnlyAdmin):
+    list_display = ["rater", "project", "paused", "reason", "paused_at", "gold", "reinstated_at", "reinstated_by"]
+    list_filter = ["paused", "project"]
+    search_fields = ["rater__username", "reason"]
+    list_select_related = ["rater", "project", "reinstated_by"]
+    actions = ["reinstate"]
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # a pause ends by reinstatement, which also counts the rater's judgements again
+
+    @admin.display(description="Gold tasks since reinstated: count, mean (95% interval)")
+    def gold(self, standing: RaterStanding) -> str:
+        record = quality.gold_record(project=standing.project, rater=standing.rater, since=standing.reinstated_at)
+        if not record.count:
+            return "none"
+        return f"{record.count}, {record.mean:.2f} ({record.low:.2f} to {record.high:.2f})"
+
+    @admin.action(description="Reinstate the chosen raters (they get tasks again; their judgements count again)")
+    def reinstate(self, request: HttpRequest, queryset: QuerySet[RaterStanding]) -> None:
+        done = 0
+        for standing in queryset.select_related("project", "rater"):
+            try:
+                admin_user = request.user if isinstance(request.user, User) else None
+                quality.rater_reinstate(project=standing.project, rater=standing.rater, by=admin_user)
+                done += 1
+            except ApplicationError as error:
+                self.message_user(request, error.message, messages.WARNING)
+        if done:
+            self.message_user(request, f"Reinstated {done} rater{'s' if done != 1 else ''}.", messages.SUCCESS)
+
+
+@admin.register(RaterStats)
+class RaterStatsAdmin(ReadOnlyAdmin):
+    """The audit's rows as stored; the raters dashboard of each project shows them with charts and rules."""
+
+    list_display = [
+        "rater", "project", "judgements", "gold_mean", "position_share", "length_share", "median_seconds",
+        "consensus_agreement", "flag_count", "refreshed_at",
+    ]  # fmt: skip
+    list_filter = ["project"]
+    search_fields = ["rater__username"]
+    list_select_related = ["rater", "project"]
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # the refresh writes and removes these rows

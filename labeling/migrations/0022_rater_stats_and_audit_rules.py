@@ -1,0 +1,73 @@
+"""The rater audit's table (one row per rater and project, refreshed by a Celery beat job every five minutes for
+the projects with new judgements) and a project's own audit thresholds."""
+
+import django.db.models.deletion
+from django.conf import settings
+from django.db import migrations, models
+
+
+TASK = "labeling.tasks.rater_stats_refresh_task"
+SCHEDULE_NAME = "Refresh the rater audit of projects with new judgements"
+
+
+def schedule(apps, schema_editor):
+    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
+    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
+    every_five_minutes, _ = IntervalSchedule.objects.get_or_create(every=300, period="seconds")
+    PeriodicTask.objects.get_or_create(
+        name=SCHEDULE_NAME,
+        defaults={"task": TASK, "interval": every_five_minutes, "queue": "default", "enabled": True},
+    )
+
+
+def unschedule(apps, schema_editor):
+    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=SCHEDULE_NAME).delete()
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('labeling', '0021_gold_scoring_and_rater_standing'),
+        ('django_celery_beat', '0019_alter_periodictasks_options'),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name='project',
+            name='audit_rules',
+            field=models.JSONField(blank=True, default=dict, help_text='Thresholds of the rater audit that differ from the defaults, by name (the raters dashboard lists every rule and its value).'),
+        ),
+        migrations.CreateModel(
+            name='RaterStats',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('judgements', models.PositiveIntegerField(default=0)),
+                ('compared', models.PositiveIntegerField(default=0, help_text='Two-response tasks ordered strictly.')),
+                ('gold_count', models.PositiveIntegerField(default=0)),
+                ('gold_mean', models.FloatField(blank=True, null=True)),
+                ('gold_low', models.FloatField(default=0.0)),
+                ('gold_high', models.FloatField(default=1.0)),
+                ('position_share', models.FloatField(blank=True, help_text='Chose the response shown first.', null=True)),
+                ('position_p', models.FloatField(default=1.0)),
+                ('length_share', models.FloatField(blank=True, help_text='Chose the longer response.', null=True)),
+                ('length_p', models.FloatField(default=1.0)),
+                ('median_seconds', models.FloatField(blank=True, null=True)),
+                ('fast_share', models.FloatField(blank=True, help_text='Faster than the text can be read.', null=True)),
+                ('tie_rate', models.FloatField(default=0.0)),
+                ('all_bad_rate', models.FloatField(default=0.0)),
+                ('pairwise_agreement', models.FloatField(blank=True, help_text='With each other rater, per task.', null=True)),
+                ('consensus_agreement', models.FloatField(blank=True, help_text='With the majority of the other raters of a task (leave-one-out).', null=True)),
+                ('flag_count', models.PositiveSmallIntegerField(default=0)),
+                ('details', models.JSONField(blank=True, default=dict, help_text='Everything the audit computed: flags, weekly series, test p-values.')),
+                ('refreshed_at', models.DateTimeField()),
+                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rater_stats', to='labeling.project')),
+                ('rater', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rater_stats', to=settings.AUTH_USER_MODEL)),
+            ],
+            options={
+                'verbose_name_plural': 'rater stats',
+                'ordering': ['project', 'rater'],
+                'constraints': [models.UniqueConstraint(fields=('project', 'rater'), name='rater_stats_once_per_project')],
+            },
+        ),
+        migrations.RunPython(schedule, unschedule),
+    ]

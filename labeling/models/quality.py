@@ -1,0 +1,88 @@
+"""Where a rater stands on a project (paused by the gold rule, reinstated) and their audited figures there."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from labeling.models.content import Project
+
+
+class RaterStanding(models.Model):
+    """A rater's standing on one project. No row: in good standing, never paused there."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rater_standings")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="standings")
+    paused = models.BooleanField(default=False, help_text="A paused rater gets no new task on this project.")
+    reason = models.TextField(blank=True, help_text="Why the rater was paused, as they and the admins see it.")
+    paused_at = models.DateTimeField(null=True, blank=True)
+    reinstated_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When an admin last reinstated the rater: the gold rule counts only gold tasks judged since.",
+    )
+    reinstated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project", "rater"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "rater"], name="rater_standing_once_per_project"),
+            models.CheckConstraint(
+                condition=Q(paused=False) | Q(paused_at__isnull=False),
+                name="rater_standing_paused_has_time",
+                violation_error_message="A paused rater has the time they were paused.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "paused" if self.paused else "in good standing"
+        return f"{self.rater} on {self.project}: {state}"
+
+
+class RaterStats(models.Model):
+    """A rater's audited figures on a project, as the last refresh computed them (labeling.quality.rater_audit):
+    what the raters dashboard lists, sorts and filters without reading a single judgement."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rater_stats")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rater_stats")
+    judgements = models.PositiveIntegerField(default=0)
+    compared = models.PositiveIntegerField(default=0, help_text="Two-response tasks ordered strictly.")
+    gold_count = models.PositiveIntegerField(default=0)
+    gold_mean = models.FloatField(null=True, blank=True)
+    gold_low = models.FloatField(default=0.0)
+    gold_high = models.FloatField(default=1.0)
+    position_share = models.FloatField(null=True, blank=True, help_text="Chose the response shown first.")
+    position_p = models.FloatField(default=1.0)
+    length_share = models.FloatField(null=True, blank=True, help_text="Chose the longer response.")
+    length_p = models.FloatField(default=1.0)
+    median_seconds = models.FloatField(null=True, blank=True)
+    fast_share = models.FloatField(null=True, blank=True, help_text="Faster than the text can be read.")
+    tie_rate = models.FloatField(default=0.0)
+    all_bad_rate = models.FloatField(default=0.0)
+    pairwise_agreement = models.FloatField(null=True, blank=True, help_text="With each other rater, per task.")
+    consensus_agreement = models.FloatField(
+        null=True, blank=True, help_text="With the majority of the other raters of a task (leave-one-out)."
+    )
+    flag_count = models.PositiveSmallIntegerField(default=0)
+    details = models.JSONField(
+        default=dict, blank=True, help_text="Everything the audit computed: flags, weekly series, test p-values."
+    )
+    refreshed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["project", "rater"]
+        constraints = [models.UniqueConstraint(fields=["project", "rater"], name="rater_stats_once_per_project")]
+        verbose_name_plural = "rater stats"
+
+    def __str__(self) -> str:
+        return f"{self.rater} on {self.project}"
+
+    @property
+    def flags(self) -> list[str]:
+        return list(self.details.get("flags", []))
+
+    @property
+    def weekly(self) -> list[dict]:
+        return list(self.details.get("weekly", []))

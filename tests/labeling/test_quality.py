@@ -1,0 +1,360 @@
+"""Raters' gold record and standing: gold scores, gold tasks first for a new rater, the gold rule that pauses a
+rater, reinstatement, what exports leave out, and who sees which figures."""
+
+import json
+import random
+import re
+
+import pytest
+from django.http import HttpRequest
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from labeling import quality, services
+from labeling.errors import ApplicationError
+from labeling.models import ComparisonTask, Judgement, RaterStanding, RaterStats, User
+from tests.factories import PASSWORD, ProjectFactory, PromptFactory, ResponseFactory, UserFactory, task_create
+
+pytestmark = pytest.mark.django_db
+
+
+# --- the arithmetic ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ranking, expected, score",
+    [
+        ([[1], [2]], [[1], [2]], 1.0),
+        ([[2], [1]], [[1], [2]], 0.0),
+        ([[1, 2]], [[1], [2]], 0.5),  # the rater ties what the gold orders
+        ([[1], [2]], [[1, 2]], 0.5),  # the gold ties what the rater orders
+        ([[1, 2]], [[1, 2]], 1.0),
+        # K = 3: of the pairs (1,2), (1,3), (2,3) the rater swaps only (2,3)
+        ([[1], [3], [2]], [[1], [2], [3]], 2 / 3),
+        # K = 4, all reversed but one tie: 5 pairs reversed, 1 tied -> 0.5 / 6
+        ([[4], [3], [1, 2]], [[1], [2], [3], [4]], 0.5 / 6),
+    ],
+)
+def test_a_gold_score_is_the_share_of_pairs_ordered_as_expected_ties_counting_half(ranking, expected, score):
+    assert quality.gold_score(ranking, expected) == pytest.approx(score)
+
+
+def test_the_wilson_interval_matches_the_textbook_values_and_narrows_with_more_trials():
+    assert quality.wilson_interval(0.5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert quality.wilson_interval(0.0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert quality.wilson_interval(1.0, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert quality.wilson_interval(0.8, 0) == (0.0, 1.0)
+    widths = [high - low for low, high in (quality.wilson_interval(0.7, n) for n in (5, 20, 80, 320))]
+    assert widths == sorted(widths, reverse=True) and widths[-1] < 0.11
+
+
+# --- the product ------------------------------------------------------------------------------------------------
+
+
+def gold_task(project, *, k=2, required_judgements=1):
+    task = task_create(project=project, k=k, required_judgements=required_judgements)
+    ids = task.response_ids()
+    ComparisonTask.objects.filter(pk=task.pk).update(is_gold=True, gold_ranking=[[i] for i in ids])
+    return ComparisonTask.objects.get(pk=task.pk)
+
+
+def submit(lease, rater, *, correct: bool):
+    """Judge a leased task: on a gold task, as the gold ranking says (``correct``) or reversed."""
+    task = ComparisonTask.objects.get(pk=lease.task_id)
+    ids = task.response_ids()
+    ranking = [[i] for i in ids] if correct else [[i] for i in reversed(ids)]
+    judgement, created = services.judgement_submit(
+        rater=rater, task_id=lease.task_id, client_submission_id=f"q-{rater.pk}-{lease.task_id}", ranking=ranking
+    )
+    assert created
+    return judgement
+
+
+@pytest.fixture
+def gold_project(project):
+    project.gold_first_tasks, project.gold_rate = 0, 1.0
+    project.gold_min_count, project.gold_min_score = 3, 0.6
+    project.save()
+    return project
+
+
+def test_a_judgement_on_a_gold_task_is_scored_and_one_on_a_plain_task_is_not(project, rater):
+    project.gold_first_tasks = 1
+    project.save()
+    plain = task_create(project=project, k=3)
+    gold = gold_task(project, k=3)
+    lease = services.assignment_lease_next(project=project, rater=rater)
+    assert lease.task_id == gold.pk  # the first task of a new rater is a gold one, though the plain one is older
+    ids = gold.response_ids()
+    judgement, _ = services.judgement_submit(
+        rater=rater, task_id=gold.pk, client_submission_id="g1", ranking=[[ids[0]], [ids[2]], [ids[1]]]
+    )
+    assert Judgement.objects.get(pk=judgement.pk).gold_score == pytest.approx(2 / 3)
+    lease = services.assignment_lease_next(project=project, rater=rater)
+    assert lease.task_id == plain.pk
+    assert Judgement.objects.get(pk=submit(lease, rater, correct=True).pk).gold_score is None
+
+
+def test_a_new_raters_first_tasks_are_gold_then_the_gold_rate_applies(project, rater):
+    project.gold_first_tasks, project.gold_rate = 2, 0.0
+    project.save()
+    plain = [task_create(project=project, k=2) for _ in range(2)]
+    gold = [gold_task(project) for _ in range(3)]
+    handed = []
+    for _ in range(4):
+        lease = services.assignment_lease_next(project=project, rater=rater)
+        handed.append(lease.task_id)
+        submit(lease, rater, correct=True)
+    assert handed == [gold[0].pk, gold[1].pk, plain[0].pk, plain[1].pk]
+
+
+def test_every_rater_may_judge_a_gold_task_once_and_it_stays_open(gold_project):
+    task = gold_task(gold_project, required_judgements=1)
+    raters = UserFactory.create_batch(3, rater=True)
+    gold_project.members.add(*raters)
+    for rater in raters:
+        lease = services.assignment_lease_next(project=gold_project, rater=rater)
+        assert lease.task_id == task.pk
+        submit(lease, rater, correct=True)
+        assert services.assignment_lease_next(project=gold_project, rater=rater) is None
+    task.refresh_from_db()
+    assert task.status == ComparisonTask.Status.OPEN and task.judgements.count() == 3
+
+
+def test_a_rater_under_the_gold_minimum_is_paused_marked_left_out_and_reinstated(gold_project, rater, staff_api):
+    careful = UserFactory(username="careful", rater=True)
+    gold_project.members.add(careful)
+    for _ in range(5):
+        gold_task(gold_project)
+    plain = task_create(project=gold_project, k=2, required_judgements=2)
+
+    # The careful rater judges every gold task as expected: never paused.
+    for _ in range(5):
+        submit(services.assignment_lease_next(project=gold_project, rater=careful), careful, correct=True)
+    assert not RaterStanding.objects.filter(rater=careful).exists()
+
+    # The other reverses them: after three (the minimum count) the interval's upper end, 0.56, is under 0.6.
+    for number in range(3):
+        assert not RaterStanding.objects.filter(rater=rater, paused=True).exists(), number
+        submit(services.assignment_lease_next(project=gold_project, rater=rater), rater, correct=False)
+    standing = RaterStanding.objects.get(rater=rater, project=gold_project)
+    assert standing.paused and "3 gold tasks" in standing.reason and "0.60" in standing.reason
+    assert set(Judgement.objects.filter(rater=rater).values_list("rater_paused", flat=True)) == {True}
+    assert set(Judgement.objects.filter(rater=careful).values_list("rater_paused", flat=True)) == {False}
+
+    # The next-task call answers with the reason and no task.
+    client = APIClient()
+    client.force_authenticate(rater)
+    refused = client.post(f"/api/v1/projects/{gold_project.slug}/tasks/next")
+    assert refused.status_code == 403
+    assert refused.json()["message"].startswith(f"You are paused on {gold_project.name}: Your mean score")
+
+    # Exports leave the paused rater's judgements out unless asked.
+    def exported(**query):
+        url = f"/api/v1/projects/{gold_project.slug}/exports/ranking"
+        response = staff_api.get(url, query)
+        assert response.status_code == 200
+        return [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
+
+    assert len(exported()) == 5
+    assert len(exported(paused="include")) == 8
+    assert len(exported(paused="only")) == 3
+
+    # An admin reinstates them from the standing list: tasks again, judgements counted again, a fresh record.
+    admin_client = staff_api
+    staff = UserFactory(username="admin2", is_staff=True, is_superuser=True)
+    admin_client = APIClient()
+    admin_client.login(request=HttpRequest(), username=staff.username, password=PASSWORD)
+    page = admin_client.get(reverse("admin:labeling_raterstanding_changelist") + "?paused__exact=1")
+    assert (
+        page.status_code == 200 and "rater" in page.content.decode() and "0.00 (0.00 to 0.56)" in page.content.decode()
+    )
+    done = admin_client.post(
+        reverse("admin:labeling_raterstanding_changelist"),
+        {"action": "reinstate", "_selected_action": [standing.pk]},
+    )
+    assert done.status_code == 302
+    standing.refresh_from_db()
+    assert not standing.paused and standing.reinstated_by == staff
+    assert len(exported()) == 8
+    lease = services.assignment_lease_next(project=gold_project, rater=rater)
+    assert lease is not None
+    # One reversed gold task after reinstatement is under the minimum count: not paused again yet.
+    submit(lease, rater, correct=False)
+    assert not RaterStanding.objects.get(pk=standing.pk).paused
+    assert services.assignment_lease_next(project=gold_project, rater=rater).task_id in {
+        *ComparisonTask.objects.filter(is_gold=True).values_list("pk", flat=True),
+        plain.pk,
+    }
+
+
+def test_a_gold_minimum_of_zero_never_pauses(gold_project, rater):
+    gold_project.gold_min_score = 0.0
+    gold_project.save()
+    for _ in range(4):
+        gold_task(gold_project)
+    for _ in range(4):
+        submit(services.assignment_lease_next(project=gold_project, rater=rater), rater, correct=False)
+    assert not RaterStanding.objects.exists()
+
+
+def test_a_rater_sees_their_own_figures_and_never_anyone_elses(client, gold_project, rater, other_rater):
+    gold_project.gold_min_score = 0.0  # nobody paused: the figures alone
+    gold_project.gold_min_count = 5
+    gold_project.save()
+    gold_project.members.add(other_rater)
+    for _ in range(6):
+        gold_task(gold_project)
+    for _ in range(6):
+        submit(services.assignment_lease_next(project=gold_project, rater=rater), rater, correct=True)
+    for _ in range(2):
+        submit(services.assignment_lease_next(project=gold_project, rater=other_rater), other_rater, correct=False)
+
+    client.login(request=HttpRequest(), username="rater", password=PASSWORD)
+    page = client.get(reverse("frontend:projects")).content.decode()
+    assert "6 judged, 6 in the last 7 days" in page
+    assert "Gold score 1.00 on 6 check tasks" in page
+    client.logout()
+    client.login(request=HttpRequest(), username="other", password=PASSWORD)
+    page = client.get(reverse("frontend:projects")).content.decode()
+    assert "2 judged" in page and "6 judged" not in page
+    assert "Gold score" not in page  # two gold tasks are too few to show
+    # Neither reaches the standing list.
+    response = client.get(reverse("admin:labeling_raterstanding_changelist"))
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+
+
+def test_a_paused_raters_page_says_why(client, gold_project, rater):
+    services.rater_pause(project=gold_project, rater=rater, reason="Too many checks failed.")
+    client.login(request=HttpRequest(), username="rater", password=PASSWORD)
+    page = client.get(reverse("frontend:projects")).content.decode()
+    assert "Paused:</strong> Too many checks failed." in page
+
+
+# --- the rater audit ------------------------------------------------------------------------------------------
+
+
+def simulated_project(project, seed: int = 7, tasks: int = 200):
+    """``tasks`` two-response tasks whose better response is known (longer in 60% of them), judged by four
+    careful raters (right 85% of the time), one who always picks the response shown first, one who always picks
+    the longer one and one who picks at random without reading (in 1 to 5 seconds). Returns the raters by
+    behaviour."""
+    rng = random.Random(seed)
+    behaviours = ["careful"] * 4 + ["first", "longer", "random"]
+    raters = {
+        f"{kind}{index}": UserFactory(username=f"{kind}{index}", rater=True) for index, kind in enumerate(behaviours)
+    }
+    project.members.add(*raters.values())
+    judgements = []
+    for number in range(tasks):
+        prompt = PromptFactory(project=project)
+        short, long = rng.randint(20, 200), rng.randint(220, 900)
+        better_is_longer = rng.random() < 0.6
+        texts = ["L" * long, "S" * short] if better_is_longer else ["S" * short, "L" * long]
+        responses = [ResponseFactory(prompt=prompt, text=text) for text in texts]  # responses[0] is the better
+        task = services.comparison_task_create(project=project, prompt=prompt, responses=responses)
+        better, worse = responses[0].pk, responses[1].pk
+        longer = responses[0].pk if better_is_longer else responses[1].pk
+        for name, rater in raters.items():
+            shown = [better, worse] if rng.random() < 0.5 else [worse, better]
+            if name.startswith("careful"):
+                winner = better if rng.random() < 0.85 else worse
+            elif name.startswith("first"):
+                winner = shown[0]
+            elif name.startswith("longer"):
+                winner = longer
+            else:
+                winner = rng.choice(shown)
+            loser = worse if winner == better else better
+            judgements.append(
+                Judgement(
+                    task=task, rater=rater, ranking=[[winner], [loser]], shown_order=shown,
+                    seconds_spent=rng.uniform(1, 5) if name.startswith("random") else rng.uniform(30, 90),
+                    client_submission_id=f"sim-{number}",
+                )
+            )  # fmt: skip
+    Judgement.objects.bulk_create(judgements)
+    return raters
+
+
+def test_the_audit_flags_position_and_length_bias_and_a_random_rater_but_no_careful_one(project):
+    raters = simulated_project(project)
+    assert services.rater_stats_refresh(project=project) == 7
+    stats = {row.rater.username: row for row in RaterStats.objects.filter(project=project).select_related("rater")}
+    flagged = {name: [flag.split(":")[0] for flag in row.flags] for name, row in stats.items()}
+    # A rater who picks by position or length also sides with the majority only by chance: both rules fire.
+    assert "Position bias" in flagged["first4"] and "Length bias" not in flagged["first4"]
+    assert "Length bias" in flagged["longer5"] and "Position bias" not in flagged["longer5"]
+    assert flagged["random6"] == ["Low agreement", "Too fast"]
+    assert all(flagged[name] == [] for name in raters if name.startswith("careful"))
+    assert stats["first4"].position_share == 1.0 and stats["first4"].position_p < 1e-50
+    assert stats["longer5"].length_share == 1.0
+    careful = stats["careful0"]
+    assert careful.judgements == careful.compared == 200
+    assert 0.4 < careful.position_share < 0.6 and 0.75 < careful.consensus_agreement <= 0.95
+    assert 30 <= careful.median_seconds <= 90 and careful.fast_share == 0.0
+    assert sum(week["judgements"] for week in careful.weekly) == 200
+    # The flags state the rule they apply.
+    assert "(rule: 65% or more, p < 0.001" in stats["first4"].flags[0]
+
+
+def test_a_projects_own_thresholds_change_the_flags_and_bad_ones_are_refused(project):
+    simulated_project(project, tasks=60)
+    project.audit_rules = {"consensus_min": 0.0, "position_share": 1.01, "fast_share": 1.01}
+    project.save()
+    services.rater_stats_refresh(project=project)
+    assert set(RaterStats.objects.filter(flag_count__gt=0).values_list("rater__username", flat=True)) == {"longer5"}
+    for bad in ({"consensus": 0.5}, {"consensus_min": "high"}, {"fast_share": -1}, ["consensus_min"]):
+        project.audit_rules = bad
+        with pytest.raises(ApplicationError, match="audit_rules"):
+            services.project_update(project=project, audit_rules=bad)
+
+
+def test_the_beat_job_refreshes_only_projects_with_new_judgements(project, rater):
+    from django_celery_beat.models import PeriodicTask
+
+    assert PeriodicTask.objects.get(task="labeling.tasks.rater_stats_refresh_task").interval.every == 300
+    quiet = ProjectFactory(members=[rater])
+    simulated_project(project, tasks=5)
+    assert services.rater_stats_refresh_due() == [project.pk]
+    assert services.rater_stats_refresh_due() == []  # nothing new since
+    task = task_create(project=quiet, k=2)
+    ids = task.response_ids()
+    Judgement.objects.create(task=task, rater=rater, ranking=[[ids[0]], [ids[1]]], client_submission_id="new")
+    assert services.rater_stats_refresh_due() == [quiet.pk]
+    assert RaterStats.objects.filter(project=quiet).get().judgements == 1
+
+
+def test_the_raters_dashboard_lists_sorts_filters_and_links_to_each_raters_judgements(client, project, staff, rater):
+    simulated_project(project, tasks=40)
+    services.rater_stats_refresh(project=project)
+    first = User.objects.get(username="first4")
+    services.rater_pause(project=project, rater=first, reason="Checked by hand.")
+    client.force_login(staff)
+    url = reverse("admin:labeling_project_raters", args=[project.pk])
+
+    page = client.get(url).content.decode()
+    names = re.findall(r'<tr data-rater="(\w+)"', page)
+    assert len(names) == 7 and names[0] in {"first4", "longer5", "random6"}  # most flags first
+    assert "Position bias: chose the response shown first in 100% of 40 comparisons" in page
+    assert "<strong>paused</strong>: Checked by hand." in page
+    assert '<polyline points="' in page and "<code>consensus_min</code>" in page
+    judgements_link = re.search(r'href="(/admin/labeling/judgement/\?rater__id__exact=\d+[^"]*)"', page).group(1)
+    listing = client.get(judgements_link.replace("&amp;", "&"))
+    assert listing.status_code == 200 and "40 judgements" in listing.content.decode()
+
+    ordered = re.findall(r'<tr data-rater="(\w+)"', client.get(url, {"o": "rater"}).content.decode())
+    assert ordered == sorted(ordered)
+    by_position = re.findall(r'<tr data-rater="(\w+)"', client.get(url, {"o": "-position"}).content.decode())
+    assert by_position[0] == "first4"
+    only_flagged = re.findall(r'<tr data-rater="(\w+)"', client.get(url, {"flagged": "1"}).content.decode())
+    assert set(only_flagged) <= {"first4", "longer5", "random6"} and "first4" in only_flagged
+    assert re.findall(r'<tr data-rater="(\w+)"', client.get(url, {"paused": "1"}).content.decode()) == ["first4"]
+    assert re.findall(r'<tr data-rater="(\w+)"', client.get(url, {"q": "care"}).content.decode()) == [
+        "careful0", "careful1", "careful2", "careful3"
+    ]  # fmt: skip
+
+    # A rater never reaches it.
+    client.force_login(rater)
+    response = client.get(url)
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
