@@ -235,3 +235,33 @@ def _flags(row: dict, rules: dict, enough: float, sized: float) -> list[str]:
             f"{rules['reading_chars_per_second']:g} characters a second (rule: {rules['fast_share']:.0%} or more)."
         )
     return flags
+
+
+TRUST_GOLD_MIN = 5  # gold tasks before the gold score speaks for the rater
+TRUST_AGREEMENT_MIN = 20  # tasks with a majority of others (or pairs of rankings) before agreement does
+TRUST_CAP = 2.0
+
+
+def trust_weights(figures: dict[int, dict]) -> dict[int, float]:
+    """Each rater's weight in the data out, from how often they are right: their gold score when they have at
+    least ``TRUST_GOLD_MIN`` gold tasks, else their agreement with the others' majority on two-response tasks,
+    else (τ-b + 1) / 2 with the others on larger ones; 1.0 when none of these is known yet.
+
+    A rater right with probability p deserves log(p / (1 - p)) in a vote (p taken between 0.5 and 0.95: a
+    rater no better than chance weighs nothing); the weights are divided by the median of the raters with one,
+    so that a typical rater weighs 1, and capped at ``TRUST_CAP``."""
+    accuracy: dict[int, float] = {}
+    for rater, row in figures.items():
+        tau = (row.get("agreement") or {}).get("kendall_tau_b") or {}
+        if row["gold_count"] >= TRUST_GOLD_MIN and row["gold_mean"] is not None:
+            accuracy[rater] = row["gold_mean"]
+        elif row["consensus_tasks"] >= TRUST_AGREEMENT_MIN and row["consensus_agreement"] is not None:
+            accuracy[rater] = row["consensus_agreement"]
+        elif tau.get("n", 0) >= TRUST_AGREEMENT_MIN and tau.get("value") is not None:
+            accuracy[rater] = (tau["value"] + 1.0) / 2.0
+    raw = {rater: float(np.log(p / (1 - p))) for rater, p in ((r, min(max(p, 0.5), 0.95)) for r, p in accuracy.items())}
+    typical = float(np.median(list(raw.values()))) if raw else 0.0
+    weights = {rater: 1.0 for rater in figures}
+    for rater, value in raw.items():
+        weights[rater] = min(value / typical, TRUST_CAP) if typical > 0 else (1.0 if value > 0 else 0.0)
+    return weights

@@ -148,6 +148,9 @@ def _json_object(text: str) -> dict:
 
 
 def ranking_records(selection, stats: ExportStats, *, conversational: bool = False):
+    """One record per judgement. ``weight`` is the rater's trust from the last audit (gold score, agreement:
+    labeling.audit.trust_weights); 1.0 for a rater not audited yet, an AI label or an imported judgement."""
+    weights = selectors.rater_weights(project_id=selection.project_id)
     for block, contents in _judgement_blocks(selection, RANKING_FIELDS):
         for row in block:
             (
@@ -188,6 +191,7 @@ def ranking_records(selection, stats: ExportStats, *, conversational: bool = Fal
                 "judgement_id": judgement_id,
                 "created_at": created.isoformat(),
                 "principle": principle,
+                "weight": weights.get(rater, 1.0) if rater else 1.0,
             }
 
 
@@ -277,6 +281,7 @@ def parquet_schema(kind: str, conversational: bool):
             ("judgement_id", pa.int64()),
             ("created_at", pa.string()),
             ("principle", pa.string()),
+            ("weight", pa.float64()),
         ]
     )
 

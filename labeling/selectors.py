@@ -49,7 +49,7 @@ from labeling.raw_sql import columns_of, instance_from_row, task_content_sql
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
 
-    from labeling import audit
+    from labeling import agreement, audit
 
 
 class ProjectCounts(TypedDict):
@@ -529,7 +529,7 @@ def assignment_of_rater(*, task_id: int, rater_id: int) -> Assignment | None:
     return lease
 
 
-AUDIT_CHUNK = 50_000
+AUDIT_CHUNK = 10_000
 WEEK_SECONDS = 7 * 24 * 3600
 
 
@@ -625,7 +625,7 @@ DASHBOARD_SORTS = {
     "rater": "rater__username", "judgements": "judgements", "gold": "gold_mean", "position": "position_share",
     "length": "length_share", "seconds": "median_seconds", "fast": "fast_share", "ties": "tie_rate",
     "all_bad": "all_bad_rate", "pairwise": "pairwise_agreement", "consensus": "consensus_agreement",
-    "flags": "flag_count",
+    "flags": "flag_count", "alpha": "alpha", "tau": "kendall_tau_b",
 }  # fmt: skip
 
 
@@ -648,3 +648,75 @@ def rater_dashboard(*, project: Project, flagged: bool = False, paused: bool = F
         return rows.order_by("-flag_count", "rater__username")
     ordering = F(column).desc(nulls_last=True) if descending else F(column).asc(nulls_last=True)
     return rows.order_by(ordering, "rater__username")
+
+
+# The places of human rankings with a rater, by the database's own JSON functions: ``{places}`` expands every
+# judgement of the project into one row per response, g.place its group (0 = best), r.response the response.
+PLACES_FROM = {
+    "postgresql": """
+        FROM labeling_judgement j
+        JOIN labeling_comparisontask t ON t.id = j.task_id
+        CROSS JOIN LATERAL jsonb_array_elements(j.ranking) WITH ORDINALITY AS g(value, ordinality)
+        CROSS JOIN LATERAL jsonb_array_elements_text(g.value) AS r(value)
+        WHERE t.project_id = %s AND j.source = 'human' AND j.rater_id IS NOT NULL
+    """,
+    "sqlite": """
+        FROM labeling_judgement j
+        JOIN labeling_comparisontask t ON t.id = j.task_id, json_each(j.ranking) AS g, json_each(g.value) AS r
+        WHERE t.project_id = %s AND j.source = 'human' AND j.rater_id IS NOT NULL
+    """,
+}
+PLACE_COLUMNS = {
+    "postgresql": ("(r.value)::bigint", "(g.ordinality - 1)", "floor(extract(epoch FROM j.created_at) / 604800)"),
+    "sqlite": (
+        "CAST(r.value AS INTEGER)",
+        "CAST(g.key AS INTEGER)",
+        "CAST(strftime('%%s', j.created_at) AS INTEGER) / 604800",
+    ),
+}
+WIDE = "(SELECT COUNT(*) FROM labeling_taskresponse s WHERE s.task_id = j.task_id) >= 3"
+
+
+def _int_columns(sql: str, params: list, types: Sequence[type]) -> list[np.ndarray]:
+    """A query's integer rows as one array per column, read a chunk at a time (no list of every row)."""
+    parts: list[list[np.ndarray]] = [[] for _ in types]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(AUDIT_CHUNK * 2):
+            table = np.array(rows, dtype=np.int64).reshape(-1, len(types))
+            for index, kind in enumerate(types):
+                parts[index].append(table[:, index].astype(kind))
+    columns = []
+    for index, kind in enumerate(types):  # one column at a time: its chunks go as it is joined
+        columns.append(np.concatenate(parts[index]) if parts[index] else np.zeros(0, kind))
+        parts[index] = []
+    return columns
+
+
+def agreement_inputs(*, project: Project, rater: np.ndarray, task: np.ndarray, week: np.ndarray) -> "agreement.Inputs":
+    """The agreement figures' inputs (labeling.agreement.Inputs): the database counts each response's places
+    over the judgements, and lists the places of each judgement only on tasks of three or more responses;
+    ``rater``, ``task`` and ``week`` (one per judgement) come from ``judgement_columns``."""
+    from labeling import agreement  # scipy: loaded by the jobs that audit, not by every page
+
+    response, place, when = PLACE_COLUMNS[connection.vendor]
+    source = PLACES_FROM[connection.vendor]
+    units = _int_columns(
+        f"SELECT j.task_id, {response}, {place}, COUNT(*) {source} GROUP BY j.task_id, {response}, {place}",
+        [project.pk],
+        (np.int64, np.int64, np.int64, np.int64),
+    )
+    wide = _int_columns(
+        f"SELECT j.id, j.rater_id, j.task_id, {response}, {place}, {when} {source} AND {WIDE}",
+        [project.pk],
+        (np.int64, np.int64, np.int64, np.int64, np.int8, np.int64),
+    )
+    return agreement.Inputs(
+        units=np.column_stack(units), rater=rater, task=task, week=week, wide=agreement.Places(*wide)
+    )
+
+
+def rater_weights(*, project_id: int) -> dict[str, float]:
+    """Username to trust weight, for the raters the project's last audit weighed."""
+    rows = RaterStats.objects.filter(project_id=project_id).values_list("rater__username", "weight")
+    return dict(rows)

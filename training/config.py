@@ -60,6 +60,8 @@ class RewardConfig:
     """Subtract a judgement's margin from the reward difference, when it has one."""
     source_weights: dict[str, float] = field(default_factory=lambda: {"human": 1.0, "ai": 1.0})
     """Weight of each judgement source in the loss (human raters, AI feedback)."""
+    record_weights: bool = True
+    """Weigh each judgement by the ``weight`` its record carries (the rater's trust in a ranking export)."""
     seed: int = 0
     logging_steps: int = 10
     bf16: bool = True

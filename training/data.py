@@ -9,6 +9,7 @@ Prompts and replies may be text or lists of ``{role, content}`` messages.
 """
 
 import json
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class RankedPrompt:
     margin: float | None = None
     probability: float | None = None
     source: str = "human"
+    weight: float = 1.0  # the record's own weight (the rater's trust), times its source's in the loss
 
     def pairs(self) -> list[tuple[int, int]]:
         """(better, worse) positions over every two groups; responses in one group are tied: no pair."""
@@ -104,6 +106,15 @@ def as_text(reply) -> str:
     raise DataError("a reply must be text or a list of messages")
 
 
+def _weight(value) -> float:
+    """A record's weight: a number of at least 0 (missing: 1)."""
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise DataError(f"weight must be a number of at least 0, not {value!r}")
+    return float(value)
+
+
 def read_rankings(path: str | Path) -> Dataset:
     """Judgements from a ``ranking`` or ``preference`` export."""
     path = Path(path)
@@ -128,6 +139,7 @@ def read_rankings(path: str | Path) -> Dataset:
                 margin=record.get("margin"),
                 probability=record.get("probability"),
                 source=record.get("source") or "human",
+                weight=_weight(record.get("weight")),
             )
         except (KeyError, TypeError, DataError) as error:
             raise DataError(f"{path.name}, record {number}: {error}") from None

@@ -18,7 +18,7 @@ from labeling import exporters, importers, permissions, quality, runs, selectors
 from labeling.admin import charts
 from labeling.admin.base import ReadOnlyAdmin
 from labeling.errors import ApplicationError, PayloadTooLarge
-from labeling.models import ImportJob, Project, User
+from labeling.models import ImportJob, Project, ProjectAgreement, User
 from labeling.tasks import rater_stats_refresh_project_task
 
 if TYPE_CHECKING:
@@ -291,6 +291,7 @@ class ProjectAdmin(admin.ModelAdmin):
             "sort": sort,
             "columns": charts.sortable_columns(query, sort),
             "project": project,
+            "agreement": ProjectAgreement.objects.filter(project=project).first(),
         }
         return render(request, "admin/labeling/project/raters.html", context)
 

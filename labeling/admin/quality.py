@@ -6,7 +6,7 @@ from django.http import HttpRequest
 
 from labeling.admin.base import ReadOnlyAdmin
 from labeling.errors import ApplicationError
-from labeling.models import RaterStanding, RaterStats, User
+from labeling.models import ProjectAgreement, RaterStanding, RaterStats, User
 from labeling.services import quality
 
 
@@ -56,3 +56,31 @@ class RaterStatsAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False  # the refresh writes and removes these rows
+
+
+@admin.register(ProjectAgreement)
+class ProjectAgreementAdmin(ReadOnlyAdmin):
+    """Each project's agreement as the last refresh computed it; its raters dashboard shows it week by week."""
+
+    list_display = ["project", "alpha", "kendall_tau_b", "refreshed_at"]
+    search_fields = ["project__name"]
+    list_select_related = ["project"]
+
+    @admin.display(description="α (95% interval)")
+    def alpha(self, row: ProjectAgreement) -> str:
+        return _figure(row.figures.get("alpha"))
+
+    @admin.display(description="τ-b (95% interval)")
+    def kendall_tau_b(self, row: ProjectAgreement) -> str:
+        return _figure(row.figures.get("kendall_tau_b"))
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # the refresh writes these rows
+
+
+def _figure(figure: dict | None) -> str:
+    if not figure or figure.get("value") is None:
+        return "–"
+    if figure.get("low") is None:
+        return f"{figure['value']:.2f}"
+    return f"{figure['value']:.2f} ({figure['low']:.2f} to {figure['high']:.2f})"

@@ -1,5 +1,5 @@
-"""The rater audit's table (one row per rater and project, refreshed by a Celery beat job every five minutes for
-the projects with new judgements) and a project's own audit thresholds."""
+"""The rater audit's tables (one row per rater and project, and the project's agreement, refreshed by a Celery beat
+job every five minutes for the projects with new judgements) and a project's own audit thresholds."""
 
 import django.db.models.deletion
 from django.conf import settings
@@ -38,6 +38,15 @@ class Migration(migrations.Migration):
             field=models.JSONField(blank=True, default=dict, help_text='Thresholds of the rater audit that differ from the defaults, by name (the raters dashboard lists every rule and its value).'),
         ),
         migrations.CreateModel(
+            name='ProjectAgreement',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('figures', models.JSONField(default=dict, help_text='{"alpha": {...}, "kendall_tau_b": {...}, "weeks": [...]}')),
+                ('refreshed_at', models.DateTimeField()),
+                ('project', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='agreement', to='labeling.project')),
+            ],
+        ),
+        migrations.CreateModel(
             name='RaterStats',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
@@ -57,6 +66,9 @@ class Migration(migrations.Migration):
                 ('all_bad_rate', models.FloatField(default=0.0)),
                 ('pairwise_agreement', models.FloatField(blank=True, help_text='With each other rater, per task.', null=True)),
                 ('consensus_agreement', models.FloatField(blank=True, help_text='With the majority of the other raters of a task (leave-one-out).', null=True)),
+                ('alpha', models.FloatField(blank=True, help_text="Krippendorff's α (ordinal) over the tasks this rater judged.", null=True)),
+                ('kendall_tau_b', models.FloatField(blank=True, help_text="Mean Kendall's τ-b with the other raters of their tasks of three or more.", null=True)),
+                ('weight', models.FloatField(default=1.0, help_text="The rater's weight in the ranking export and so in reward training (labeling.audit.trust_weights): 1 for a typical rater, 0 for one no better than chance.")),
                 ('flag_count', models.PositiveSmallIntegerField(default=0)),
                 ('details', models.JSONField(blank=True, default=dict, help_text='Everything the audit computed: flags, weekly series, test p-values.')),
                 ('refreshed_at', models.DateTimeField()),

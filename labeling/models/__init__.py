@@ -28,7 +28,7 @@ from labeling.models.judging import (
     ProblemReportOutcome,
     TaskProblemReport,
 )
-from labeling.models.quality import RaterStanding, RaterStats
+from labeling.models.quality import ProjectAgreement, RaterStanding, RaterStats
 from labeling.models.runs import (
     DatasetSnapshot,
     ModelKind,
@@ -59,6 +59,7 @@ __all__ = [
     "Principle",
     "ProblemReportOutcome",
     "Project",
+    "ProjectAgreement",
     "Prompt",
     "RaterStanding",
     "RaterStats",

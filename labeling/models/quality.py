@@ -65,6 +65,19 @@ class RaterStats(models.Model):
     consensus_agreement = models.FloatField(
         null=True, blank=True, help_text="With the majority of the other raters of a task (leave-one-out)."
     )
+    alpha = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Krippendorff's α (ordinal) over the tasks this rater judged.",
+    )
+    kendall_tau_b = models.FloatField(
+        null=True, blank=True, help_text="Mean Kendall's τ-b with the other raters of their tasks of three or more."
+    )
+    weight = models.FloatField(
+        default=1.0,
+        help_text="The rater's weight in the ranking export and so in reward training (labeling.audit.trust_weights): "
+        "1 for a typical rater, 0 for one no better than chance.",
+    )
     flag_count = models.PositiveSmallIntegerField(default=0)
     details = models.JSONField(
         default=dict, blank=True, help_text="Everything the audit computed: flags, weekly series, test p-values."
@@ -86,3 +99,15 @@ class RaterStats(models.Model):
     @property
     def weekly(self) -> list[dict]:
         return list(self.details.get("weekly", []))
+
+
+class ProjectAgreement(models.Model):
+    """How far the project's raters agree, as the last audit refresh computed it (labeling.agreement): α, τ-b
+    and their bootstrap intervals, overall and for each recent week."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="agreement")
+    figures = models.JSONField(default=dict, help_text='{"alpha": {...}, "kendall_tau_b": {...}, "weeks": [...]}')
+    refreshed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"Agreement on {self.project}"

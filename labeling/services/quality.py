@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from labeling import quality, selectors
 from labeling.errors import ApplicationError, PermissionDenied
-from labeling.models import Assignment, Judgement, Project, RaterStanding, RaterStats, User
+from labeling.models import Assignment, Judgement, Project, ProjectAgreement, RaterStanding, RaterStats, User
 
 
 class RaterPaused(PermissionDenied):
@@ -124,13 +124,26 @@ def gold_rule_apply(*, project: Project, rater: User, now: datetime | None = Non
 
 
 def rater_stats_refresh(*, project: Project, now: datetime | None = None) -> int:
-    """Audit the project's raters again from every human judgement (labeling.audit) and store one row per rater;
-    the rows of raters with no judgement left go. Returns how many raters were audited."""
-    from labeling import audit  # numpy and scipy's statistics: loaded by the jobs that audit, not by every page
+    """Audit the project's raters again from every human judgement (labeling.audit, labeling.agreement) and store
+    one row per rater and the project's agreement; the rows of raters with no judgement left go. Returns how many
+    raters were audited."""
+    # numpy and scipy's statistics: loaded by the jobs that audit, not by every page
+    from labeling import agreement, audit
 
     now = now or timezone.now()
     rules = quality.audit_rules(project.audit_rules)
-    figures = audit.rater_audit(selectors.judgement_columns(project=project), rules)
+    columns = selectors.judgement_columns(project=project)
+    figures = audit.rater_audit(columns, rules)
+    inputs = selectors.agreement_inputs(project=project, rater=columns.rater, task=columns.task, week=columns.week)
+    del columns  # the rest of the columns: the agreement's own inputs take their place
+    overall, by_rater = agreement.agreement(inputs)
+    del inputs
+    for rater_id, row in figures.items():
+        row["agreement"] = by_rater.get(rater_id, {})
+        row["alpha"] = row["agreement"].get("alpha", {}).get("value")
+        row["kendall_tau_b"] = row["agreement"].get("kendall_tau_b", {}).get("value")
+    for rater_id, weight in audit.trust_weights(figures).items():
+        figures[rater_id]["weight"] = weight
     rows = [
         RaterStats(
             project=project,
@@ -151,15 +164,16 @@ def rater_stats_refresh(*, project: Project, now: datetime | None = None) -> int
             unique_fields=["project", "rater"],
             update_fields=[*COLUMNS, "flag_count", "details", "refreshed_at"],
         )
+        ProjectAgreement.objects.update_or_create(project=project, defaults={"figures": overall, "refreshed_at": now})
     return len(rows)
 
 
 COLUMNS = [
     "judgements", "compared", "gold_count", "gold_mean", "gold_low", "gold_high", "position_share", "position_p",
     "length_share", "length_p", "median_seconds", "fast_share", "tie_rate", "all_bad_rate", "pairwise_agreement",
-    "consensus_agreement",
+    "consensus_agreement", "alpha", "kendall_tau_b", "weight",
 ]  # fmt: skip
-DETAILS = ["flags", "weekly", "project_length_share", "pairwise_pairs", "consensus_tasks"]
+DETAILS = ["flags", "weekly", "project_length_share", "pairwise_pairs", "consensus_tasks", "agreement"]
 
 
 def rater_stats_refresh_due(*, now: datetime | None = None) -> list[int]:

@@ -8,11 +8,12 @@ import re
 import pytest
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.test import APIClient
 
-from labeling import quality, services
+from labeling import agreement, quality, selectors, services
 from labeling.errors import ApplicationError
-from labeling.models import ComparisonTask, Judgement, RaterStanding, RaterStats, User
+from labeling.models import ComparisonTask, Judgement, ProjectAgreement, RaterStanding, RaterStats, User
 from tests.factories import PASSWORD, ProjectFactory, PromptFactory, ResponseFactory, UserFactory, task_create
 
 pytestmark = pytest.mark.django_db
@@ -339,6 +340,7 @@ def test_the_raters_dashboard_lists_sorts_filters_and_links_to_each_raters_judge
     assert "Position bias: chose the response shown first in 100% of 40 comparisons" in page
     assert "<strong>paused</strong>: Checked by hand." in page
     assert '<polyline points="' in page and "<code>consensus_min</code>" in page
+    assert re.search(r"<th>All weeks</th><td></td>\s*<td>-?0\.\d\d<br>", page)  # the project's α
     judgements_link = re.search(r'href="(/admin/labeling/judgement/\?rater__id__exact=\d+[^"]*)"', page).group(1)
     listing = client.get(judgements_link.replace("&amp;", "&"))
     assert listing.status_code == 200 and "40 judgements" in listing.content.decode()
@@ -358,3 +360,127 @@ def test_the_raters_dashboard_lists_sorts_filters_and_links_to_each_raters_judge
     client.force_login(rater)
     response = client.get(url)
     assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+
+
+def test_the_database_reads_every_place_of_every_ranking_and_the_refresh_stores_agreement(project, rater, other_rater):
+    other = other_rater
+    """The places come from each database's own JSON functions: they must match the rankings as stored."""
+    task = task_create(project=project, k=4)
+    a, b, c, d = task.response_ids()
+    Judgement.objects.create(task=task, rater=rater, ranking=[[c], [a, d], [b]], client_submission_id="p1")
+    Judgement.objects.create(task=task, rater=other, ranking=[[c], [a], [d], [b]], client_submission_id="p2")
+    columns = selectors.judgement_columns(project=project)
+    inputs = selectors.agreement_inputs(project=project, rater=columns.rater, task=columns.task, week=columns.week)
+    units = sorted(map(tuple, inputs.units.tolist()))
+    t = task.pk
+    assert units == sorted([(t, c, 0, 2), (t, a, 1, 2), (t, d, 1, 1), (t, d, 2, 1), (t, b, 2, 1), (t, b, 3, 1)])
+    wide = inputs.wide  # a task of four: every place of both judgements, with its week
+    assert sorted(zip(wide.rater.tolist(), wide.response.tolist(), wide.place.tolist(), strict=True)) == sorted(
+        [(rater.pk, c, 0), (rater.pk, a, 1), (rater.pk, d, 1), (rater.pk, b, 2)]
+        + [(other.pk, c, 0), (other.pk, a, 1), (other.pk, d, 2), (other.pk, b, 3)]
+    )
+    assert set(wide.week.tolist()) == {int(timezone.now().timestamp() // (7 * 24 * 3600))}
+    assert sorted(inputs.rater.tolist()) == sorted([rater.pk, other.pk])
+    project_figures, _ = agreement.agreement(inputs)
+    # Five pairs ordered alike, one tied by one rater: τ-b = 5 / sqrt(5 * 6).
+    assert project_figures["kendall_tau_b"]["value"] == pytest.approx(5 / 30**0.5)
+
+    simulated_project(project, tasks=60)
+    services.rater_stats_refresh(project=project)
+    figures = ProjectAgreement.objects.get(project=project).figures
+    alpha = figures["alpha"]
+    assert alpha["low"] <= alpha["value"] <= alpha["high"] and 0.0 < alpha["value"] < 0.8
+    careful = RaterStats.objects.get(rater__username="careful0")
+    assert careful.alpha is not None and careful.details["agreement"]["alpha"]["n"] >= 60
+    assert RaterStats.objects.get(rater=rater).kendall_tau_b == pytest.approx(5 / 30**0.5)
+
+
+# --- trust weights in the data out --------------------------------------------------------------------------
+
+WORDS = [f"w{i}" for i in range(20)] + ["good", "bad"]
+
+
+def worth(text: str) -> int:
+    """The known answer: a reply is better the more "good" and the fewer "bad" it holds."""
+    return text.split().count("good") - text.split().count("bad")
+
+
+def unequal_pair(rng: random.Random) -> tuple[str, str]:
+    """Two replies of different worth, the better first."""
+    while True:
+        a, b = (" ".join(rng.choice(WORDS) for _ in range(8)) for _ in range(2))
+        if worth(a) != worth(b):
+            return (a, b) if worth(a) > worth(b) else (b, a)
+
+
+@pytest.mark.trainer  # trains twice; the database's part is covered above on both engines: once, on PostgreSQL
+def test_trust_weights_let_the_reward_model_learn_past_a_rater_who_flips_every_label(project, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from labeling import exporters
+    from training.config import RewardConfig
+    from training.models import tiny_reward_model, tiny_tokenizer
+    from training.reward import score, train_reward_model
+
+    rng = random.Random(11)
+    careful, flipper = (UserFactory(username=name, rater=True) for name in ("careful", "flipper"))
+    judgements = []
+
+    def task_with(better: str, worse: str, gold: bool):
+        prompt = PromptFactory(project=project, messages=[{"role": "user", "content": f"q{rng.randrange(60)}"}])
+        good, poor = (ResponseFactory(prompt=prompt, text=text) for text in (better, worse))
+        expected = [[good.pk], [poor.pk]]
+        task = services.comparison_task_create(
+            project=project, prompt=prompt, responses=[good, poor], gold_ranking=expected if gold else None
+        )
+        return task, expected
+
+    def judge(task, rater, expected, *, right: bool, gold: bool):
+        ranking = expected if right else expected[::-1]
+        judgements.append(
+            Judgement(
+                task=task, rater=rater, ranking=ranking, shown_order=[expected[0][0], expected[1][0]],
+                client_submission_id=f"t-{task.pk}", seconds_spent=30.0,
+                gold_score=quality.gold_score(ranking, expected) if gold else None,
+            )
+        )  # fmt: skip
+
+    for _ in range(10):  # gold tasks, judged by both
+        task, expected = task_with(*unequal_pair(rng), gold=True)
+        judge(task, careful, expected, right=True, gold=True)
+        judge(task, flipper, expected, right=False, gold=True)
+    for number in range(300):  # the careful rater judges 55% of the rest, the flipper 45%, reversed
+        task, expected = task_with(*unequal_pair(rng), gold=False)
+        judge(task, careful if number % 20 < 11 else flipper, expected, right=number % 20 < 11, gold=False)
+    Judgement.objects.bulk_create(judgements)
+
+    services.rater_stats_refresh(project=project)
+    weights = dict(RaterStats.objects.values_list("rater__username", "weight"))
+    assert weights["flipper"] == 0.0 and weights["careful"] > 1.0
+
+    export = tmp_path / "ranking.jsonl"
+    with open(export, "wb") as stream:
+        exporters.write_export("ranking", "jsonl", selectors.ExportFilter(project_id=project.pk), stream)
+    records = [json.loads(line) for line in export.read_text().splitlines()]
+    assert {(record["rater"], record["weight"]) for record in records} == {
+        ("careful", weights["careful"]), ("flipper", 0.0)
+    }  # fmt: skip
+
+    truth = [unequal_pair(rng) for _ in range(300)]
+    accuracy = {}
+    for use_weights in (True, False):
+        tokenizer = tiny_tokenizer(WORDS + [f"q{i}" for i in range(60)])
+        config = RewardConfig(
+            epochs=3, learning_rate=3e-3, prompts_per_batch=16, eval_fraction=0.1, max_length=64,
+            record_weights=use_weights, calibrate=False,
+        )  # fmt: skip
+        result = train_reward_model(
+            config, export, tmp_path / f"out-{use_weights}", model=tiny_reward_model(tokenizer), tokenizer=tokenizer
+        )
+        model = AutoModelForSequenceClassification.from_pretrained(result.model_dir).eval()
+        prompts = [[{"role": "user", "content": "q0"}]] * len(truth)
+        better = score(model, tokenizer, prompts, [pair[0] for pair in truth], max_length=64)
+        worse = score(model, tokenizer, prompts, [pair[1] for pair in truth], max_length=64)
+        accuracy[use_weights] = float((better > worse).float().mean())
+    assert accuracy[True] >= 0.85, accuracy
+    assert accuracy[True] > accuracy[False] + 0.1, accuracy

@@ -281,3 +281,17 @@ def test_an_export_that_leaves_nothing_to_train_on_is_refused_with_the_reason(tm
             RewardConfig(eval_fraction=0.6), data, tmp_path / "out", model=tiny_reward_model(tokenizer),
             tokenizer=tokenizer,
         )  # fmt: skip
+
+
+def test_a_records_weight_multiplies_its_sources_and_a_bad_one_is_refused_with_its_record(tmp_path):
+    path = tmp_path / "weighted.jsonl"
+    good = {"prompt": "q0", "responses": ["w1", "w2"], "ranking": [[0], [1]]}
+    path.write_text(json.dumps({**good, "weight": 0.5, "source": "ai"}) + "\n" + json.dumps(good) + "\n")
+    examples = read_rankings(path).examples
+    assert [example.weight for example in examples] == [0.5, 1.0]
+    pairs = pairs_of(examples, use_margin=False, source_weights={"human": 1.0, "ai": 3.0})
+    assert pairs.weight.tolist() == [1.5, 1.0]
+    for bad in (-1, "heavy", True, float("inf")):
+        path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "weight": bad}) + "\n")
+        with pytest.raises(DataError, match="record 2: weight must be a number of at least 0"):
+            read_rankings(path)

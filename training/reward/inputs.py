@@ -211,7 +211,7 @@ class Pairs:
     margin: torch.Tensor  # (P,) subtracted from the reward difference (0 when unknown or unused)
     rated_margin: torch.Tensor  # (P,) the rater's margin, NaN when none was given
     probability: torch.Tensor  # (P,) soft label; NaN for hard labels
-    weight: torch.Tensor  # (B,) per-judgement weight from the source
+    weight: torch.Tensor  # (B,) per-judgement weight: its source's times its own (the rater's trust)
 
     def to(self, device) -> "Pairs":
         return Pairs(**{name: getattr(self, name).to(device) for name in self.__dataclass_fields__})
@@ -236,7 +236,9 @@ def pairs_of(examples: Sequence[RankedPrompt], use_margin: bool, source_weights:
         margin=torch.tensor(margin, dtype=torch.float32),
         rated_margin=torch.tensor(rated, dtype=torch.float32),
         probability=torch.tensor(probability, dtype=torch.float32),
-        weight=torch.tensor([source_weights.get(example.source, 1.0) for example in examples], dtype=torch.float32),
+        weight=torch.tensor(
+            [source_weights.get(example.source, 1.0) * example.weight for example in examples], dtype=torch.float32
+        ),
     )
 
 

@@ -4,7 +4,7 @@ quality measured, its scores normalised, the model saved."""
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -92,6 +92,8 @@ def _read_data(config: RewardConfig, data_path, reference_path) -> tuple[list, l
     """Train and held-out prompts, split by prompt so that no held-out prompt has a judgement in training;
     and the replies the scores are normalised over."""
     dataset = read_rankings(data_path)
+    if not config.record_weights:
+        dataset.examples = [replace(example, weight=1.0) for example in dataset.examples]
     train, held_out = dataset.split(config.eval_fraction, config.seed)
     if not train:
         raise DataError(
