@@ -4,7 +4,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -531,6 +531,19 @@ def assignment_of_rater(*, task_id: int, rater_id: int) -> Assignment | None:
 
 AUDIT_CHUNK = 10_000
 WEEK_SECONDS = 7 * 24 * 3600
+# Weeks start on Monday: 1970-01-01 was a Thursday, so week n starts 3 days before 1970-01-01 plus n weeks.
+WEEK_SHIFT_SECONDS = 3 * 24 * 3600
+FIRST_MONDAY = date(1969, 12, 29)
+
+
+def week_of(moment: datetime) -> int:
+    """The number of the (Monday to Sunday, UTC) week holding ``moment``: what the audit's series count by."""
+    return int((moment.timestamp() + WEEK_SHIFT_SECONDS) // WEEK_SECONDS)
+
+
+def week_start(week: int) -> date:
+    """The Monday that starts week number ``week``."""
+    return FIRST_MONDAY + timedelta(weeks=week)
 
 
 def _as_ints(values: Sequence) -> np.ndarray:
@@ -615,7 +628,7 @@ def judgement_columns(*, project: Project) -> "audit.JudgementColumns":
                 seconds=np.array(seconds, dtype=np.float64),
                 chars=chars[where] if len(task_ids) else np.zeros(len(task_array)),
                 gold=np.array(gold, dtype=np.float64),
-                week=np.array([moment.timestamp() // WEEK_SECONDS for moment in created], dtype=np.int64),
+                week=np.array([week_of(moment) for moment in created], dtype=np.int64),
             )
         )
     return audit.JudgementColumns.concatenate(parts)
@@ -667,11 +680,15 @@ PLACES_FROM = {
     """,
 }
 PLACE_COLUMNS = {
-    "postgresql": ("(r.value)::bigint", "(g.ordinality - 1)", "floor(extract(epoch FROM j.created_at) / 604800)"),
+    "postgresql": (
+        "(r.value)::bigint",
+        "(g.ordinality - 1)",
+        "floor((extract(epoch FROM j.created_at) + 259200) / 604800)",
+    ),
     "sqlite": (
         "CAST(r.value AS INTEGER)",
         "CAST(g.key AS INTEGER)",
-        "CAST(strftime('%%s', j.created_at) AS INTEGER) / 604800",
+        "(CAST(strftime('%%s', j.created_at) AS INTEGER) + 259200) / 604800",
     ),
 }
 WIDE = "(SELECT COUNT(*) FROM labeling_taskresponse s WHERE s.task_id = j.task_id) >= 3"

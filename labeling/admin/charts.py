@@ -17,6 +17,8 @@ def _points(values: list[float | None], top: float) -> str:
     missing value is left out."""
     if not values:
         return ""
+    if len(values) == 1:  # one week: a flat line across, so that it shows
+        values = values * 2
     step = WIDTH / max(len(values) - 1, 1)
     scale = (HEIGHT - 2) / top if top > 0 else 0.0
     return " ".join(

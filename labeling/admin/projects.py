@@ -279,6 +279,9 @@ class ProjectAdmin(admin.ModelAdmin):
         for row in page:
             row.charts = charts.weekly_charts(row.weekly)
         rules = quality.audit_rules(project.audit_rules)
+        agreement = ProjectAgreement.objects.filter(project=project).first()
+        for week in agreement.figures.get("weeks", []) if agreement else []:
+            week["starts"] = selectors.week_start(week["week"])
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -291,7 +294,7 @@ class ProjectAdmin(admin.ModelAdmin):
             "sort": sort,
             "columns": charts.sortable_columns(query, sort),
             "project": project,
-            "agreement": ProjectAgreement.objects.filter(project=project).first(),
+            "agreement": agreement,
         }
         return render(request, "admin/labeling/project/raters.html", context)
 

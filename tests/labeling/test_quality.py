@@ -4,6 +4,7 @@ rater, reinstatement, what exports leave out, and who sees which figures."""
 import json
 import random
 import re
+from datetime import timedelta
 
 import pytest
 from django.http import HttpRequest
@@ -339,7 +340,11 @@ def test_the_raters_dashboard_lists_sorts_filters_and_links_to_each_raters_judge
     assert len(names) == 7 and names[0] in {"first4", "longer5", "random6"}  # most flags first
     assert "Position bias: chose the response shown first in 100% of 40 comparisons" in page
     assert "<strong>paused</strong>: Checked by hand." in page
-    assert '<polyline points="' in page and "<code>consensus_min</code>" in page
+    assert "<code>consensus_min</code>" in page
+    # One week of work so far: each chart is a flat line across the box, and the week is named by its Monday.
+    assert re.search(r'<polyline points="0\.0,[\d.]+ 120\.0,[\d.]+"', page)
+    monday = selectors.week_start(selectors.week_of(timezone.now()))
+    assert f"week of {monday:%Y-%m-%d}" in page
     assert re.search(r"<th>All weeks</th><td></td>\s*<td>-?0\.\d\d<br>", page)  # the project's α
     judgements_link = re.search(r'href="(/admin/labeling/judgement/\?rater__id__exact=\d+[^"]*)"', page).group(1)
     listing = client.get(judgements_link.replace("&amp;", "&"))
@@ -379,7 +384,9 @@ def test_the_database_reads_every_place_of_every_ranking_and_the_refresh_stores_
         [(rater.pk, c, 0), (rater.pk, a, 1), (rater.pk, d, 1), (rater.pk, b, 2)]
         + [(other.pk, c, 0), (other.pk, a, 1), (other.pk, d, 2), (other.pk, b, 3)]
     )
-    assert set(wide.week.tolist()) == {int(timezone.now().timestamp() // (7 * 24 * 3600))}
+    assert set(wide.week.tolist()) == {selectors.week_of(timezone.now())}
+    assert selectors.week_start(selectors.week_of(timezone.now())).weekday() == 0  # weeks start on Monday
+    assert timezone.now().date() - selectors.week_start(selectors.week_of(timezone.now())) < timedelta(days=7)
     assert sorted(inputs.rater.tolist()) == sorted([rater.pk, other.pk])
     project_figures, _ = agreement.agreement(inputs)
     # Five pairs ordered alike, one tied by one rater: τ-b = 5 / sqrt(5 * 6).
