@@ -25,10 +25,10 @@ from typing import Protocol
 
 import orjson
 
-from labeling import selectors
+from labeling import consensus, selectors
 from labeling.errors import ApplicationError
 
-EXPORT_KINDS = ("preference", "ranking", "sft", "hh", "prompts")
+EXPORT_KINDS = ("preference", "ranking", "consensus", "sft", "hh", "prompts")
 FILE_FORMATS = ("jsonl", "parquet")
 BLOCK = 5000
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -195,6 +195,45 @@ def ranking_records(selection, stats: ExportStats, *, conversational: bool = Fal
             }
 
 
+CONSENSUS_FIELDS = ("task_id", "rater__username", "ranking_text")
+
+
+def consensus_records(selection, stats: ExportStats, *, conversational: bool = False):
+    """One record per task with judgements: the ranking of its judgements merged by ranked pairs
+    (labeling.consensus), each judgement weighted by its rater's trust; ``agreement`` is the weighted share of
+    the judgements' pairwise votes that the consensus keeps."""
+    weights = selectors.rater_weights(project_id=selection.project_id)
+
+    def record(task_id: int, judgements: list[tuple[list[list[int]], float]], contents) -> dict:
+        content = contents[task_id]
+        merged = consensus.ranked_pairs(content.response_ids, judgements)
+        stats.rows += 1
+        return {
+            "prompt": prompt_value(content.messages, conversational),
+            "responses": list(content.texts.values()),
+            "ranking": [[content.position[response_id] for response_id in group] for group in merged],
+            "method": "ranked_pairs",
+            "judgements": len(judgements),
+            "agreement": consensus.agreement_with(merged, judgements),
+            "task_id": task_id,
+            "response_ids": content.response_ids,
+        }
+
+    current: int | None = None
+    judgements: list[tuple[list[list[int]], float]] = []
+    contents: dict = {}
+    for block, contents in _judgement_blocks(selection, CONSENSUS_FIELDS):
+        for task_id, rater, ranking in block:
+            if task_id != current and current is not None:
+                yield record(current, judgements, contents)
+                judgements = []
+            current = task_id
+            stats.judgements += 1
+            judgements.append((orjson.loads(ranking), weights.get(rater, 1.0) if rater else 1.0))
+    if current is not None:
+        yield record(current, judgements, contents)
+
+
 def sft_records(selection, stats: ExportStats, *, conversational: bool = False):
     for _id, messages, text, _author, _origin, _created in selectors.demonstrations_for_export(
         selection=selection
@@ -220,6 +259,8 @@ def export_records(kind: str, selection: selectors.ExportFilter, stats: ExportSt
         return preference_records(selection, stats, hh=True)
     if kind == "ranking":
         return ranking_records(selection, stats, conversational=conversational)
+    if kind == "consensus":
+        return consensus_records(selection, stats, conversational=conversational)
     if kind == "sft":
         return sft_records(selection, stats, conversational=conversational)
     if kind == "prompts":
@@ -263,6 +304,19 @@ def parquet_schema(kind: str, conversational: bool):
         if conversational:
             return pa.schema([("messages", messages)])
         return pa.schema([("prompt", pa.string()), ("completion", pa.string())])
+    if kind == "consensus":
+        return pa.schema(
+            [
+                ("prompt", prompt),
+                ("responses", pa.list_(pa.string())),
+                ("ranking", pa.list_(pa.list_(pa.int64()))),
+                ("method", pa.string()),
+                ("judgements", pa.int64()),
+                ("agreement", pa.float64()),
+                ("task_id", pa.int64()),
+                ("response_ids", pa.list_(pa.int64())),
+            ]
+        )
     return pa.schema(
         [
             ("prompt", prompt),

@@ -1,5 +1,6 @@
 """The rater audit's tables (one row per rater and project, and the project's agreement, refreshed by a Celery beat
-job every five minutes for the projects with new judgements) and a project's own audit thresholds."""
+job every five minutes for the projects with new judgements), a project's own audit thresholds, and snapshots of
+the new consensus export."""
 
 import django.db.models.deletion
 from django.conf import settings
@@ -32,18 +33,12 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AddField(
-            model_name='project',
-            name='audit_rules',
-            field=models.JSONField(blank=True, default=dict, help_text='Thresholds of the rater audit that differ from the defaults, by name (the raters dashboard lists every rule and its value).'),
-        ),
         migrations.CreateModel(
             name='ProjectAgreement',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('figures', models.JSONField(default=dict, help_text='{"alpha": {...}, "kendall_tau_b": {...}, "weeks": [...]}')),
                 ('refreshed_at', models.DateTimeField()),
-                ('project', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='agreement', to='labeling.project')),
             ],
         ),
         migrations.CreateModel(
@@ -72,14 +67,48 @@ class Migration(migrations.Migration):
                 ('flag_count', models.PositiveSmallIntegerField(default=0)),
                 ('details', models.JSONField(blank=True, default=dict, help_text='Everything the audit computed: flags, weekly series, test p-values.')),
                 ('refreshed_at', models.DateTimeField()),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rater_stats', to='labeling.project')),
-                ('rater', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rater_stats', to=settings.AUTH_USER_MODEL)),
             ],
             options={
                 'verbose_name_plural': 'rater stats',
                 'ordering': ['project', 'rater'],
-                'constraints': [models.UniqueConstraint(fields=('project', 'rater'), name='rater_stats_once_per_project')],
             },
+        ),
+        migrations.RemoveConstraint(
+            model_name='datasetsnapshot',
+            name='snapshot_kind_valid',
+        ),
+        migrations.AddField(
+            model_name='project',
+            name='audit_rules',
+            field=models.JSONField(blank=True, default=dict, help_text='Thresholds of the rater audit that differ from the defaults, by name (the raters dashboard lists every rule and its value).'),
+        ),
+        migrations.AlterField(
+            model_name='datasetsnapshot',
+            name='kind',
+            field=models.CharField(choices=[('preference', 'Preference pairs'), ('ranking', 'Rankings'), ('consensus', 'Consensus rankings (one per task)'), ('sft', 'Demonstrations (SFT)'), ('hh', 'HH-RLHF transcripts'), ('prompts', 'Prompts')], max_length=16),
+        ),
+        migrations.AddConstraint(
+            model_name='datasetsnapshot',
+            constraint=models.CheckConstraint(condition=models.Q(('kind__in', ['preference', 'ranking', 'consensus', 'sft', 'hh', 'prompts'])), name='snapshot_kind_valid'),
+        ),
+        migrations.AddField(
+            model_name='projectagreement',
+            name='project',
+            field=models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='agreement', to='labeling.project'),
+        ),
+        migrations.AddField(
+            model_name='raterstats',
+            name='project',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rater_stats', to='labeling.project'),
+        ),
+        migrations.AddField(
+            model_name='raterstats',
+            name='rater',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rater_stats', to=settings.AUTH_USER_MODEL),
+        ),
+        migrations.AddConstraint(
+            model_name='raterstats',
+            constraint=models.UniqueConstraint(fields=('project', 'rater'), name='rater_stats_once_per_project'),
         ),
         migrations.RunPython(schedule, unschedule),
     ]

@@ -13,6 +13,7 @@ from labeling.models.content import Project
 class SnapshotKind(models.TextChoices):
     PREFERENCE = "preference", "Preference pairs"
     RANKING = "ranking", "Rankings"
+    CONSENSUS = "consensus", "Consensus rankings (one per task)"
     SFT = "sft", "Demonstrations (SFT)"
     HH = "hh", "HH-RLHF transcripts"
     PROMPTS = "prompts", "Prompts"
