@@ -12,5 +12,6 @@ urlpatterns = [
     path("p/<slug:slug>/", views.workbench, name="workbench"),
     path("p/<slug:slug>/demonstrate/", views.demonstrate, name="demonstrate"),
     path("p/<slug:slug>/review/", views.review, name="review"),
+    path("p/<slug:slug>/adjudicate/", views.adjudicate, name="adjudicate"),
     path("healthz", views.health, name="health"),
 ]

@@ -1,6 +1,8 @@
 """Pages for raters. Each view checks access through labeling.permissions and reads through selectors."""
 
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -21,8 +23,10 @@ class LoginView(auth_views.LoginView):
 def project_list(request: HttpRequest) -> HttpResponse:
     projects = list(selectors.project_list_for_user(user=request.user).order_by("name"))
     figures = selectors.own_figures(user=request.user, projects=projects, now=timezone.now())
+    reviews = selectors.open_reviews_by_project(user=request.user) if permissions.is_reviewer(request.user) else {}
     for project in projects:
         project.own = figures[project.pk]  # type: ignore[attr-defined]
+        project.reviews_open = reviews.get(project.pk, 0)  # type: ignore[attr-defined]
     return render(
         request,
         "frontend/projects.html",
@@ -72,6 +76,22 @@ def review(request: HttpRequest, slug: str) -> HttpResponse:
     return render(
         request,
         "frontend/review.html",
+        {"project": project, "guidelines_html": markdown_to_safe_html(project.guidelines)},
+    )
+
+
+@login_required
+def adjudicate(request: HttpRequest, slug: str) -> HttpResponse:
+    """Settle the tasks whose judgements disagree: read every judgement (raters unnamed), then record the final
+    ranking with the keyboard or send the task back for one more judgement. Reviewers only."""
+    if not permissions.is_reviewer(request.user):
+        raise PermissionDenied("This page is for reviewers.")
+    project = permissions.projects_reviewable_by(request.user).filter(slug=slug).first()
+    if project is None:
+        raise Http404("No such project is open to you.")
+    return render(
+        request,
+        "frontend/adjudicate.html",
         {"project": project, "guidelines_html": markdown_to_safe_html(project.guidelines)},
     )
 

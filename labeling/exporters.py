@@ -199,20 +199,21 @@ CONSENSUS_FIELDS = ("task_id", "rater__username", "ranking_text")
 
 
 def consensus_records(selection, stats: ExportStats, *, conversational: bool = False):
-    """One record per task with judgements: the ranking of its judgements merged by ranked pairs
-    (labeling.consensus), each judgement weighted by its rater's trust; ``agreement`` is the weighted share of
-    the judgements' pairwise votes that the consensus keeps."""
+    """One record per task with judgements: the reviewer's ranking where the task was adjudicated, else the
+    ranking of its judgements merged by ranked pairs (labeling.consensus), each judgement weighted by its
+    rater's trust; ``agreement`` is the weighted share of the judgements' pairwise votes that it keeps."""
     weights = selectors.rater_weights(project_id=selection.project_id)
+    adjudicated = selectors.adjudicated_rankings(project_id=selection.project_id)
 
     def record(task_id: int, judgements: list[tuple[list[list[int]], float]], contents) -> dict:
         content = contents[task_id]
-        merged = consensus.ranked_pairs(content.response_ids, judgements)
+        merged = adjudicated.get(task_id) or consensus.ranked_pairs(content.response_ids, judgements)
         stats.rows += 1
         return {
             "prompt": prompt_value(content.messages, conversational),
             "responses": list(content.texts.values()),
             "ranking": [[content.position[response_id] for response_id in group] for group in merged],
-            "method": "ranked_pairs",
+            "method": "adjudicated" if task_id in adjudicated else "ranked_pairs",
             "judgements": len(judgements),
             "agreement": consensus.agreement_with(merged, judgements),
             "task_id": task_id,

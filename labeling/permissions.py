@@ -1,7 +1,9 @@
 """Who may do what. Every view, API class and admin hook asks here, nowhere else.
 
-Two roles: raters (members of the "raters" group) label the projects they belong to; staff administer
-everything (the admin, imports, exports, training). A rater never sees another rater's work.
+Three roles: raters (members of the "raters" group) label the projects they belong to; reviewers (the
+"reviewers" group) settle the tasks of their projects whose judgements disagree, seeing those judgements and no
+others, with the raters unnamed; staff administer everything (the admin, imports, exports, training). A rater
+never sees another rater's work.
 """
 
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from rest_framework.permissions import BasePermission
 from labeling.models import Judgement, Project, User
 
 RATERS_GROUP = "raters"
+REVIEWERS_GROUP = "reviewers"
 
 
 def is_staff(user) -> bool:
@@ -33,6 +36,25 @@ def is_rater(user) -> bool:
     if not hasattr(user, "_in_raters_group"):
         rater_membership_remember(user, user.groups.filter(name=RATERS_GROUP).exists())
     return user._in_raters_group
+
+
+def is_reviewer(user) -> bool:
+    """Staff, or a member of the reviewers group."""
+    if not (user.is_authenticated and user.is_active):
+        return False
+    if user.is_staff:
+        return True
+    if not hasattr(user, "_in_reviewers_group"):
+        user._in_reviewers_group = user.groups.filter(name=REVIEWERS_GROUP).exists()
+    return user._in_reviewers_group
+
+
+def projects_reviewable_by(user) -> QuerySet[Project]:
+    if is_staff(user):
+        return Project.objects.all()
+    if is_reviewer(user):
+        return Project.objects.filter(members=user)
+    return Project.objects.none()
 
 
 def rater_membership_remember(user, member: bool) -> None:
@@ -84,6 +106,15 @@ class IsRater(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return is_rater(request.user)
+
+
+class IsReviewer(BasePermission):
+    """API access for reviewers (and staff)."""
+
+    message = "This is for reviewers."
+
+    def has_permission(self, request, view) -> bool:
+        return is_reviewer(request.user)
 
 
 class IsStaff(BasePermission):

@@ -39,10 +39,11 @@ from labeling.models import (
     Prompt,
     RaterStanding,
     RaterStats,
+    ReviewItem,
     TaskProblemReport,
     TaskResponse,
 )
-from labeling.permissions import is_rater, is_staff, projects_visible_to
+from labeling.permissions import is_rater, is_staff, projects_reviewable_by, projects_visible_to
 from labeling.quality import wilson_interval
 from labeling.raw_sql import columns_of, instance_from_row, task_content_sql
 
@@ -737,3 +738,39 @@ def rater_weights(*, project_id: int) -> dict[str, float]:
     """Username to trust weight, for the raters the project's last audit weighed."""
     rows = RaterStats.objects.filter(project_id=project_id).values_list("rater__username", "weight")
     return dict(rows)
+
+
+def review_next(*, project: Project, reviewer) -> ReviewItem | None:
+    """The oldest open review of the project, leaving out tasks the reviewer judged themselves."""
+    items = ReviewItem.objects.filter(task__project=project, status=ReviewItem.Status.OPEN)
+    items = items.exclude(task__judgements__rater=reviewer)
+    return items.select_related("task").order_by("created_at", "id").first()
+
+
+def review_judgements(*, task_id: int) -> list[dict]:
+    """A task's human judgements for its reviewer, the raters unnamed: "rater 1", "rater 2", ... in the order
+    they judged."""
+    rows = (
+        Judgement.objects.filter(task_id=task_id, source=Judgement.Source.HUMAN)
+        .order_by("id")
+        .values_list("ranking", "margin", "all_bad", "rationale", "flags")
+    )
+    return [
+        {"rater": f"rater {number}", "ranking": ranking, "margin": margin, "all_bad": all_bad,
+         "rationale": rationale, "flags": flags}
+        for number, (ranking, margin, all_bad, rationale, flags) in enumerate(rows, start=1)
+    ]  # fmt: skip
+
+
+def adjudicated_rankings(*, project_id: int) -> dict[int, list[list[int]]]:
+    """Task id to the final ranking a reviewer recorded, for the project's decided reviews."""
+    decided = ReviewItem.objects.filter(task__project_id=project_id, status=ReviewItem.Status.DECIDED)
+    return {task_id: ranking for task_id, ranking in decided.values_list("task_id", "ranking") if ranking}
+
+
+def open_reviews_by_project(*, user) -> dict[int, int]:
+    """Project id to its open reviews that ``user`` may settle (not on tasks they judged)."""
+    items = ReviewItem.objects.filter(
+        status=ReviewItem.Status.OPEN, task__project__in=projects_reviewable_by(user)
+    ).exclude(task__judgements__rater=user)
+    return dict(items.values("task__project").annotate(n=Count("id")).values_list("task__project", "n"))

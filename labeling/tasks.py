@@ -59,9 +59,13 @@ def rater_stats_refresh_task() -> list[int]:
 
 @shared_task
 def rater_stats_refresh_project_task(project_id: int) -> int:
-    """Audit one project's raters again now (the dashboard's "Refresh" button); how many raters."""
+    """Audit one project's raters and scan its review queue now (the dashboard's "Refresh" button); how many
+    raters."""
     project = Project.objects.filter(pk=project_id).first()
-    return services.rater_stats_refresh(project=project) if project else 0
+    if project is None:
+        return 0
+    services.review_queue_refresh(project=project)
+    return services.rater_stats_refresh(project=project)
 
 
 @worker_ready.connect

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from labeling.api import content, data, rating
+from labeling.api import content, data, rating, reviews
 
 app_name = "api"
 
@@ -22,6 +22,9 @@ urlpatterns = [
     path(
         "critique-chains/<int:chain_id>/review", rating.CritiqueChainReviewApi.as_view(), name="critique-chain-review"
     ),
+    # The review queue, for reviewers.
+    path("projects/<slug:slug>/reviews/next", reviews.ReviewNextApi.as_view(), name="review-next"),
+    path("reviews/<int:review_id>/decision", reviews.ReviewDecisionApi.as_view(), name="review-decision"),
     # Projects and their content.
     path("projects", content.ProjectListApi.as_view(), name="projects"),
     path("projects/<slug:slug>", content.ProjectDetailApi.as_view(), name="project"),

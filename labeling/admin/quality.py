@@ -6,7 +6,7 @@ from django.http import HttpRequest
 
 from labeling.admin.base import ReadOnlyAdmin
 from labeling.errors import ApplicationError
-from labeling.models import ProjectAgreement, RaterStanding, RaterStats, User
+from labeling.models import ProjectAgreement, RaterStanding, RaterStats, ReviewItem, User
 from labeling.services import quality
 
 
@@ -84,3 +84,16 @@ def _figure(figure: dict | None) -> str:
     if figure.get("low") is None:
         return f"{figure['value']:.2f}"
     return f"{figure['value']:.2f} ({figure['low']:.2f} to {figure['high']:.2f})"
+
+
+@admin.register(ReviewItem)
+class ReviewItemAdmin(ReadOnlyAdmin):
+    """The review queue as stored: reviewers settle items on their page; here admins watch it."""
+
+    list_display = ["task", "status", "reason", "decided_by", "decided_at", "created_at"]
+    list_filter = ["status", "task__project"]
+    search_fields = ["reason"]
+    list_select_related = ["task__project", "decided_by"]
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # a decided review is the task's consensus; the scan writes the rest

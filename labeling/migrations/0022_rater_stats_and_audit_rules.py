@@ -1,6 +1,6 @@
 """The rater audit's tables (one row per rater and project, and the project's agreement, refreshed by a Celery beat
-job every five minutes for the projects with new judgements), a project's own audit thresholds, and snapshots of
-the new consensus export."""
+job every five minutes for the projects with new judgements), a project's own audit thresholds, the review queue
+of tasks whose judgements disagree, and snapshots of the new consensus export."""
 
 import django.db.models.deletion
 from django.conf import settings
@@ -23,6 +23,14 @@ def schedule(apps, schema_editor):
 
 def unschedule(apps, schema_editor):
     apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name=SCHEDULE_NAME).delete()
+
+
+def reviewers_group(apps, schema_editor):
+    apps.get_model("auth", "Group").objects.get_or_create(name="reviewers")
+
+
+def no_reviewers_group(apps, schema_editor):
+    apps.get_model("auth", "Group").objects.filter(name="reviewers").delete()
 
 
 class Migration(migrations.Migration):
@@ -73,6 +81,20 @@ class Migration(migrations.Migration):
                 'ordering': ['project', 'rater'],
             },
         ),
+        migrations.CreateModel(
+            name='ReviewItem',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('reason', models.TextField(help_text='Why the task needs a reviewer, with the figures.')),
+                ('status', models.CharField(choices=[('open', 'Waiting for a reviewer'), ('decided', 'Decided'), ('sent_back', 'Sent back for more judgements')], default='open', max_length=16)),
+                ('ranking', models.JSONField(blank=True, help_text="The reviewer's final ranking: groups of response ids, best first.", null=True)),
+                ('decided_at', models.DateTimeField(blank=True, null=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+            ],
+            options={
+                'ordering': ['created_at', 'id'],
+            },
+        ),
         migrations.RemoveConstraint(
             model_name='datasetsnapshot',
             name='snapshot_kind_valid',
@@ -81,6 +103,16 @@ class Migration(migrations.Migration):
             model_name='project',
             name='audit_rules',
             field=models.JSONField(blank=True, default=dict, help_text='Thresholds of the rater audit that differ from the defaults, by name (the raters dashboard lists every rule and its value).'),
+        ),
+        migrations.AddField(
+            model_name='project',
+            name='review_agreement_min',
+            field=models.FloatField(default=0.6, help_text='A completed task goes to the review queue when no response is first in more than half of its judgements, or (three or more responses) when its judgements agree on fewer than this share of response pairs (0..1; two random rankings agree on about half).', validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)]),
+        ),
+        migrations.AddField(
+            model_name='project',
+            name='review_scanned_at',
+            field=models.DateTimeField(blank=True, editable=False, help_text='Tasks completed before this were checked for review.', null=True),
         ),
         migrations.AlterField(
             model_name='datasetsnapshot',
@@ -106,9 +138,32 @@ class Migration(migrations.Migration):
             name='rater',
             field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='rater_stats', to=settings.AUTH_USER_MODEL),
         ),
+        migrations.AddField(
+            model_name='reviewitem',
+            name='decided_by',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+        ),
+        migrations.AddField(
+            model_name='reviewitem',
+            name='task',
+            field=models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='review', to='labeling.comparisontask'),
+        ),
         migrations.AddConstraint(
             model_name='raterstats',
             constraint=models.UniqueConstraint(fields=('project', 'rater'), name='rater_stats_once_per_project'),
         ),
+        migrations.AddIndex(
+            model_name='reviewitem',
+            index=models.Index(fields=['status', 'created_at'], name='review_item_queue'),
+        ),
+        migrations.AddConstraint(
+            model_name='reviewitem',
+            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['open', 'decided', 'sent_back'])), name='review_item_status_valid'),
+        ),
+        migrations.AddConstraint(
+            model_name='reviewitem',
+            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status', 'decided'), _negated=True), ('ranking__isnull', False), _connector='OR'), name='review_item_decided_has_ranking', violation_error_message='A decided review has its final ranking.'),
+        ),
         migrations.RunPython(schedule, unschedule),
+        migrations.RunPython(reviewers_group, no_reviewers_group),
     ]

@@ -28,7 +28,7 @@ from labeling.models.judging import (
     ProblemReportOutcome,
     TaskProblemReport,
 )
-from labeling.models.quality import ProjectAgreement, RaterStanding, RaterStats
+from labeling.models.quality import ProjectAgreement, RaterStanding, RaterStats, ReviewItem, ReviewItemStatus
 from labeling.models.runs import (
     DatasetSnapshot,
     ModelKind,
@@ -64,6 +64,8 @@ __all__ = [
     "RaterStanding",
     "RaterStats",
     "Response",
+    "ReviewItem",
+    "ReviewItemStatus",
     "ReviewStatus",
     "RunKind",
     "RunStatus",

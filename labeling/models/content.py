@@ -58,6 +58,16 @@ class Project(models.Model):
         help_text="The gold score (0..1) a rater must be able to reach; 0 never pauses anyone. A rater who "
         "orders pairs at random scores about 0.5.",
     )
+    review_agreement_min = models.FloatField(
+        default=0.6,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="A completed task goes to the review queue when no response is first in more than half of its "
+        "judgements, or (three or more responses) when its judgements agree on fewer than this share of response "
+        "pairs (0..1; two random rankings agree on about half).",
+    )
+    review_scanned_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Tasks completed before this were checked for review."
+    )
     audit_rules = models.JSONField(
         default=dict,
         blank=True,

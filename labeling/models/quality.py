@@ -1,10 +1,12 @@
-"""Where a rater stands on a project (paused by the gold rule, reinstated) and their audited figures there."""
+"""Where a rater stands on a project (paused by the gold rule, reinstated), their audited figures there, the
+project's agreement, and the review queue of tasks whose judgements disagree."""
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from labeling.models.content import Project
+from labeling.models.constraints import in_choices
+from labeling.models.content import ComparisonTask, Project
 
 
 class RaterStanding(models.Model):
@@ -111,3 +113,43 @@ class ProjectAgreement(models.Model):
 
     def __str__(self) -> str:
         return f"Agreement on {self.project}"
+
+
+class ReviewItemStatus(models.TextChoices):
+    OPEN = "open", "Waiting for a reviewer"
+    DECIDED = "decided", "Decided"
+    SENT_BACK = "sent_back", "Sent back for more judgements"
+
+
+class ReviewItem(models.Model):
+    """A task whose judgements disagree, in the review queue: a reviewer records the final ranking (which then
+    is the task's consensus) or sends it back for more judgements."""
+
+    Status = ReviewItemStatus
+
+    task = models.OneToOneField(ComparisonTask, on_delete=models.CASCADE, related_name="review")
+    reason = models.TextField(help_text="Why the task needs a reviewer, with the figures.")
+    status = models.CharField(max_length=16, choices=ReviewItemStatus.choices, default=ReviewItemStatus.OPEN)
+    ranking = models.JSONField(
+        null=True, blank=True, help_text="The reviewer's final ranking: groups of response ids, best first."
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=in_choices("status", ReviewItemStatus), name="review_item_status_valid"),
+            models.CheckConstraint(
+                condition=~Q(status="decided") | Q(ranking__isnull=False),
+                name="review_item_decided_has_ranking",
+                violation_error_message="A decided review has its final ranking.",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="review_item_queue")]
+
+    def __str__(self) -> str:
+        return f"Review of {self.task} ({self.get_status_display()})"

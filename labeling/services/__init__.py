@@ -8,6 +8,7 @@
 - ``snapshots``: exports frozen as files with their hash and counts.
 - ``constitutions``: constitutions and the review of critique chains.
 - ``quality``: raters' standing: gold tasks first, the gold rule that pauses a rater, reinstatement.
+- ``reviews``: the review queue of tasks whose judgements disagree, and reviewers' decisions.
 - ``demo``: the demo project.
 
 Call sites use the package: ``services.judgement_submit(...)``.
@@ -68,6 +69,7 @@ from labeling.services.reports import (
     task_problem_report_dismiss,
     task_problem_report_resolve,
 )
+from labeling.services.reviews import review_decide, review_queue_refresh, review_reason, review_send_back
 from labeling.services.snapshots import dataset_snapshot_create, snapshot_path
 
 __all__ = [
@@ -111,6 +113,10 @@ __all__ = [
     "rater_ensure",
     "response_create",
     "response_save",
+    "review_decide",
+    "review_queue_refresh",
+    "review_reason",
+    "review_send_back",
     "snapshot_path",
     "stored_html_fill",
     "task_problem_report_create",

@@ -12,6 +12,7 @@ from django.utils import timezone
 from labeling import quality, selectors
 from labeling.errors import ApplicationError, PermissionDenied
 from labeling.models import Assignment, Judgement, Project, ProjectAgreement, RaterStanding, RaterStats, User
+from labeling.services.reviews import review_queue_refresh
 
 
 class RaterPaused(PermissionDenied):
@@ -177,8 +178,8 @@ DETAILS = ["flags", "weekly", "project_length_share", "pairwise_pairs", "consens
 
 
 def rater_stats_refresh_due(*, now: datetime | None = None) -> list[int]:
-    """Refresh the audit of every project with a human judgement newer than its last refresh (the beat job);
-    the ids of the projects refreshed."""
+    """Refresh the audit and the review queue of every project with a human judgement newer than its last refresh
+    (the beat job); the ids of the projects refreshed."""
     now = now or timezone.now()
     last = RaterStats.objects.filter(project=OuterRef("pk")).order_by("-refreshed_at").values("refreshed_at")[:1]
     newest = (
@@ -191,5 +192,6 @@ def rater_stats_refresh_due(*, now: datetime | None = None) -> list[int]:
     refreshed = []
     for project in due:
         rater_stats_refresh(project=project, now=now)
+        review_queue_refresh(project=project, now=now)
         refreshed.append(project.pk)
     return refreshed

@@ -19,6 +19,7 @@ from labeling.models import (
     ModelVersion,
     Project,
     Response,
+    ReviewItem,
     TaskProblemReport,
     TrainingRun,
 )
@@ -50,6 +51,7 @@ def populated(project, rater, make_task):
     ImportJob.objects.create(project=project, file_name="a.jsonl", file_format="jsonl", status="running")
     services.rater_pause(project=project, rater=rater, reason="Answer checks failed.")
     services.rater_stats_refresh(project=project)
+    ReviewItem.objects.create(task=task, reason="No majority for the top response: Answer in dispute.")
     constitution = services.constitution_default_ensure()
     chain = CritiqueChain.objects.create(
         project=project, prompt=task.prompt, constitution=constitution, model_name="m", initial_response="a",
