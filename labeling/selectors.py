@@ -22,6 +22,7 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
+    Sum,
     TextField,
     Value,
 )
@@ -35,11 +36,13 @@ from labeling.models import (
     ComparisonTask,
     Demonstration,
     Judgement,
+    ModelVersion,
     Project,
     Prompt,
     RaterStanding,
     RaterStats,
     ReviewItem,
+    RewardCheck,
     TaskProblemReport,
     TaskResponse,
 )
@@ -639,7 +642,7 @@ DASHBOARD_SORTS = {
     "rater": "rater__username", "judgements": "judgements", "gold": "gold_mean", "position": "position_share",
     "length": "length_share", "seconds": "median_seconds", "fast": "fast_share", "ties": "tie_rate",
     "all_bad": "all_bad_rate", "pairwise": "pairwise_agreement", "consensus": "consensus_agreement",
-    "flags": "flag_count", "alpha": "alpha", "tau": "kendall_tau_b",
+    "flags": "flag_count", "alpha": "alpha", "tau": "kendall_tau_b", "reward": "reward_agreement",
 }  # fmt: skip
 
 
@@ -774,3 +777,17 @@ def open_reviews_by_project(*, user) -> dict[int, int]:
         status=ReviewItem.Status.OPEN, task__project__in=projects_reviewable_by(user)
     ).exclude(task__judgements__rater=user)
     return dict(items.values("task__project").annotate(n=Count("id")).values_list("task__project", "n"))
+
+
+def reward_agreement(*, project: Project) -> dict[int, tuple[float, int]]:
+    """Rater id to (pairs agreed, pairs) over their judgements the project's current reward model held out."""
+    current = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD, is_current=True).first()
+    if current is None:
+        return {}
+    rows = (
+        RewardCheck.objects.filter(model_version=current, judgement__rater__isnull=False)
+        .values("judgement__rater")
+        .annotate(agreed=Sum("agreed"), pairs=Sum("pairs"))
+        .values_list("judgement__rater", "agreed", "pairs")
+    )
+    return {rater: (float(agreed), int(pairs)) for rater, agreed, pairs in rows}

@@ -33,6 +33,7 @@ class RankedPrompt:
     probability: float | None = None
     source: str = "human"
     weight: float = 1.0  # the record's own weight (the rater's trust), times its source's in the loss
+    judgement_id: int | None = None  # the judgement a ranking export made the record from
 
     def pairs(self) -> list[tuple[int, int]]:
         """(better, worse) positions over every two groups; responses in one group are tied: no pair."""
@@ -140,6 +141,7 @@ def read_rankings(path: str | Path) -> Dataset:
                 probability=record.get("probability"),
                 source=record.get("source") or "human",
                 weight=_weight(record.get("weight")),
+                judgement_id=record.get("judgement_id") if isinstance(record.get("judgement_id"), int) else None,
             )
         except (KeyError, TypeError, DataError) as error:
             raise DataError(f"{path.name}, record {number}: {error}") from None

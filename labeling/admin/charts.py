@@ -8,7 +8,8 @@ WIDTH, HEIGHT = 120, 28
 COLUMNS = [
     ("Rater", "rater"), ("Judgements", "judgements"), ("Gold score", "gold"), ("Position", "position"),
     ("Length", "length"), ("Median s", "seconds"), ("Too fast", "fast"), ("Ties", "ties"), ("All bad", "all_bad"),
-    ("Pairwise", "pairwise"), ("Consensus", "consensus"), ("α", "alpha"), ("τ-b", "tau"), ("Flags", "flags"),
+    ("Pairwise", "pairwise"), ("Consensus", "consensus"), ("α", "alpha"), ("τ-b", "tau"),
+    ("Reward model", "reward"), ("Flags", "flags"),
 ]  # fmt: skip
 
 

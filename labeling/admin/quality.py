@@ -6,7 +6,7 @@ from django.http import HttpRequest
 
 from labeling.admin.base import ReadOnlyAdmin
 from labeling.errors import ApplicationError
-from labeling.models import ProjectAgreement, RaterStanding, RaterStats, ReviewItem, User
+from labeling.models import ProjectAgreement, RaterStanding, RaterStats, ReviewItem, RewardCheck, User
 from labeling.services import quality
 
 
@@ -97,3 +97,14 @@ class ReviewItemAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False  # a decided review is the task's consensus; the scan writes the rest
+
+
+@admin.register(RewardCheck)
+class RewardCheckAdmin(ReadOnlyAdmin):
+    """Each reward model's verdict on the judgements it held out: what raters' agreement with it is read from."""
+
+    list_display = ["model_version", "judgement", "agreed", "pairs"]
+    list_filter = ["model_version__project"]
+    search_fields = ["model_version__name"]
+    list_select_related = ["model_version", "judgement"]
+    raw_id_fields = ["judgement"]

@@ -1,6 +1,7 @@
 """The rater audit's tables (one row per rater and project, and the project's agreement, refreshed by a Celery beat
 job every five minutes for the projects with new judgements), a project's own audit thresholds, the review queue
-of tasks whose judgements disagree, and snapshots of the new consensus export."""
+of tasks whose judgements disagree, each reward model's verdict on the judgements it held out, and snapshots of
+the new consensus export."""
 
 import django.db.models.deletion
 from django.conf import settings
@@ -69,6 +70,7 @@ class Migration(migrations.Migration):
                 ('all_bad_rate', models.FloatField(default=0.0)),
                 ('pairwise_agreement', models.FloatField(blank=True, help_text='With each other rater, per task.', null=True)),
                 ('consensus_agreement', models.FloatField(blank=True, help_text='With the majority of the other raters of a task (leave-one-out).', null=True)),
+                ('reward_agreement', models.FloatField(blank=True, help_text="Share of the pairs of this rater's judgements held out by the current reward model that it orders as the rater did.", null=True)),
                 ('alpha', models.FloatField(blank=True, help_text="Krippendorff's α (ordinal) over the tasks this rater judged.", null=True)),
                 ('kendall_tau_b', models.FloatField(blank=True, help_text="Mean Kendall's τ-b with the other raters of their tasks of three or more.", null=True)),
                 ('weight', models.FloatField(default=1.0, help_text="The rater's weight in the ranking export and so in reward training (labeling.audit.trust_weights): 1 for a typical rater, 0 for one no better than chance.")),
@@ -94,6 +96,14 @@ class Migration(migrations.Migration):
             options={
                 'ordering': ['created_at', 'id'],
             },
+        ),
+        migrations.CreateModel(
+            name='RewardCheck',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('agreed', models.FloatField(help_text='Pairs the model orders as the judgement does (a tie in reward: half).')),
+                ('pairs', models.PositiveIntegerField()),
+            ],
         ),
         migrations.RemoveConstraint(
             model_name='datasetsnapshot',
@@ -148,6 +158,16 @@ class Migration(migrations.Migration):
             name='task',
             field=models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='review', to='labeling.comparisontask'),
         ),
+        migrations.AddField(
+            model_name='rewardcheck',
+            name='judgement',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='reward_checks', to='labeling.judgement'),
+        ),
+        migrations.AddField(
+            model_name='rewardcheck',
+            name='model_version',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='reward_checks', to='labeling.modelversion'),
+        ),
         migrations.AddConstraint(
             model_name='raterstats',
             constraint=models.UniqueConstraint(fields=('project', 'rater'), name='rater_stats_once_per_project'),
@@ -163,6 +183,14 @@ class Migration(migrations.Migration):
         migrations.AddConstraint(
             model_name='reviewitem',
             constraint=models.CheckConstraint(condition=models.Q(models.Q(('status', 'decided'), _negated=True), ('ranking__isnull', False), _connector='OR'), name='review_item_decided_has_ranking', violation_error_message='A decided review has its final ranking.'),
+        ),
+        migrations.AddConstraint(
+            model_name='rewardcheck',
+            constraint=models.UniqueConstraint(fields=('model_version', 'judgement'), name='reward_check_once_per_judgement'),
+        ),
+        migrations.AddConstraint(
+            model_name='rewardcheck',
+            constraint=models.CheckConstraint(condition=models.Q(('agreed__gte', 0.0), ('agreed__lte', models.F('pairs'))), name='reward_check_agreed_in_range'),
         ),
         migrations.RunPython(schedule, unschedule),
         migrations.RunPython(reviewers_group, no_reviewers_group),

@@ -28,7 +28,14 @@ from labeling.models.judging import (
     ProblemReportOutcome,
     TaskProblemReport,
 )
-from labeling.models.quality import ProjectAgreement, RaterStanding, RaterStats, ReviewItem, ReviewItemStatus
+from labeling.models.quality import (
+    ProjectAgreement,
+    RaterStanding,
+    RaterStats,
+    ReviewItem,
+    ReviewItemStatus,
+    RewardCheck,
+)
 from labeling.models.runs import (
     DatasetSnapshot,
     ModelKind,
@@ -66,6 +73,7 @@ __all__ = [
     "Response",
     "ReviewItem",
     "ReviewItemStatus",
+    "RewardCheck",
     "ReviewStatus",
     "RunKind",
     "RunStatus",

@@ -67,6 +67,12 @@ class RaterStats(models.Model):
     consensus_agreement = models.FloatField(
         null=True, blank=True, help_text="With the majority of the other raters of a task (leave-one-out)."
     )
+    reward_agreement = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Share of the pairs of this rater's judgements held out by the current reward model that it "
+        "orders as the rater did.",
+    )
     alpha = models.FloatField(
         null=True,
         blank=True,
@@ -153,3 +159,24 @@ class ReviewItem(models.Model):
 
     def __str__(self) -> str:
         return f"Review of {self.task} ({self.get_status_display()})"
+
+
+class RewardCheck(models.Model):
+    """How a reward model orders the pairs of one judgement it held out from training: what each rater's
+    agreement with the current reward model is measured on (judgements it trained on would flatter them)."""
+
+    model_version = models.ForeignKey("ModelVersion", on_delete=models.CASCADE, related_name="reward_checks")
+    judgement = models.ForeignKey("Judgement", on_delete=models.CASCADE, related_name="reward_checks")
+    agreed = models.FloatField(help_text="Pairs the model orders as the judgement does (a tie in reward: half).")
+    pairs = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model_version", "judgement"], name="reward_check_once_per_judgement"),
+            models.CheckConstraint(
+                condition=Q(agreed__gte=0.0) & Q(agreed__lte=models.F("pairs")), name="reward_check_agreed_in_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version} on judgement {self.judgement_id}"

@@ -143,6 +143,13 @@ def rater_stats_refresh(*, project: Project, now: datetime | None = None) -> int
         row["agreement"] = by_rater.get(rater_id, {})
         row["alpha"] = row["agreement"].get("alpha", {}).get("value")
         row["kendall_tau_b"] = row["agreement"].get("kendall_tau_b", {}).get("value")
+    for rater_id, (agreed, pairs) in selectors.reward_agreement(project=project).items():
+        if rater_id in figures:
+            figures[rater_id]["reward_agreement"] = agreed / pairs if pairs else None
+            figures[rater_id]["reward_pairs"] = pairs
+    for row in figures.values():
+        row.setdefault("reward_agreement", None)
+        row.setdefault("reward_pairs", 0)
     for rater_id, weight in audit.trust_weights(figures).items():
         figures[rater_id]["weight"] = weight
     rows = [
@@ -172,9 +179,9 @@ def rater_stats_refresh(*, project: Project, now: datetime | None = None) -> int
 COLUMNS = [
     "judgements", "compared", "gold_count", "gold_mean", "gold_low", "gold_high", "position_share", "position_p",
     "length_share", "length_p", "median_seconds", "fast_share", "tie_rate", "all_bad_rate", "pairwise_agreement",
-    "consensus_agreement", "alpha", "kendall_tau_b", "weight",
+    "consensus_agreement", "alpha", "kendall_tau_b", "weight", "reward_agreement",
 ]  # fmt: skip
-DETAILS = ["flags", "weekly", "project_length_share", "pairwise_pairs", "consensus_tasks", "agreement"]
+DETAILS = ["flags", "weekly", "project_length_share", "pairwise_pairs", "consensus_tasks", "agreement", "reward_pairs"]
 
 
 def rater_stats_refresh_due(*, now: datetime | None = None) -> list[int]:

@@ -20,6 +20,7 @@ from labeling.models import (
     Project,
     Response,
     ReviewItem,
+    RewardCheck,
     TaskProblemReport,
     TrainingRun,
 )
@@ -47,7 +48,10 @@ def populated(project, rater, make_task):
     Assignment.objects.create(task=task, rater=rater, leased_at=now, expires_at=now + timedelta(minutes=10))
     snapshot = DatasetSnapshot.objects.create(project=project, kind="ranking", path="r.jsonl", sha256="0" * 64)
     run = TrainingRun.objects.create(project=project, kind="reward", snapshot=snapshot, base_model="minilm-l6")
-    ModelVersion.objects.create(project=project, kind="reward", name="rm-1", snapshot=snapshot, training_run=run)
+    version = ModelVersion.objects.create(
+        project=project, kind="reward", name="rm-1", snapshot=snapshot, training_run=run
+    )
+    RewardCheck.objects.create(model_version=version, judgement=Judgement.objects.get(), agreed=1.0, pairs=3)
     ImportJob.objects.create(project=project, file_name="a.jsonl", file_format="jsonl", status="running")
     services.rater_pause(project=project, rater=rater, reason="Answer checks failed.")
     services.rater_stats_refresh(project=project)

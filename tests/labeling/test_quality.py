@@ -491,3 +491,34 @@ def test_trust_weights_let_the_reward_model_learn_past_a_rater_who_flips_every_l
         accuracy[use_weights] = float((better > worse).float().mean())
     assert accuracy[True] >= 0.85, accuracy
     assert accuracy[True] > accuracy[False] + 0.1, accuracy
+
+
+def test_each_raters_agreement_with_the_current_reward_model_on_judgements_it_held_out(project, rater, other_rater):
+    from labeling.models import DatasetSnapshot, ModelVersion, RewardCheck
+
+    project.members.add(other_rater)
+    snapshot = DatasetSnapshot.objects.create(project=project, kind="ranking", path="r.jsonl", sha256="0" * 64)
+    old, current = (
+        ModelVersion.objects.create(project=project, kind="reward", name=name, snapshot=snapshot, is_current=current)
+        for name, current in (("rm-old", False), ("rm-new", True))
+    )
+    judgements = {}
+    for who in (rater, other_rater):
+        for number in range(3):
+            task = task_create(project=project, k=3)
+            ids = task.response_ids()
+            judgements[who.pk, number] = Judgement.objects.create(
+                task=task, rater=who, ranking=[[i] for i in ids], client_submission_id=f"rm-{number}"
+            )
+    # The current model agrees with all of rater's held-out pairs, with a third of the other's; the old one is
+    # ignored.
+    for number in range(3):
+        RewardCheck.objects.create(model_version=current, judgement=judgements[rater.pk, number], agreed=3, pairs=3)
+        RewardCheck.objects.create(
+            model_version=current, judgement=judgements[other_rater.pk, number], agreed=1, pairs=3
+        )
+        RewardCheck.objects.create(model_version=old, judgement=judgements[rater.pk, number], agreed=0, pairs=3)
+    services.rater_stats_refresh(project=project)
+    stats = {row.rater_id: row for row in RaterStats.objects.filter(project=project)}
+    assert stats[rater.pk].reward_agreement == 1.0 and stats[rater.pk].details["reward_pairs"] == 9
+    assert stats[other_rater.pk].reward_agreement == pytest.approx(1 / 3)

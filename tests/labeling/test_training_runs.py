@@ -18,7 +18,7 @@ from django_celery_beat.models import PeriodicTask
 
 from labeling import runs, services
 from labeling.errors import ApplicationError, Conflict
-from labeling.models import ModelVersion, TrainingRun
+from labeling.models import ModelVersion, RewardCheck, TrainingRun
 from tests.factories import ProjectFactory, PromptFactory, ResponseFactory
 from tests.worker import celery_worker, wait_for_end
 from training.data import read_rankings
@@ -78,6 +78,11 @@ def test_a_run_started_from_the_admin_trains_on_a_worker_and_registers_a_model(
     assert run.progress == 1.0 and run.finished_at >= run.started_at
     assert any("loss" in line for line in run.history) and any("eval_accuracy" in line for line in run.history)
     assert run.snapshot.kind == "ranking" and run.snapshot.row_count == 60
+    # The run's verdict on each judgement it held out, kept with the version for the rater audit.
+    checks = RewardCheck.objects.filter(model_version=version)
+    assert checks.count() == version.metrics["eval_prompts"] > 0
+    agreed, pairs = (sum(checks.values_list(name, flat=True)) for name in ("agreed", "pairs"))
+    assert pairs == version.metrics["eval_pairs"] and agreed / pairs == pytest.approx(version.metrics["eval_accuracy"])
     dead.refresh_from_db()
     assert dead.status == "failed" and "stopped" in dead.error  # found when the worker started
     page = admin_client.get(reverse("admin:labeling_trainingrun_change", args=[run.pk])).content.decode()

@@ -19,6 +19,7 @@ from training.config import RewardConfig
 from training.data import DataError, RankedPrompt, read_rankings, read_references
 from training.models import tiny_reward_model, tiny_tokenizer
 from training.reward import listwise_loss, pairs_of, score, train_reward_model
+from training.reward.train import HELD_OUT_JUDGEMENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = [f"w{i}" for i in range(20)] + ["good", "bad"]
@@ -39,7 +40,15 @@ def synthetic_rankings(path: Path, judgements: int, k: int = 4, seed: int = 0) -
             values = sorted({value(response) for response in responses}, reverse=True)
             ranking = [[i for i, response in enumerate(responses) if value(response) == v] for v in values]
             out.write(
-                json.dumps({"prompt": PROMPTS[index % len(PROMPTS)], "responses": responses, "ranking": ranking}) + "\n"
+                json.dumps(
+                    {
+                        "prompt": PROMPTS[index % len(PROMPTS)],
+                        "responses": responses,
+                        "ranking": ranking,
+                        "judgement_id": 1000 + index,
+                    }
+                )
+                + "\n"  # fmt: skip
             )
     return path
 
@@ -109,6 +118,14 @@ def test_a_tiny_model_learns_a_ranking_task_with_a_known_answer(tmp_path):
     assert evaluations[-1]["eval_accuracy"] >= 0.9
     assert result.metrics["eval_accuracy"] >= 0.9 and result.metrics["eval_pairs"] > 100
     assert lines[-1]["event"] == "done"
+    # Each held-out judgement's verdict, by its id, for the product's rater audit: the same accuracy, judged
+    # on judgements the model never trained on.
+    verdicts = [json.loads(line) for line in (tmp_path / "out" / HELD_OUT_JUDGEMENTS).read_text().splitlines()]
+    assert 0.8 * result.metrics["eval_prompts"] < len(verdicts) <= result.metrics["eval_prompts"]  # all tied: none
+    assert all(verdict["judgement_id"] >= 1000 for verdict in verdicts)
+    pairs = sum(verdict["pairs"] for verdict in verdicts)
+    assert pairs == result.metrics["eval_pairs"]
+    assert sum(verdict["agreed"] for verdict in verdicts) / pairs == pytest.approx(result.metrics["eval_accuracy"])
 
 
 def test_each_curve_point_is_the_mean_of_the_steps_it_covers(tmp_path):

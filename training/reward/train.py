@@ -2,6 +2,7 @@
 log) with a held-out evaluation after each; the best epoch kept (early stopping), its temperature fitted, its
 quality measured, its scores normalised, the model saved."""
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -295,9 +296,33 @@ def train_reward_model(
             accelerator.free_memory()
             progress.phase("evaluating")
             final.update(_baseline_comparison(baseline, held_out, config, accelerator.device, cache_dir, progress))
+        if trained.predictions is not None:
+            write_held_out_judgements(output_dir, held_out, trained.predictions)
         write_result(output_dir, result.as_dict())
         progress.done(final)
     return result
+
+
+HELD_OUT_JUDGEMENTS = "held_out_judgements.jsonl"
+
+
+def write_held_out_judgements(output_dir: Path, held_out: list[RankedPrompt], predictions: Predictions) -> int:
+    """For each held-out judgement that names its id (a ranking export's records do), how many of its pairs the
+    model orders as the rater did (a tie in reward counts half) out of how many: one JSON line each, in
+    ``HELD_OUT_JUDGEMENTS``. The product reads it to measure each rater's agreement with the reward model on
+    judgements the model never trained on. Returns how many lines."""
+    difference, owner = predictions.difference.detach().cpu(), predictions.pairs.prompt.cpu()
+    agreed = (difference > 0).float() + 0.5 * (difference == 0).float()
+    count = len(held_out)
+    sums = torch.zeros(count).index_add_(0, owner, agreed)
+    pairs = torch.zeros(count).index_add_(0, owner, torch.ones_like(agreed))
+    lines = [
+        json.dumps({"judgement_id": example.judgement_id, "agreed": float(sums[index]), "pairs": int(pairs[index])})
+        for index, example in enumerate(held_out)
+        if example.judgement_id is not None and pairs[index] > 0
+    ]
+    (output_dir / HELD_OUT_JUDGEMENTS).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return len(lines)
 
 
 def _calibrate(model, predictions: Predictions, config: RewardConfig) -> dict:

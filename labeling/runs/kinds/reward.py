@@ -1,18 +1,20 @@
 """Reward model: trained on the project's rankings (human judgements and AI feedback labels)."""
 
+import json
 from pathlib import Path
 
 from django import forms
 from django.db import transaction
 
 from labeling.errors import ApplicationError
-from labeling.models import DatasetSnapshot, ModelVersion, Project, TrainingRun, User
+from labeling.models import DatasetSnapshot, Judgement, ModelVersion, Project, RewardCheck, TrainingRun, User
 from labeling.runs.forms import RunForm
 from labeling.runs.kinds.ppo import ppo_run_start
 from labeling.runs.outcomes import model_version_register
 from labeling.runs.spec import RunPage, RunSpec
 from labeling.runs.starting import model_path, run_create
 from training.config import REWARD_PRESETS, RewardConfig
+from training.reward.train import HELD_OUT_JUDGEMENTS
 
 
 @transaction.atomic
@@ -131,8 +133,31 @@ def reward_model_register(run: TrainingRun, out_dir: Path, now) -> ModelVersion:
     """The reward model as a version (current when it is the first or beats the current one); then PPO, when the
     project starts PPO after a better reward model."""
     version = model_version_register(run, out_dir, now)
+    reward_checks_store(version, out_dir / HELD_OUT_JUDGEMENTS)
     after_reward_model(version)
     return version
+
+
+def reward_checks_store(version: ModelVersion, path: Path) -> int:
+    """The run's verdict on each judgement it held out (training's HELD_OUT_JUDGEMENTS), kept with the version
+    for the rater audit; ids of judgements gone since the snapshot are left out. Returns how many."""
+    if not path.exists():
+        return 0
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    known = set(
+        Judgement.objects.filter(
+            pk__in=[line["judgement_id"] for line in lines], task__project=version.project
+        ).values_list("pk", flat=True)
+    )
+    checks = [
+        RewardCheck(
+            model_version=version, judgement_id=line["judgement_id"], agreed=line["agreed"], pairs=line["pairs"]
+        )
+        for line in lines
+        if line["judgement_id"] in known
+    ]
+    RewardCheck.objects.bulk_create(checks, batch_size=2000, ignore_conflicts=True)
+    return len(checks)
 
 
 def after_reward_model(version: ModelVersion) -> TrainingRun | None:
