@@ -45,6 +45,10 @@ class Inputs:
     task: np.ndarray
     week: np.ndarray
     wide: Places
+    # Per judgement, on two-response tasks: others of the task who chose the same response, and others
+    # (labeling.audit.pairwise_counts); None: no pairwise figures.
+    same: np.ndarray | None = None
+    others: np.ndarray | None = None
 
     @classmethod
     def from_places(cls, places: Places) -> "Inputs":
@@ -207,6 +211,53 @@ def _tau_pairs(places: Places) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return task_pairs, first_pairs, second_pairs, known[keep]
 
 
+def _pairwise(project: dict, inputs: Inputs, tasks, task_of, task_week, rng) -> None:
+    """Pairwise agreement on two-response tasks (the share of pairs of judgements of a task that chose the same
+    response), overall and for each week in ``project["weeks"]``, with intervals resampling tasks."""
+    assert inputs.same is not None and inputs.others is not None
+    same = np.bincount(task_of, weights=inputs.same, minlength=len(tasks))
+    others = np.bincount(task_of, weights=inputs.others, minlength=len(tasks))
+    total = others.sum()
+    project["pairwise"] = figure(
+        float(same.sum() / total) if total else None,
+        _mean_replicates(same, others, rng, BOOTSTRAP) if total else np.zeros(0),
+        int(total // 2),
+    )
+    for week in project["weeks"]:
+        members = task_week == week["week"]
+        week_total = others[members].sum()
+        week["pairwise"] = figure(
+            float(same[members].sum() / week_total) if week_total else None,
+            _mean_replicates(same[members], others[members], rng, BOOTSTRAP) if week_total else np.zeros(0),
+            int(week_total // 2),
+        )
+
+
+def rater_pairwise(inputs: Inputs, raters: np.ndarray, rng, rounds: int = RATER_BOOTSTRAP) -> dict[int, dict]:
+    """Each rater's pairwise agreement with the others of their two-response tasks, with an interval that
+    resamples the rater's judgements."""
+    assert inputs.same is not None and inputs.others is not None
+    index = np.searchsorted(raters, inputs.rater)
+    same = np.bincount(index, weights=inputs.same, minlength=len(raters))
+    others = np.bincount(index, weights=inputs.others, minlength=len(raters))
+    order = np.argsort(index, kind="stable")
+    grouped, same_sorted, others_sorted = index[order], inputs.same[order], inputs.others[order]
+    starts = np.searchsorted(grouped, np.arange(len(raters)))
+    counts = np.bincount(grouped, minlength=len(raters))
+    replicates = np.full((rounds, len(raters)), np.nan)
+    if len(grouped):
+        for number in range(rounds):
+            picks = starts[grouped] + np.floor(rng.random(len(grouped)) * counts[grouped]).astype(np.int64)
+            agreed = np.bincount(grouped, weights=same_sorted[picks], minlength=len(raters))
+            total = np.bincount(grouped, weights=others_sorted[picks], minlength=len(raters))
+            replicates[number] = np.where(total > 0, agreed / np.maximum(total, 1), np.nan)
+    return {
+        int(rater): figure(float(same[position] / others[position]) if others[position] else None,
+                           replicates[:, position], int(others[position]))
+        for position, rater in enumerate(raters.tolist())
+    }  # fmt: skip
+
+
 def agreement(inputs: Inputs, *, weeks: int = 12, seed: int = SEED) -> tuple[dict, dict[int, dict]]:
     """(the project's figures with a ``weeks`` list, rater id to their figures). α per rater is over the tasks
     the rater judged (every rater's values on them); τ-b per rater is the mean over their pairs of judgements."""
@@ -266,6 +317,9 @@ def agreement(inputs: Inputs, *, weeks: int = 12, seed: int = SEED) -> tuple[dic
             }
         )
 
+    if inputs.same is not None and inputs.others is not None:
+        _pairwise(project, inputs, tasks, task_of, task_week, rng)
+
     # Raters: α over the tasks each judged, from a rater × task incidence matrix.
     raters, rater_of = np.unique(inputs.rater, return_inverse=True)
     judged = np.unique(rater_of * len(tasks) + task_of)  # each (rater, task) once, however many responses
@@ -288,6 +342,7 @@ def agreement(inputs: Inputs, *, weeks: int = 12, seed: int = SEED) -> tuple[dic
     tau_replicates_by_rater = _grouped_mean_replicates(pair_index, pair_taus, len(raters), rng, RATER_BOOTSTRAP)
     tau_counts_by_rater = np.bincount(pair_index, minlength=len(raters))
     tau_sums_by_rater = np.bincount(pair_index, weights=pair_taus, minlength=len(raters))
+    pairwise = rater_pairwise(inputs, raters, rng) if inputs.same is not None else {}
     by_rater = {}
     for index, rater in enumerate(raters.tolist()):
         tau_count = int(tau_counts_by_rater[index])
@@ -302,5 +357,6 @@ def agreement(inputs: Inputs, *, weeks: int = 12, seed: int = SEED) -> tuple[dic
                 tau_replicates_by_rater[:, index],
                 tau_count,
             ),
+            "pairwise": pairwise.get(rater, figure(None, np.zeros(0), 0)),
         }
     return project, by_rater

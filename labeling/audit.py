@@ -85,6 +85,20 @@ def _medians(groups: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     return np.where(counts > 0, (values[lower] + values[upper]) / 2.0, np.nan)
 
 
+def pairwise_counts(columns: JudgementColumns) -> tuple[np.ndarray, np.ndarray]:
+    """For each judgement that orders a two-response task strictly: how many of the task's other such
+    judgements chose the same response, and how many there are (0 and 0 for every other judgement)."""
+    compare = columns.winner >= 0
+    same = np.zeros(len(columns.winner))
+    others = np.zeros(len(columns.winner))
+    pair_keys = (columns.task[compare] << 32) | columns.winner[compare]  # ids below 2**31: one int64 per pair
+    _, pair_of, pair_counts = np.unique(pair_keys, return_inverse=True, return_counts=True)
+    _, task_of, task_counts = np.unique(columns.task[compare], return_inverse=True, return_counts=True)
+    same[compare] = pair_counts[pair_of.ravel()] - 1
+    others[compare] = task_counts[task_of.ravel()] - 1
+    return same, others
+
+
 def rater_audit(columns: JudgementColumns, rules: dict, *, weeks: int = 12) -> dict[int, dict]:
     """Each rater's figures and flags, from every human judgement of the project: rater id to a dict.
 
@@ -121,12 +135,8 @@ def rater_audit(columns: JudgementColumns, rules: dict, *, weeks: int = 12) -> d
     length_share = _ratio(longer, sized_count)
     length_p = _two_sided_binomial_p(longer, sized_count, min(max(project_longer, 1e-6), 1 - 1e-6))
 
-    # Agreement on two-response tasks: how many of the task's other strict judgements chose the same response.
-    pair_keys = (columns.task[compare] << 32) | columns.winner[compare]  # ids below 2**31: one int64 per pair
-    _, pair_of, pair_counts = np.unique(pair_keys, return_inverse=True, return_counts=True)
-    _, task_of, task_counts = np.unique(columns.task[compare], return_inverse=True, return_counts=True)
-    same = (pair_counts[pair_of.ravel()] - 1).astype(np.float64)
-    others = (task_counts[task_of.ravel()] - 1).astype(np.float64)
+    same_all, others_all = pairwise_counts(columns)
+    same, others = same_all[compare], others_all[compare]
     differ = others - same
     compare_who = who[compare]
     pairwise_agreed = np.bincount(compare_who, weights=same, minlength=size)

@@ -136,6 +136,7 @@ def rater_stats_refresh(*, project: Project, now: datetime | None = None) -> int
     columns = selectors.judgement_columns(project=project)
     figures = audit.rater_audit(columns, rules)
     inputs = selectors.agreement_inputs(project=project, rater=columns.rater, task=columns.task, week=columns.week)
+    inputs.same, inputs.others = audit.pairwise_counts(columns)
     del columns  # the rest of the columns: the agreement's own inputs take their place
     overall, by_rater = agreement.agreement(inputs)
     del inputs

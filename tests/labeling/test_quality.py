@@ -397,7 +397,12 @@ def test_the_database_reads_every_place_of_every_ranking_and_the_refresh_stores_
     figures = ProjectAgreement.objects.get(project=project).figures
     alpha = figures["alpha"]
     assert alpha["low"] <= alpha["value"] <= alpha["high"] and 0.0 < alpha["value"] < 0.8
+    pairwise = figures["pairwise"]
+    assert pairwise["low"] <= pairwise["value"] <= pairwise["high"] and pairwise["n"] == 60 * 21  # 7 raters a task
+    assert figures["weeks"][-1]["pairwise"]["value"] == pytest.approx(pairwise["value"])
     careful = RaterStats.objects.get(rater__username="careful0")
+    own = careful.details["agreement"]["pairwise"]
+    assert own["value"] == pytest.approx(careful.pairwise_agreement) and own["low"] < own["value"] < own["high"]
     assert careful.alpha is not None and careful.details["agreement"]["alpha"]["n"] >= 60
     assert RaterStats.objects.get(rater=rater).kendall_tau_b == pytest.approx(5 / 30**0.5)
 
