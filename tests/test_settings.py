@@ -152,3 +152,17 @@ def test_https_redirects_plain_http_and_trusts_a_tls_proxy_only_when_told(tmp_pa
     assert run(["-c", HTTPS_PROBE], tmp_path, **env).stdout.split() == ["301", "301", "200"]
     assert run(["-c", HTTPS_PROBE], tmp_path, **env, TLS_PROXY="true").stdout.split() == ["301", "200", "200"]
     assert run(["-c", HTTPS_PROBE], tmp_path, **env, HTTPS="false").stdout.split() == ["200", "200", "200"]
+
+
+def test_the_web_app_never_loads_torch(tmp_path):
+    """The web processes and the default worker need no torch: loading it costs some 300 MB and seconds in every
+    process. Only the trainer subprocesses import it."""
+    code = (
+        "import sys, django; django.setup(); "
+        "import config.urls, labeling.admin, labeling.tasks, labeling.runs, frontend.views; "
+        "from django.urls import resolve; resolve('/'); "
+        "print(sorted(name for name in ('torch', 'transformers', 'trl', 'accelerate') if name in sys.modules))"
+    )
+    done = run(["-c", code], tmp_path, SECRET_KEY="x", DJANGO_SETTINGS_MODULE="config.settings")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

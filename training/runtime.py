@@ -35,6 +35,7 @@ MODEL_DIR = "model"  # a trained model, saved for ``from_pretrained``
 RESPONSES_FILE = "responses.jsonl"  # generate: one sampled response per line
 CHAINS_FILE = "chains.jsonl"  # critique: one critique-and-revision chain per line
 LABELS_FILE = "labels.jsonl"  # AI feedback: one preference label per line
+HELD_OUT_JUDGEMENTS = "held_out_judgements.jsonl"  # reward: the model's verdict on each held-out judgement
 
 # How much of a run each phase is, by trainer (the rest of each run is setting up, weighted 0).
 PHASE_WEIGHTS = {

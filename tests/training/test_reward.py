@@ -19,7 +19,7 @@ from training.config import RewardConfig
 from training.data import DataError, RankedPrompt, read_rankings, read_references
 from training.models import tiny_reward_model, tiny_tokenizer
 from training.reward import listwise_loss, pairs_of, score, train_reward_model
-from training.reward.train import HELD_OUT_JUDGEMENTS
+from training.runtime import HELD_OUT_JUDGEMENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = [f"w{i}" for i in range(20)] + ["good", "bad"]

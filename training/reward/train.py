@@ -22,7 +22,7 @@ from training.reward import quality
 from training.reward.inputs import Encoded, LengthGroupedBatches, Reading, collate, tokenize_examples
 from training.reward.loss import listwise_loss, rewards_of
 from training.reward.scoring import Predictions, evaluate, normalize, predict, quality_report, summary
-from training.runtime import MODEL_DIR, MetricsSink, Progress, write_result
+from training.runtime import HELD_OUT_JUDGEMENTS, MODEL_DIR, MetricsSink, Progress, write_result
 
 # --- training ------------------------------------------------------------------------------------------------
 
@@ -301,9 +301,6 @@ def train_reward_model(
         write_result(output_dir, result.as_dict())
         progress.done(final)
     return result
-
-
-HELD_OUT_JUDGEMENTS = "held_out_judgements.jsonl"
 
 
 def write_held_out_judgements(output_dir: Path, held_out: list[RankedPrompt], predictions: Predictions) -> int:

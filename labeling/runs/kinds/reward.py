@@ -14,7 +14,7 @@ from labeling.runs.outcomes import model_version_register
 from labeling.runs.spec import RunPage, RunSpec
 from labeling.runs.starting import model_path, run_create
 from training.config import REWARD_PRESETS, RewardConfig
-from training.reward.train import HELD_OUT_JUDGEMENTS
+from training.runtime import HELD_OUT_JUDGEMENTS
 
 
 @transaction.atomic
