@@ -11,7 +11,8 @@ Layouts (``kind``), detected from the first record unless given:
 - ``ranking``: our listwise export, ``{"prompt", "responses", "ranking": [[index, ...], ...], ...}``
 - ``sft``: ``{"prompt", "completion"}`` or ``{"messages": [..., {"role": "assistant", ...}]}``
 
-Every optional ``id`` (or ``external_id``) becomes the prompt's external id.
+Every optional ``id`` (or ``external_id``) becomes the prompt's external id, and an optional ``split``
+(``"eval"`` or ``"train"``) marks a new prompt as an eval prompt, held out of training exports.
 """
 
 import codecs
@@ -33,6 +34,7 @@ from labeling.errors import ApplicationError, RecordError
 from labeling.oasst import oasst_tree_groups
 
 FILE_FORMATS = ("jsonl", "csv", "parquet")
+SPLITS = ("train", "eval")  # a record's optional "split": an eval prompt is held out of training exports
 HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 
 
@@ -44,6 +46,7 @@ class PromptIn:
     messages: list[dict[str, str]]
     external_id: str = ""
     metadata: dict = field(default_factory=dict)
+    is_eval: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,10 @@ def _prompt(record: dict, line: int) -> PromptIn:
     metadata = record.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise RecordError(line, "metadata", "expected an object.")
-    return PromptIn(messages=messages, external_id=str(external_id), metadata=metadata)
+    split = record.get("split") or "train"
+    if split not in SPLITS:
+        raise RecordError(line, "split", f"expected one of {', '.join(SPLITS)}, not {split!r}.")
+    return PromptIn(messages=messages, external_id=str(external_id), metadata=metadata, is_eval=split == "eval")
 
 
 def _completion(value: Any, line: int, name: str) -> str:

@@ -3,7 +3,7 @@
 import itertools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -41,6 +41,7 @@ from labeling.models import (
     Prompt,
     RaterStanding,
     RaterStats,
+    ResponseScore,
     ReviewItem,
     RewardCheck,
     TaskProblemReport,
@@ -53,7 +54,7 @@ from labeling.raw_sql import columns_of, instance_from_row, task_content_sql
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
 
-    from labeling import agreement, audit
+    from labeling import agreement, audit, leaderboard
 
 
 class ProjectCounts(TypedDict):
@@ -369,13 +370,14 @@ def task_contents(*, task_ids: list[int]) -> dict[int, TaskContent]:
     return contents
 
 
-WHICH = ("include", "exclude", "only")  # what an export does with a kind of judgement (gold, paused raters')
+WHICH = ("include", "exclude", "only")  # what an export does with a kind of row (gold, paused raters', eval prompts')
 
 
 @dataclass(frozen=True)
 class ExportFilter:
-    """Which judgements (or demonstrations) an export takes. ``gold`` (judgements on gold tasks) and ``paused``
-    (judgements by raters paused on the project): "include", "exclude" or "only" (``WHICH``)."""
+    """Which judgements (or demonstrations, or prompts) an export takes. ``gold`` (judgements on gold tasks),
+    ``paused`` (judgements by raters paused on the project) and ``eval`` (eval prompts, with their judgements
+    and demonstrations): "include", "exclude" or "only" (``WHICH``). Eval prompts are held out by default."""
 
     project_id: int
     since: datetime | None = None
@@ -384,11 +386,12 @@ class ExportFilter:
     source: str | None = None
     gold: str = "include"
     paused: str = "exclude"
+    eval: str = "exclude"
 
     @classmethod
     def for_project(cls, project: Project, *, raters=(), source: str | None = None, **fields) -> "ExportFilter":
         """The filter of an export form or query: ``raters`` as usernames, ``source`` blank for both sources, and
-        ``since``, ``until``, ``gold``, ``paused`` as given (missing or None: their defaults)."""
+        ``since``, ``until``, ``gold``, ``paused``, ``eval`` as given (missing or None: their defaults)."""
         given = {name: value for name, value in fields.items() if value is not None}
         return cls(project_id=project.pk, raters=tuple(raters), source=source or None, **given)
 
@@ -401,7 +404,17 @@ class ExportFilter:
             "source": self.source,
             "gold": self.gold,
             "paused": self.paused,
+            "eval": self.eval,
         }
+
+
+def _which(rows: QuerySet, choice: str, field: str) -> QuerySet:
+    """``rows`` whose boolean ``field`` holds, all of them, or those where it does not (``WHICH``)."""
+    if choice == "exclude":
+        return rows.filter(**{field: False})
+    if choice == "only":
+        return rows.filter(**{field: True})
+    return rows
 
 
 def _within(rows: QuerySet, selection: ExportFilter, person: str) -> QuerySet:
@@ -421,14 +434,9 @@ def judgements_for_export(*, selection: ExportFilter, fields: tuple[str, ...] = 
     judgements = _within(Judgement.objects.filter(task__project_id=selection.project_id), selection, "rater")
     if selection.source:
         judgements = judgements.filter(source=selection.source)
-    if selection.gold == "exclude":
-        judgements = judgements.filter(task__is_gold=False)
-    elif selection.gold == "only":
-        judgements = judgements.filter(task__is_gold=True)
-    if selection.paused == "exclude":
-        judgements = judgements.filter(rater_paused=False)
-    elif selection.paused == "only":
-        judgements = judgements.filter(rater_paused=True)
+    judgements = _which(judgements, selection.gold, "task__is_gold")
+    judgements = _which(judgements, selection.paused, "rater_paused")
+    judgements = _which(judgements, selection.eval, "task__prompt__is_eval")
     # The JSON columns as text: exporters decode them with orjson (and skip the empty ones), several times
     # faster than the ORM's json.loads on a million rows.
     judgements = judgements.annotate(
@@ -442,6 +450,7 @@ def judgements_for_export(*, selection: ExportFilter, fields: tuple[str, ...] = 
 def demonstrations_for_export(*, selection: ExportFilter) -> QuerySet:
     """The selected demonstrations as ``(id, prompt messages, text, author, origin, created_at)``."""
     demonstrations = _within(Demonstration.objects.filter(prompt__project_id=selection.project_id), selection, "author")
+    demonstrations = _which(demonstrations, selection.eval, "prompt__is_eval")
     return demonstrations.order_by("id").values_list(
         "id", "prompt__messages", "text", "author__username", "origin", "created_at"
     )
@@ -449,7 +458,7 @@ def demonstrations_for_export(*, selection: ExportFilter) -> QuerySet:
 
 def prompts_for_export(*, selection: ExportFilter) -> QuerySet:
     """The project's prompts (made in the filter's time range) as ``(id, messages)``, oldest first."""
-    prompts = Prompt.objects.filter(project_id=selection.project_id)
+    prompts = _which(Prompt.objects.filter(project_id=selection.project_id), selection.eval, "is_eval")
     if selection.since:
         prompts = prompts.filter(created_at__gte=selection.since)
     if selection.until:
@@ -791,3 +800,142 @@ def reward_agreement(*, project: Project) -> dict[int, tuple[float, int]]:
         .values_list("judgement__rater", "agreed", "pairs")
     )
     return {rater: (float(agreed), int(pairs)) for rater, agreed, pairs in rows}
+
+
+JUDGES = ("human", "ai", "reward")  # who judges a leaderboard's comparisons: raters, the AI labeller, the reward model
+
+
+@dataclass(frozen=True)
+class VersionPair:
+    """Two answers of different origins that one judgement ordered: ``score`` 1 when ``a`` came first."""
+
+    judgement_id: int
+    a: int  # response ids
+    b: int
+    origin_a: str
+    origin_b: str
+    length_a: int
+    length_b: int
+    score: float
+
+
+def version_pairs(*, project: Project, source: str = "human", eval_only: bool = False):
+    """Every pair of answers of two different origins (model versions, imported models, people) that one of the
+    project's judgements from ``source`` ordered (raters paused on the project left out), on eval prompts only
+    when ``eval_only``. Only tasks that mix origins are read."""
+    slots = TaskResponse.objects.filter(task__project=project)
+    if eval_only:
+        slots = slots.filter(task__prompt__is_eval=True)
+    mixed = (
+        slots.values("task_id").annotate(origins=Count("response__origin", distinct=True)).filter(origins__gt=1)
+    ).values("task_id")
+    answers: dict[int, dict[int, tuple[str, int]]] = {}
+    rows = slots.filter(task_id__in=Subquery(mixed)).annotate(length=Length("response__text"))
+    for task_id, response_id, origin, length in rows.values_list(
+        "task_id", "response_id", "response__origin", "length"
+    ):
+        answers.setdefault(task_id, {})[response_id] = (origin, length)
+    judgements = Judgement.objects.filter(task_id__in=Subquery(mixed), source=source)
+    if source == Judgement.Source.HUMAN:
+        judgements = judgements.filter(rater_paused=False)
+    ranked = judgements.annotate(ranking_text=Cast("ranking", TextField())).values_list("id", "task_id", "ranking_text")
+    for judgement_id, task_id, ranking_text in ranked.iterator(chunk_size=2000):
+        task_answers = answers.get(task_id, {})
+        place = {response_id: tier for tier, group in enumerate(orjson.loads(ranking_text)) for response_id in group}
+        for first, second in itertools.combinations(sorted(place), 2):
+            if first not in task_answers or second not in task_answers:
+                continue
+            (origin_a, length_a), (origin_b, length_b) = task_answers[first], task_answers[second]
+            if origin_a != origin_b:
+                score = 0.5 if place[first] == place[second] else float(place[first] < place[second])
+                yield VersionPair(judgement_id, first, second, origin_a, origin_b, length_a, length_b, score)
+
+
+def current_reward_scores(*, project: Project, response_ids) -> tuple[ModelVersion | None, dict[int, float]]:
+    """The project's current reward model and its stored scores of ``response_ids``."""
+    current = ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD, is_current=True).first()
+    if current is None:
+        return None, {}
+    scores = ResponseScore.objects.filter(model_version=current, response_id__in=list(response_ids))
+    return current, dict(scores.values_list("response_id", "score"))
+
+
+@dataclass
+class JudgedComparisons:
+    comparisons: "leaderboard.Comparisons"
+    # The reward model as judge: the version, and the human comparisons it could not judge (no stored score).
+    reward_model: ModelVersion | None = None
+    unscored: int = 0
+    # Its agreement with the raters on the comparisons both decided: (agreed, compared).
+    agreement: tuple[int, int] = (0, 0)
+
+
+def version_comparisons(*, project: Project, judge: str = "human", eval_only: bool = False) -> JudgedComparisons:
+    """The comparisons a leaderboard counts, as ``judge`` (``JUDGES``) decides them: raters' judgements, the AI
+    labeller's, or the current reward model's verdict (higher stored score wins, equal scores tie) on each pair
+    raters compared."""
+    from labeling import leaderboard
+
+    source = Judgement.Source.AI if judge == "ai" else Judgement.Source.HUMAN
+    pairs = list(version_pairs(project=project, source=source, eval_only=eval_only))
+    result = JudgedComparisons(comparisons=leaderboard.Comparisons.from_rows([], []))
+    if judge == "reward":
+        result.reward_model, scores = current_reward_scores(
+            project=project, response_ids={pair.a for pair in pairs} | {pair.b for pair in pairs}
+        )
+        judged = [pair for pair in pairs if pair.a in scores and pair.b in scores]
+        result.unscored = len(pairs) - len(judged)
+        verdicts = [
+            0.5 if scores[pair.a] == scores[pair.b] else float(scores[pair.a] > scores[pair.b]) for pair in judged
+        ]
+        decided = [(pair.score, verdict) for pair, verdict in zip(judged, verdicts, strict=True) if pair.score != 0.5]
+        result.agreement = (sum(human == verdict for human, verdict in decided), len(decided))
+        pairs = [replace(pair, score=verdict) for pair, verdict in zip(judged, verdicts, strict=True)]
+    names: dict[str, int] = {}
+    table = [
+        (
+            names.setdefault(pair.origin_a, len(names)),
+            names.setdefault(pair.origin_b, len(names)),
+            pair.score,
+            (pair.length_a - pair.length_b) / max(pair.length_a + pair.length_b, 1),
+            pair.judgement_id,
+        )
+        for pair in pairs
+    ]
+    result.comparisons = leaderboard.Comparisons.from_rows(list(names), table)
+    return result
+
+
+def answer_lengths(*, project: Project, origins: Sequence[str], eval_only: bool = False) -> dict[str, float]:
+    """The mean length in characters of each origin's answers in the project's tasks."""
+    slots = TaskResponse.objects.filter(task__project=project, response__origin__in=list(origins))
+    if eval_only:
+        slots = slots.filter(task__prompt__is_eval=True)
+    means = slots.values("response__origin").annotate(mean=Avg(Length("response__text")))
+    return {row["response__origin"]: float(row["mean"]) for row in means}
+
+
+def project_leaderboard(
+    *, project: Project, judge: str = "human", eval_only: bool = False, reference: str | None = None, seed: int = 0
+) -> "leaderboard.Leaderboard":
+    """The leaderboard of the origins compared in the project's judgements by ``judge``."""
+    from labeling import leaderboard
+
+    judged = version_comparisons(project=project, judge=judge, eval_only=eval_only)
+    comparisons = judged.comparisons
+    lengths = answer_lengths(project=project, origins=comparisons.names, eval_only=eval_only)
+    board = leaderboard.leaderboard(comparisons, reference=reference, seed=seed, lengths=lengths)
+    if judge == "reward":
+        agreed, compared = judged.agreement
+        if judged.reward_model is None:
+            board.notes.append("The project has no current reward model.")
+        else:
+            board.notes.append(
+                f"Judged by {judged.reward_model.name}: it orders {agreed} of {compared} comparisons as the raters "
+                f"did{f' ({agreed / compared:.0%})' if compared else ''}."
+            )
+        if judged.unscored:
+            board.notes.append(
+                f"{judged.unscored} compared pairs have no score from the reward model: start a score run."
+            )
+    return board

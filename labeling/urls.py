@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from labeling.api import content, data, rating, reviews
+from labeling.api import content, data, evaluation, rating, reviews
 
 app_name = "api"
 
@@ -40,4 +40,8 @@ urlpatterns = [
     path("projects/<slug:slug>/snapshots", data.SnapshotListApi.as_view(), name="snapshots"),
     path("snapshots/<int:snapshot_id>", data.SnapshotDetailApi.as_view(), name="snapshot"),
     path("snapshots/<int:snapshot_id>/download", data.SnapshotDownloadApi.as_view(), name="snapshot-download"),
+    # Evaluation.
+    path("projects/<slug:slug>/eval-split", evaluation.EvalSplitApi.as_view(), name="eval-split"),
+    path("projects/<slug:slug>/leaderboard", evaluation.LeaderboardApi.as_view(), name="leaderboard"),
+    path("projects/<slug:slug>/evaluations", evaluation.EvaluationApi.as_view(), name="evaluations"),
 ]

@@ -19,10 +19,12 @@ from tqdm import tqdm
 from training.config import (
     REWARD_PRESETS,
     CritiqueConfig,
+    EvaluateConfig,
     FeedbackConfig,
     GenerateConfig,
     PPOConfig,
     RewardConfig,
+    ScoreConfig,
     SFTConfig,
     reward_preset,
 )
@@ -225,6 +227,34 @@ def run_generate(args: argparse.Namespace, metrics: Metrics) -> dict:
     )
 
 
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompts", required=True, type=Path, help="a prompts export (prompt_id and prompt)")
+    parser.add_argument("--versions", required=True, type=Path, help='{"version name": model, ...} as JSON')
+    _output_arguments(parser)
+    config_arguments(parser, EvaluateConfig, skip=("model",))
+
+
+def run_evaluate(args: argparse.Namespace, metrics: Metrics) -> dict:
+    from training.evaluate import answer_eval_prompts, read_versions
+
+    config = config_from(EvaluateConfig, args)
+    versions = read_versions(args.versions)
+    return answer_eval_prompts(versions, args.prompts, args.out, config, cache_dir=args.cache_dir, on_metrics=metrics)
+
+
+def _score_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--responses", required=True, type=Path, help="responses to score (the app writes them)")
+    _output_arguments(parser)
+    config_arguments(parser, ScoreConfig, required=("model",))
+
+
+def run_score(args: argparse.Namespace, metrics: Metrics) -> dict:
+    from training.score import score_responses
+
+    config = config_from(ScoreConfig, args)
+    return score_responses(args.responses, args.out, config, cache_dir=args.cache_dir, on_metrics=metrics)
+
+
 def _critique_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", required=True, type=Path, help="a prompts export (prompt_id and prompt)")
     parser.add_argument("--principles", required=True, type=Path, help="principles as JSON (the app writes it)")
@@ -259,7 +289,8 @@ def run_feedback(args: argparse.Namespace, metrics: Metrics) -> dict:
 
 
 RUNNERS = {"reward": run_reward, "sft": run_sft, "ppo": run_ppo, "generate": run_generate,
-           "critique": run_critique, "feedback": run_feedback}  # fmt: skip
+           "evaluate": run_evaluate, "score": run_score, "critique": run_critique,
+           "feedback": run_feedback}  # fmt: skip
 
 
 def build_parser(preset: str = "cpu") -> argparse.ArgumentParser:
@@ -271,6 +302,8 @@ def build_parser(preset: str = "cpu") -> argparse.ArgumentParser:
     _sft_arguments(commands.add_parser("sft", help="fine-tune a policy on demonstrations"))
     _ppo_arguments(commands.add_parser("ppo", help="tune a policy with PPO against a reward model"))
     _generate_arguments(commands.add_parser("generate", help="write responses to prompts with a policy"))
+    _evaluate_arguments(commands.add_parser("evaluate", help="several policy versions answer the same eval prompts"))
+    _score_arguments(commands.add_parser("score", help="a reward model scores responses"))
     _critique_arguments(commands.add_parser("critique", help="critique-and-revise chains (SL-CAI)"))
     _feedback_arguments(commands.add_parser("feedback", help="AI preference labels by principle (RLAIF)"))
     return parser

@@ -271,6 +271,32 @@ class GenerateConfig(PromptSamplingConfig):
 
 
 @dataclass
+class EvaluateConfig(PromptSamplingConfig):
+    """Several policy versions answer the same eval prompts, one answer each, for blinded pairwise comparisons.
+    ``model`` is left aside: the versions file names the models."""
+
+    max_prompts: int = 50
+    temperature: float = 0.7
+
+
+@dataclass
+class ScoreConfig:
+    """A reward model scores responses to prompts."""
+
+    model: str = ""
+    """The reward model: a Hugging Face id or a local path."""
+    max_length: int = 512
+    """Tokens of prompt and response read, as in PPO (``reward_max_length``)."""
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "max_length", "batch_size")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class CritiqueConfig(PromptSamplingConfig):
     """Critique-and-revision chains by a constitution's principles (SL-CAI): the model answers, then criticises
     and revises its answer."""

@@ -35,6 +35,7 @@ MODEL_DIR = "model"  # a trained model, saved for ``from_pretrained``
 RESPONSES_FILE = "responses.jsonl"  # generate: one sampled response per line
 CHAINS_FILE = "chains.jsonl"  # critique: one critique-and-revision chain per line
 LABELS_FILE = "labels.jsonl"  # AI feedback: one preference label per line
+SCORES_FILE = "scores.jsonl"  # score: {"response_id", "score"} per response
 HELD_OUT_JUDGEMENTS = "held_out_judgements.jsonl"  # reward: the model's verdict on each held-out judgement
 
 # How much of a run each phase is, by trainer (the rest of each run is setting up, weighted 0).
@@ -43,6 +44,8 @@ PHASE_WEIGHTS = {
     "sft": {"loading": 0.05, "training": 0.9, "saving": 0.05},
     "ppo": {"loading": 0.05, "training": 0.9, "saving": 0.05},
     "generate": {"loading": 0.05, "generating": 0.95},
+    "evaluate": {"generating": 1.0},
+    "score": {"loading": 0.1, "scoring": 0.9},
     "critique": {"loading": 0.05, "generating": 0.95},
     "feedback": {"loading": 0.05, "labelling": 0.95},
 }

@@ -52,3 +52,53 @@ def sortable_columns(query: QueryDict, sort: str) -> list[dict]:
         arrow = " ▲" if sort == key else " ▼" if sort == f"-{key}" else ""
         headers.append({"label": label, "url": "?" + params.urlencode(), "arrow": arrow})
     return headers
+
+
+def interval_chart(
+    standings, width: int = 420, row_height: int = 22, margin: int = 12, labels: int = 160
+) -> dict | None:
+    """Each fitted version's strength and 95% interval as a dot on a line, the raw fit above the length-controlled
+    one, on a shared axis with a rule at 0 (the reference); names in the ``labels`` pixels on the left."""
+    fitted = [row for row in standings if row.interval is not None]
+    if not fitted:
+        return None
+    ends = [0.0]
+    for row in fitted:
+        ends.extend(row.interval)
+        if row.controlled_interval is not None:
+            ends.extend(row.controlled_interval)
+    low, high = min(ends), max(ends)
+    span = (high - low) or 1.0
+
+    def x(value: float) -> float:
+        return round(labels + margin + (value - low) / span * (width - 2 * margin), 1)
+
+    rows = []
+    for index, row in enumerate(fitted):
+        top = index * row_height
+        marks = [("raw", row.strength, row.interval, top + 7)]
+        if row.controlled_interval is not None:
+            marks.append(("controlled", row.controlled, row.controlled_interval, top + 15))
+        rows.append(
+            {
+                "name": row.name,
+                "y": top + 11,
+                "marks": [
+                    {"kind": kind, "x": x(point), "x1": x(interval[0]), "x2": x(interval[1]), "y": y}
+                    for kind, point, interval, y in marks
+                ],
+            }
+        )
+    height = len(fitted) * row_height
+    return {
+        "width": labels + width,
+        "height": height + 20,
+        "plot_height": height,
+        "axis_y": height + 16,
+        "low_x": labels,
+        "high_x": labels + width - 30,
+        "zero": x(0.0),
+        "rows": rows,
+        "low": round(low, 2),
+        "high": round(high, 2),
+    }

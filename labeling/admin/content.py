@@ -39,11 +39,22 @@ class ResponseInline(admin.TabularInline):
 
 @admin.register(Prompt)
 class PromptAdmin(admin.ModelAdmin):
-    list_display = ["id", "__str__", "project", "source", "external_id", "created_at"]
-    list_filter = ["project", "source"]
+    list_display = ["id", "__str__", "project", "source", "external_id", "is_eval", "created_at"]
+    list_filter = ["project", "is_eval", "source"]
     search_fields = ["external_id", "messages"]
     list_select_related = ["project"]
     inlines = [ResponseInline]
+    actions = ["mark_eval", "mark_training"]
+
+    @admin.action(description="Mark as eval prompts (held out of training exports)")
+    def mark_eval(self, request: HttpRequest, queryset: QuerySet[Prompt]) -> None:
+        changed = services.prompts_eval_set(prompts=queryset, is_eval=True)
+        self.message_user(request, f"{changed} prompts are now eval prompts.", messages.SUCCESS)
+
+    @admin.action(description="Mark as training prompts")
+    def mark_training(self, request: HttpRequest, queryset: QuerySet[Prompt]) -> None:
+        changed = services.prompts_eval_set(prompts=queryset, is_eval=False)
+        self.message_user(request, f"{changed} prompts are now training prompts.", messages.SUCCESS)
 
     # Text edited here is stored with its HTML again, as every other write stores it.
     def save_model(self, request: HttpRequest, obj: Prompt, form, change: bool) -> None:

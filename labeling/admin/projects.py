@@ -15,7 +15,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from labeling import exporters, importers, permissions, quality, runs, selectors, services
-from labeling.admin import charts
+from labeling.admin import charts, evaluation
 from labeling.admin.base import ReadOnlyAdmin
 from labeling.errors import ApplicationError, PayloadTooLarge
 from labeling.models import ImportJob, Project, ProjectAgreement, User
@@ -107,6 +107,14 @@ class ExportForm(forms.Form):
         required=False,
         help_text="Judgements by raters paused on the project (left empty: exclude).",
     )
+    eval = forms.ChoiceField(
+        choices=[(value, value) for value in selectors.WHICH],
+        initial="exclude",
+        required=False,
+        label="Eval prompts",
+        help_text="Eval prompts with their judgements and demonstrations: held out of training data unless you "
+        "include them (left empty: exclude).",
+    )
     snapshot = forms.BooleanField(required=False, help_text="Freeze it as a dataset snapshot instead of downloading.")
 
     def selection(self, project: Project) -> selectors.ExportFilter:
@@ -114,7 +122,7 @@ class ExportForm(forms.Form):
         raters = [name.strip() for name in data["raters"].split(",") if name.strip()]
         return selectors.ExportFilter.for_project(
             project, since=data["since"], until=data["until"], raters=raters, source=data["source"], gold=data["gold"],
-            paused=data["paused"] or None,
+            paused=data["paused"] or None, eval=data["eval"] or None,
         )  # fmt: skip
 
 
@@ -174,7 +182,7 @@ class ProjectAdmin(admin.ModelAdmin):
 
     actions = [
         "import_data", "export_data", *(_run_page_action(spec) for spec in runs.all_specs()), "show_agreement",
-        "show_raters",
+        "show_raters", "show_evaluation",
     ]  # fmt: skip
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
@@ -207,6 +215,11 @@ class ProjectAdmin(admin.ModelAdmin):
                     "<int:project_id>/agreement/",
                     self.admin_site.admin_view(self.agreement_view),
                     name="labeling_project_agreement",
+                ),
+                path(
+                    "<int:project_id>/evaluation/",
+                    self.admin_site.admin_view(partial(evaluation.evaluation_view, self)),
+                    name="labeling_project_evaluation",
                 ),
                 path(
                     "<int:project_id>/raters/",
@@ -254,6 +267,10 @@ class ProjectAdmin(admin.ModelAdmin):
             "agreement": selectors.ai_human_agreement(project=project),
         }
         return render(request, "admin/labeling/project/agreement.html", context)
+
+    @admin.action(description="Evaluate: eval prompts, the leaderboard of versions, evaluation runs")
+    def show_evaluation(self, request: HttpRequest, queryset: QuerySet[Project]):
+        return self.to_run_page(request, queryset, "evaluation")
 
     @admin.action(description="Show the raters' audit")
     def show_raters(self, request: HttpRequest, queryset: QuerySet[Project]):
@@ -306,7 +323,11 @@ class ProjectAdmin(admin.ModelAdmin):
     def run_view(self, request: HttpRequest, project_id: int, kind: str) -> HttpResponse:
         project = get_object_or_404(Project, pk=project_id)
         spec = runs.spec_for(kind)
-        form = spec.form(request.POST or None, project=project)
+        # A link may preset the form's fields (the model list's "evaluate" action names the policies).
+        initial: dict[str, object] = dict(request.GET.items())
+        if "policies" in request.GET:
+            initial["policies"] = request.GET["policies"].split(",")
+        form = spec.form(request.POST or None, project=project, initial=initial)
         if request.method == "POST" and form.is_valid():
             try:
                 run = spec.start(project=project, created_by=request.user, **form.cleaned_data)

@@ -339,8 +339,18 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     ]  # fmt: skip
     list_filter = ["project", "kind", "is_current"]
     search_fields = ["name", "base_model", "content_hash"]
-    actions = ["make_current"]
+    actions = ["make_current", "evaluate"]
     readonly_fields = ["quality"]
+
+    @admin.action(description="Evaluate the selected policies against each other (blinded pairwise tasks)")
+    def evaluate(self, request: HttpRequest, queryset: QuerySet[ModelVersion]):
+        projects = set(queryset.values_list("project", flat=True))
+        if len(projects) != 1 or queryset.exclude(kind=ModelVersion.Kind.POLICY).exists():
+            self.message_user(request, "Choose policies of one project.", messages.WARNING)
+            return None
+        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
+        url = reverse("admin:labeling_project_evaluate", args=[projects.pop()])
+        return HttpResponseRedirect(f"{url}?policies={ids}")
 
     @admin.display(description="reward model quality")
     def quality(self, version: ModelVersion) -> str:

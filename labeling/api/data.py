@@ -109,12 +109,18 @@ class ExportQuery(serializers.Serializer):
     paused = serializers.ChoiceField(
         choices=selectors.WHICH, default="exclude", help_text="Judgements by raters paused on the project."
     )
+    eval = serializers.ChoiceField(
+        choices=selectors.WHICH,
+        default="exclude",
+        help_text="Eval prompts, with their judgements and demonstrations: held out of training data by default.",
+    )
 
 
 def _selection(project: Project, query: dict) -> selectors.ExportFilter:
     return selectors.ExportFilter.for_project(
         project, since=query.get("since"), until=query.get("until"), raters=query.get("rater", ()),
         source=query.get("source"), gold=query.get("gold"), paused=query.get("paused"),
+        eval=query.get("eval"),
     )  # fmt: skip
 
 

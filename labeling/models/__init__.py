@@ -40,6 +40,7 @@ from labeling.models.runs import (
     DatasetSnapshot,
     ModelKind,
     ModelVersion,
+    ResponseScore,
     RunKind,
     RunStatus,
     SnapshotFormat,
@@ -48,6 +49,7 @@ from labeling.models.runs import (
 )
 
 __all__ = [
+    "ResponseScore",
     "Assignment",
     "AssignmentState",
     "ComparisonTask",

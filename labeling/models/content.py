@@ -158,12 +158,21 @@ class Prompt(models.Model):
         help_text="Each turn as safe HTML, rendered when stored.",
     )
     metadata = models.JSONField(default=dict, blank=True)
+    # db_default too: rows that other writers insert (COPY, plain SQL) are training prompts unless they say so.
+    is_eval = models.BooleanField(
+        default=False,
+        db_default=False,
+        verbose_name="eval prompt",
+        help_text="Held out for evaluation: no training export (reward, SFT, prompts for PPO) takes it, or its "
+        "judgements and demonstrations, unless the export asks for eval prompts.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
         indexes = [
             models.Index(fields=["project", "content_hash"], name="prompt_project_content"),
+            models.Index(fields=["project", "id"], condition=Q(is_eval=True), name="prompt_eval"),
             # Only the prompts still to render: what the HTML job looks for.
             models.Index(fields=["id"], condition=Q(messages_html=[]), name="prompt_html_missing"),
         ]
@@ -251,6 +260,13 @@ class ComparisonTask(models.Model):
         null=True,
         blank=True,
         help_text="The expected ranking of a gold task: groups of response ids, best first.",
+    )
+    # db_default too: the lease function reads it, and rows other writers insert are shuffled as before.
+    keep_order = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Show the responses in their stored order to every rater (an evaluation's pairs, balanced so "
+        "that each version comes first half of the time) instead of in a new random order for each rater.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

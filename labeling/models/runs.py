@@ -61,6 +61,8 @@ class RunKind(models.TextChoices):
     SFT = "sft", "Supervised fine-tuning"
     PPO = "ppo", "PPO"
     GENERATE = "generate", "Generate responses"
+    EVALUATE = "evaluate", "Evaluate versions"
+    SCORE = "score", "Score responses"
     CRITIQUE = "critique", "Critique and revise"
     AI_FEEDBACK = "ai_feedback", "AI feedback labels"
 
@@ -182,6 +184,24 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
+
+
+class ResponseScore(models.Model):
+    """A reward model's score of a response, stored once per response and model version: what judges
+    comparisons between model versions as the reward model would."""
+
+    response = models.ForeignKey("Response", on_delete=models.CASCADE, related_name="scores")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="response_scores")
+    score = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model_version", "response"], name="response_score_once_per_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version} scores response {self.response_id}: {self.score:.3f}"
 
 
 # --- Constitutional AI ---------------------------------------------------------------------------------------

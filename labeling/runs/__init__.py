@@ -21,9 +21,11 @@ from labeling.runs.execution import (
 )
 from labeling.runs.kinds.ai_feedback import ai_feedback_run_start
 from labeling.runs.kinds.critique import critique_run_start
+from labeling.runs.kinds.evaluate import evaluation_run_start
 from labeling.runs.kinds.generate import generate_run_start
 from labeling.runs.kinds.ppo import ppo_run_start
 from labeling.runs.kinds.reward import after_reward_model, reward_run_start
+from labeling.runs.kinds.score import scoring_run_start
 from labeling.runs.kinds.sft import sft_run_start
 from labeling.runs.lifecycle import (
     ACTIVE,
@@ -45,6 +47,7 @@ __all__ = [
     "clean_log",
     "config_options",
     "critique_run_start",
+    "evaluation_run_start",
     "failure_message",
     "generate_run_start",
     "launch_command",
@@ -56,6 +59,7 @@ __all__ = [
     "record_progress",
     "reward_retrain_check",
     "reward_run_start",
+    "scoring_run_start",
     "sft_run_start",
     "spec_for",
     "trainer_command",

@@ -83,7 +83,8 @@ def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
         command += [spec.data_flag, str(artefacts_dir() / run.snapshot.path)]
     command += ["--out", str(out_dir), "--metrics", str(out_dir / METRICS_FILE),
                 "--cache-dir", str(settings.MODEL_CACHE_DIR)]  # fmt: skip
-    command += [spec.model_flag, model_path(run.parent_model) if run.parent_model else run.base_model]
+    if spec.model_flag:  # a kind that loads several models names them in its own arguments
+        command += [spec.model_flag, model_path(run.parent_model) if run.parent_model else run.base_model]
     command += [*spec.arguments(run, out_dir), *config_options(config, spec.options)]
     return [*launch, "-m", "training", *command]
 

@@ -31,7 +31,7 @@ class RunForm(forms.Form):
         assert isinstance(field, forms.ModelChoiceField), f"{name} is not a choice of rows"
         field.queryset = queryset
 
-    def policies(self, name: str) -> None:
+    def policy_choices(self, name: str) -> None:
         self.limit(name, ModelVersion.objects.filter(project=self.project, kind=ModelVersion.Kind.POLICY))
 
     def snapshots(self, name: str, *kinds: str):

@@ -44,7 +44,7 @@ class RunSpec:
     page: RunPage
     register: Callable[[TrainingRun, Path, datetime], object]  # stores the outputs once the trainer succeeds
     data_flag: str = ""  # how the run's snapshot reaches the trainer ("--data", "--prompts"), if it reads one
-    model_flag: str = "--model"  # how the model to start from does
+    model_flag: str = "--model"  # how the model to start from does ("": the kind names its models otherwise)
     options: tuple[str, ...] = ()  # keys of the run's config passed on as --key value when set
     # More arguments (files of the run's folder, other models) and the inputs written before the trainer starts.
     arguments: Callable[[TrainingRun, Path], list[str]] = _no_arguments

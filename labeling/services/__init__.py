@@ -9,6 +9,7 @@
 - ``constitutions``: constitutions and the review of critique chains.
 - ``quality``: raters' standing: gold tasks first, the gold rule that pauses a rater, reinstatement.
 - ``reviews``: the review queue of tasks whose judgements disagree, and reviewers' decisions.
+- ``evaluation``: eval prompts, evaluation runs' blinded tasks, the over-optimisation check.
 - ``demo``: the demo project.
 
 Call sites use the package: ``services.judgement_submit(...)``.
@@ -44,6 +45,13 @@ from labeling.services.content import (
     task_statuses_refresh,
 )
 from labeling.services.demo import DemoLoadResult, demo_project_ensure
+from labeling.services.evaluation import (
+    EvalSplit,
+    EvaluationTasks,
+    eval_prompts_split,
+    evaluation_tasks_create,
+    prompts_eval_set,
+)
 from labeling.services.import_jobs import (
     declared_size,
     import_job_create,
@@ -74,6 +82,8 @@ from labeling.services.snapshots import dataset_snapshot_create, snapshot_path
 
 __all__ = [
     "DemoLoadResult",
+    "EvalSplit",
+    "EvaluationTasks",
     "GoldRecord",
     "ImportResult",
     "RaterPaused",
@@ -92,6 +102,8 @@ __all__ = [
     "gold_record",
     "gold_rule_apply",
     "demo_project_ensure",
+    "eval_prompts_split",
+    "evaluation_tasks_create",
     "demonstration_create",
     "demonstration_submit",
     "declared_size",
@@ -106,6 +118,7 @@ __all__ = [
     "project_update",
     "prompt_create",
     "prompt_save",
+    "prompts_eval_set",
     "rater_pause",
     "rater_reinstate",
     "rater_stats_refresh",

@@ -91,8 +91,11 @@ def _lease_first_free_slot(*, project: Project, rater: User, gold: bool, now: da
         ):
             passed_over.append(task_id)
             continue
-        shown_order = list(TaskResponse.objects.filter(task_id=task_id).values_list("response_id", flat=True))
-        random.shuffle(shown_order)
+        shown_order = list(
+            TaskResponse.objects.filter(task_id=task_id).order_by("position").values_list("response_id", flat=True)
+        )
+        if not ComparisonTask.objects.filter(pk=task_id, keep_order=True).exists():
+            random.shuffle(shown_order)  # a new order for each rater, unless the task keeps its stored one
         return Assignment.objects.create(
             task_id=task_id,
             rater=rater,

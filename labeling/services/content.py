@@ -107,10 +107,12 @@ def comparison_task_create(
     responses: Sequence[Response],
     required_judgements: int | None = None,
     gold_ranking: list[list[int]] | None = None,
+    keep_order: bool = False,
 ) -> ComparisonTask:
     """A task comparing ``responses`` (2..9 answers to ``prompt``), in the order given.
 
-    ``required_judgements`` defaults to the project's overlap; a ``gold_ranking`` makes it a gold task.
+    ``required_judgements`` defaults to the project's overlap; a ``gold_ranking`` makes it a gold task;
+    ``keep_order`` shows the responses in this order to every rater instead of a new random order to each.
     """
     try:
         validation.validate_response_count(len(responses))
@@ -122,6 +124,7 @@ def comparison_task_create(
         required_judgements=required_judgements or project.overlap,
         is_gold=gold_ranking is not None,
         gold_ranking=gold_ranking,
+        keep_order=keep_order,
     )
     save_validated(task)
     # The responses and the gold ranking can only be checked once the responses are attached; a refusal

@@ -76,6 +76,7 @@ def _import_prompts(project: Project, items: list, created: Counter, skipped: Co
             "external_id": external_id,
             "content_hash": content_hash,
             "metadata": item.prompt.metadata,
+            "is_eval": item.prompt.is_eval,
         }
     new_ids = insert_rows(Prompt, list(new.values()))
     known.update(zip(new, new_ids, strict=True))

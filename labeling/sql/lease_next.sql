@@ -18,6 +18,7 @@ DECLARE
     v_passed bigint[];
     v_task bigint;
     v_required integer;
+    v_keep_order boolean;
 BEGIN
     -- The lease the rater already holds in this project, if any, unless an open problem report holds its task
     -- back: the lease stays valid for a submission, but the rater moves on.
@@ -39,7 +40,8 @@ BEGIN
         v_after := COALESCE(v_after, 0);
         v_passed := ARRAY[]::bigint[];
         LOOP
-            SELECT t.id, t.required_judgements INTO v_task, v_required FROM labeling_comparisontask t
+            SELECT t.id, t.required_judgements, t.keep_order INTO v_task, v_required, v_keep_order
+                FROM labeling_comparisontask t
                 WHERE t.project_id = p_project AND t.status = 'open' AND t.is_gold = v_gold AND t.id > v_after
                   AND NOT (t.id = ANY (v_passed))
                   AND NOT EXISTS (SELECT 1 FROM labeling_assignment a WHERE a.task_id = t.id AND a.rater_id = p_rater)
@@ -70,7 +72,8 @@ BEGIN
                 INSERT INTO labeling_assignment (task_id, rater_id, state, leased_at, expires_at, shown_order, skip_reason)
                 VALUES (
                     v_task, p_rater, 'leased', p_now, p_now + p_lease,
-                    COALESCE((SELECT jsonb_agg(r.response_id ORDER BY random())
+                    -- A new random order for each rater, or the stored one where the task keeps its order.
+                    COALESCE((SELECT jsonb_agg(r.response_id ORDER BY CASE WHEN v_keep_order THEN r.position END, random())
                               FROM labeling_taskresponse r WHERE r.task_id = v_task), '[]'::jsonb),
                     ''
                 )

@@ -36,6 +36,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--paused", default="exclude", choices=selectors.WHICH, help="judgements by raters paused on the project"
         )
+        parser.add_argument(
+            "--eval", default="exclude", choices=selectors.WHICH, help="eval prompts, their judgements and replies"
+        )
         parser.add_argument("--snapshot", action="store_true", help="freeze it as a dataset snapshot instead")
 
     def handle(self, *args, project: str, kind: str, format: str, output: str, **options) -> None:
@@ -50,6 +53,7 @@ class Command(BaseCommand):
             source=options["source"],
             gold=options["gold"],
             paused=options["paused"],
+            eval=options["eval"],
         )
         conversational = options["conversational"]
         try:

@@ -71,7 +71,7 @@ class GenerateRunForm(RunForm):
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, project=project, **kwargs)
-        self.policies("policy")
+        self.policy_choices("policy")
         self.snapshots("snapshot", DatasetSnapshot.Kind.PROMPTS)
 
 

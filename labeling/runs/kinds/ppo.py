@@ -78,7 +78,7 @@ class PPORunForm(RunForm):
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, project=project, **kwargs)
-        self.policies("policy")
+        self.policy_choices("policy")
         self.limit(
             "reward_model",
             ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD).order_by("-created_at", "-id"),

@@ -57,7 +57,7 @@ class SFTRunForm(RunForm):
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, project=project, **kwargs)
         self.snapshots("snapshot", DatasetSnapshot.Kind.SFT)
-        self.policies("parent")
+        self.policy_choices("parent")
 
 
 SPEC = RunSpec(

@@ -1,0 +1,100 @@
+"""The project's evaluation page: its eval prompts and their seeded split, the leaderboard of the versions its
+judgements compare (with an interval chart, CSV and JSON), and the same leaderboard by the other judges."""
+
+from django import forms
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404, render
+
+from labeling import leaderboard, selectors, services
+from labeling.admin import charts
+from labeling.errors import ApplicationError
+from labeling.models import Project, Prompt
+
+PROMPT_CHOICES = (("eval", "eval prompts"), ("all", "all prompts"))
+
+
+class EvalSplitForm(forms.Form):
+    fraction = forms.FloatField(
+        initial=0.1, min_value=0.01, max_value=0.99,
+        help_text="Draw training prompts at random and mark them eval prompts until this share of all prompts is.",
+    )  # fmt: skip
+    seed = forms.IntegerField(initial=0, help_text="The same prompts and seed draw the same eval prompts.")
+
+
+class LeaderboardForm(forms.Form):
+    judge = forms.ChoiceField(choices=[(judge, judge) for judge in selectors.JUDGES], required=False)
+    prompts = forms.ChoiceField(choices=PROMPT_CHOICES, required=False)
+    reference = forms.CharField(required=False, max_length=200)
+
+
+def board_options(project: Project, query) -> dict:
+    """The leaderboard's judge, prompts and reference from a query (its defaults where missing): eval prompts
+    when the project has any, else all prompts."""
+    form = LeaderboardForm(query)
+    data = form.cleaned_data if form.is_valid() else {}
+    prompts = data.get("prompts") or (
+        "eval" if Prompt.objects.filter(project=project, is_eval=True).exists() else "all"
+    )
+    return {"judge": data.get("judge") or "human", "prompts": prompts, "reference": data.get("reference") or None}
+
+
+def board_download(board: leaderboard.Leaderboard, options: dict, project: Project, file_format: str) -> HttpResponse:
+    name = f"{project.slug}-leaderboard-{options['judge']}-{options['prompts']}"
+    if file_format == "csv":
+        response = HttpResponse(leaderboard.as_csv(board), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
+        return response
+    response = JsonResponse({"judge": options["judge"], "prompts": options["prompts"], **board.as_dict()})
+    response["Content-Disposition"] = f'attachment; filename="{name}.json"'
+    return response
+
+
+def evaluation_view(modeladmin, request: HttpRequest, project_id: int) -> HttpResponse:
+    project = get_object_or_404(Project, pk=project_id)
+    split_form = EvalSplitForm(request.POST or None)
+    if request.method == "POST" and split_form.is_valid():
+        try:
+            split = services.eval_prompts_split(project=project, **split_form.cleaned_data)
+        except ApplicationError as error:
+            split_form.add_error(None, error.message)
+        else:
+            used = (
+                f" {split.already_used} of them had judgements or demonstrations already." if split.already_used else ""
+            )
+            modeladmin.message_user(
+                request,
+                f"{split.marked} prompts marked eval: {split.eval_prompts} of {split.prompts} are eval prompts.{used}",
+                messages.WARNING if split.already_used else messages.SUCCESS,
+            )
+            return HttpResponseRedirect(request.get_full_path())
+    options = board_options(project, request.GET)
+    eval_only = options["prompts"] == "eval"
+    board = selectors.project_leaderboard(
+        project=project, judge=options["judge"], eval_only=eval_only, reference=options["reference"]
+    )
+    file_format = request.GET.get("format")
+    if file_format in ("csv", "json"):
+        return board_download(board, options, project, file_format)
+    judges = []
+    for judge in selectors.JUDGES:
+        other = board if judge == options["judge"] else selectors.project_leaderboard(
+            project=project, judge=judge, eval_only=eval_only, reference=board.reference
+        )  # fmt: skip
+        judges.append({"judge": judge, "board": other, "tau": leaderboard.ranking_agreement(board, other)})
+    prompts = Prompt.objects.filter(project=project)
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "opts": modeladmin.model._meta,
+        "original": project,
+        "title": f"Evaluation: {project.name}",
+        "split_form": split_form,
+        "eval_prompts": prompts.filter(is_eval=True).count(),
+        "prompt_count": prompts.count(),
+        "board": board,
+        "chart": charts.interval_chart(board.standings),
+        "options": options,
+        "judges": judges,
+        "query": request.GET.urlencode(),
+    }
+    return render(request, "admin/labeling/project/evaluation.html", context)
