@@ -14,6 +14,7 @@ from labeling.admin.base import ReadOnlyAdmin
 from labeling.models import (
     DatasetSnapshot,
     ModelVersion,
+    ResponseScore,
     TrainingRun,
 )
 
@@ -368,3 +369,14 @@ class ModelVersionAdmin(ReadOnlyAdmin):
             return
         version = runs.model_version_make_current(version=queryset.get())
         self.message_user(request, f"{version.name} is now the current {version.get_kind_display().lower()}.")
+
+
+@admin.register(ResponseScore)
+class ResponseScoreAdmin(ReadOnlyAdmin):
+    """Each reward model's stored score of a response (score runs): what the leaderboard's reward-model judge reads."""
+
+    list_display = ["model_version", "response", "score", "created_at"]
+    list_filter = ["model_version__project", "model_version"]
+    search_fields = ["model_version__name"]
+    list_select_related = ["model_version", "response"]
+    raw_id_fields = ["response"]
