@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
 
     from labeling import agreement, audit, leaderboard
+    from labeling.models import TrainingRun
 
 
 class ProjectCounts(TypedDict):
@@ -939,3 +941,108 @@ def project_leaderboard(
                 f"{judged.unscored} compared pairs have no score from the reward model: start a score run."
             )
     return board
+
+
+# --- the over-optimisation check -----------------------------------------------------------------------------
+
+
+def probe_origin(run: "TrainingRun", step: int) -> str:
+    """The origin of a PPO run's probe answers at ``step``: what raters' verdicts on them are counted by."""
+    return f"{run.kind}-{run.pk}@{step}"
+
+
+def probe_records(run: "TrainingRun") -> list[dict]:
+    """The run's probe answers (``training.probes``): step, prompt id, response, score, KL."""
+    from django.conf import settings
+
+    from training.runtime import PROBES_FILE
+
+    path = Path(settings.ARTEFACTS_DIR) / run.output_dir / PROBES_FILE
+    if not run.output_dir or not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class ProbePoint:
+    step: int
+    kl: float  # mean KL to the reference of the probe answers: the KL budget spent by then
+    score: float  # their mean reward-model score
+    answers: int
+    win_rate: float | None = None  # raters' verdict against the starting policy's answers (ties half)
+    win_interval: tuple[float, float] | None = None
+    comparisons: int = 0
+
+
+@dataclass(frozen=True)
+class OveroptimisationReport:
+    points: list[ProbePoint]
+    sent: dict | None  # what was sent to raters: tasks and prompts
+    warning: str = ""  # the proxy score rose while the raters' verdict fell
+
+
+def overoptimisation_report(*, run: "TrainingRun", seed: int = 0) -> OveroptimisationReport:
+    """At each probe point of a PPO run: the KL spent, the reward model's mean score of the probe answers and
+    the raters' win rate for them against the starting policy's answers, with its 95% bootstrap interval. A
+    warning when a later point has a higher score than the point the raters liked best, yet a win rate whose
+    interval lies wholly below that point's (Gao et al.'s over-optimisation: the proxy rises, the truth falls)."""
+    from labeling import leaderboard
+
+    records = probe_records(run)
+    by_step: dict[int, list[dict]] = {}
+    for record in records:
+        by_step.setdefault(record["step"], []).append(record)
+    origins = {probe_origin(run, step): step for step in by_step}
+    start = probe_origin(run, 0)
+    pairs = [
+        pair
+        for pair in version_pairs(project=run.project)
+        if {pair.origin_a, pair.origin_b} <= set(origins) and start in (pair.origin_a, pair.origin_b)
+    ]
+    names: dict[str, int] = {}
+    table = [
+        (names.setdefault(pair.origin_a, len(names)), names.setdefault(pair.origin_b, len(names)), pair.score, 0.0,
+         pair.judgement_id)
+        for pair in pairs
+    ]  # fmt: skip
+    verdicts: dict[str, leaderboard.Standing] = {}
+    if table:
+        board = leaderboard.leaderboard(
+            leaderboard.Comparisons.from_rows(list(names), table), reference=start, seed=seed
+        )
+        verdicts = {row.name: row for row in board.standings}
+    points = []
+    for step, answers in sorted(by_step.items()):
+        verdict = verdicts.get(probe_origin(run, step))
+        points.append(
+            ProbePoint(
+                step=step,
+                kl=sum(answer["kl"] for answer in answers) / len(answers),
+                score=sum(answer["score"] for answer in answers) / len(answers),
+                answers=len(answers),
+                win_rate=verdict.win_rate if verdict and step else None,
+                win_interval=verdict.win_interval if verdict and step else None,
+                comparisons=verdict.reference_comparisons if verdict and step else 0,
+            )
+        )
+    return OveroptimisationReport(points=points, sent=(run.metrics or {}).get("overoptimisation_sent"),
+                                  warning=_overoptimisation_warning(points))  # fmt: skip
+
+
+def _overoptimisation_warning(points: list[ProbePoint]) -> str:
+    judged = [point for point in points if point.win_rate is not None]
+    if len(judged) < 2:
+        return ""
+    best = max(judged, key=lambda point: point.win_rate or 0.0)
+    for later in judged:
+        assert later.win_rate is not None and best.win_rate is not None
+        rose = later.step > best.step and later.score > best.score
+        if rose and later.win_interval is not None and later.win_interval[1] < best.win_rate:
+            return (
+                f"Over-optimisation: from step {best.step} to step {later.step} the reward model's score rose "
+                f"from {best.score:.2f} to {later.score:.2f} while the raters' win rate against the start fell "
+                f"from {best.win_rate:.2f} to {later.win_rate:.2f} (95% interval {later.win_interval[0]:.2f} to "
+                f"{later.win_interval[1]:.2f}). The policy is exploiting the reward model: prefer an earlier "
+                "checkpoint, a larger KL penalty, or a reward model trained on more recent labels."
+            )
+    return ""

@@ -205,6 +205,11 @@ class PPOConfig:
     ptx_batch_size: int = 8
     save_every: int = 0
     """Write a checkpoint every this many iterations (0: only at the end); a run resumes from the last one."""
+    probes: int = 3
+    """Over-optimisation probes: at the start and at this many points spread over the run, the policy answers the
+    held-back probe prompts, each answer kept with its reward-model score and KL to the reference (0: none)."""
+    probe_prompts: int = 8
+    """Prompts held back from training for the probes (at most a quarter of them; the prompts need ids)."""
     gradient_checkpointing: bool | None = None
     """Recompute each layer's activations in the backward pass instead of keeping them: about a third more
     compute for a small part of the memory. None: on when training on a CPU, where memory runs out first (the
@@ -230,6 +235,8 @@ class PPOConfig:
             raise ValueError(f"missing_eos must be 'subtract' or 'replace', not '{self.missing_eos}'.")
         if self.missing_eos_penalty is None or self.missing_eos_penalty < 0:
             raise ValueError("missing_eos_penalty is an amount taken off the score: 0 or more.")
+        if self.probes < 0 or self.probe_prompts < 0:
+            raise ValueError("probes and probe_prompts are counts: 0 or more.")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -23,7 +23,7 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from training.config import PPOConfig
 from training.data import DemonstrationBatches, read_prompts
 from training.models import disable_dropout, load_causal_lm, load_reward_model
+from training.probes import held_back, probe, probe_means, probes_for
 from training.reward import score
 from training.rl import (
     AdaptiveKLController,
@@ -192,6 +193,16 @@ def _accelerator(config: PPOConfig) -> Accelerator:
     )
 
 
+def _scores(config: PPOConfig, models: _Models, prompts: list, texts: list[str]) -> torch.Tensor:
+    """The reward model's (or the reward function's) score of each response."""
+    if models.reward_function is not None:
+        return torch.as_tensor(models.reward_function(prompts, texts), dtype=torch.float32)
+    return score(
+        models.reward_model, models.reward_tokenizer, prompts, texts, config.reward_max_length,
+        batch_size=config.mini_batch_size,
+    )  # fmt: skip
+
+
 def _rollout(
     config: PPOConfig, models: _Models, accelerator: Accelerator, prompts: list, controller: AdaptiveKLController
 ) -> _Experience:
@@ -204,14 +215,7 @@ def _rollout(
 
     # Score, log-probabilities under policy and reference, values: all before any update.
     with torch.no_grad(), accelerator.autocast():
-        if models.reward_function is not None:
-            scores = torch.as_tensor(models.reward_function(prompts, rollout.texts), dtype=torch.float32)
-        else:
-            scores = score(
-                models.reward_model, models.reward_tokenizer, prompts, rollout.texts, config.reward_max_length,
-                batch_size=config.mini_batch_size,
-            )  # fmt: skip
-        scores = scores.to(device).float()
+        scores = _scores(config, models, prompts, rollout.texts).to(device).float()
         raw_scores = scores.clone()
         scores = penalise_missing_eos(scores, rollout.has_eos, config)
         sequences, attention, context, mask = rollout.sequences, rollout.attention_mask, rollout.context, rollout.mask
@@ -440,8 +444,16 @@ def train_ppo(
     models.updating(False)
     controller = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
     start, history = _checkpoint_load(output_dir, accelerator, models, optimizer, controller) if resume else (0, [])
+    probes = probes_for(prompts_path, prompts, config, output_dir, start)
+    prompts = held_back(prompts, probes.prompts)
+
+    def probe_now(step: int) -> None:
+        if accelerator.is_main_process and step in probes.steps:
+            probe(probes, step, config, models, accelerator, partial(_scores, config, models))
 
     progress.phase("training")
+    if start == 0:
+        probe_now(0)
     started = time.monotonic()
     window: list[dict] = []
     for step in range(start, config.steps):
@@ -457,6 +469,7 @@ def train_ppo(
         metrics = _iteration_metrics(config, done, experience, stats, time.monotonic() - iteration_started)
         history.append(metrics)
         window.append(metrics)
+        probe_now(done)
         if config.save_every and done % config.save_every == 0 and done < config.steps:
             _checkpoint_save(output_dir, done, accelerator, models, optimizer, controller, history)
         progress.update((done - start) / max(config.steps - start, 1))
@@ -476,6 +489,7 @@ def train_ppo(
         "last_kl": last.get("kl"),
         "eos_rate": float(np.mean([line["eos_rate"] for line in history])) if history else None,
         "seconds": round(time.monotonic() - started, 2),
+        "probes": probe_means(probes.path),
     }
     if accelerator.is_main_process:
         written = {"model_dir": str(model_dir), "metrics": summary, "config": config.as_dict()}

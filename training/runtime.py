@@ -35,6 +35,7 @@ MODEL_DIR = "model"  # a trained model, saved for ``from_pretrained``
 RESPONSES_FILE = "responses.jsonl"  # generate: one sampled response per line
 CHAINS_FILE = "chains.jsonl"  # critique: one critique-and-revision chain per line
 LABELS_FILE = "labels.jsonl"  # AI feedback: one preference label per line
+PROBES_FILE = "probes.jsonl"  # ppo: the probe prompts' answers at each probe point, with score and KL
 SCORES_FILE = "scores.jsonl"  # score: {"response_id", "score"} per response
 HELD_OUT_JUDGEMENTS = "held_out_judgements.jsonl"  # reward: the model's verdict on each held-out judgement
 

@@ -1,5 +1,6 @@
 """The project's evaluation page: its eval prompts and their seeded split, the leaderboard of the versions its
-judgements compare (with an interval chart, CSV and JSON), and the same leaderboard by the other judges."""
+judgements compare (with an interval chart, CSV and JSON), and the same leaderboard by the other judges; and a
+PPO run's over-optimisation check (its probe answers sent to raters, score and win rate against KL)."""
 
 from django import forms
 from django.contrib import messages
@@ -9,7 +10,7 @@ from django.shortcuts import get_object_or_404, render
 from labeling import leaderboard, selectors, services
 from labeling.admin import charts
 from labeling.errors import ApplicationError
-from labeling.models import Project, Prompt
+from labeling.models import Project, Prompt, TrainingRun
 
 PROMPT_CHOICES = (("eval", "eval prompts"), ("all", "all prompts"))
 
@@ -98,3 +99,60 @@ def evaluation_view(modeladmin, request: HttpRequest, project_id: int) -> HttpRe
         "query": request.GET.urlencode(),
     }
     return render(request, "admin/labeling/project/evaluation.html", context)
+
+
+class ProbeSendForm(forms.Form):
+    prompts = forms.IntegerField(
+        initial=0, min_value=0, help_text="Probe prompts to send (0: all); each gives one task per probe point."
+    )
+
+
+def probe_chart(points, width: int = 420, height: int = 160, margin: int = 24) -> dict | None:
+    """The reward model's score (orange, its own scale) and the raters' win rate (blue, 0 to 1) against KL."""
+    if len(points) < 2:
+        return None
+    kls = [point.kl for point in points]
+    scores = [point.score for point in points]
+    low_kl, high_kl = min(kls), max(kls)
+    low_score, high_score = min(scores), max(scores)
+
+    def x(kl: float) -> float:
+        return round(margin + (kl - low_kl) / ((high_kl - low_kl) or 1.0) * (width - 2 * margin), 1)
+
+    def y(share: float) -> float:
+        return round(height - margin - share * (height - 2 * margin), 1)
+
+    score_line = " ".join(
+        f"{x(point.kl)},{y((point.score - low_score) / ((high_score - low_score) or 1.0))}" for point in points
+    )
+    judged = [point for point in points if point.win_rate is not None or point.step == 0]
+    win_line = " ".join(f"{x(point.kl)},{y(0.5 if point.step == 0 else point.win_rate)}" for point in judged)
+    return {
+        "width": width, "height": height, "score_line": score_line, "win_line": win_line, "half": y(0.5),
+        "left": margin, "right": width - margin, "low_kl": round(low_kl, 2), "high_kl": round(high_kl, 2),
+        "low_score": round(low_score, 2), "high_score": round(high_score, 2), "axis_y": height - 6,
+    }  # fmt: skip
+
+
+def overoptimisation_view(modeladmin, request: HttpRequest, run_id: int) -> HttpResponse:
+    run = get_object_or_404(TrainingRun, pk=run_id, kind=TrainingRun.Kind.PPO)
+    form = ProbeSendForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            made = services.overoptimisation_tasks_create(run=run, prompts=form.cleaned_data["prompts"])
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            modeladmin.message_user(request, f"{made.tasks} pairwise tasks sent to raters.", messages.SUCCESS)
+            return HttpResponseRedirect(request.get_full_path())
+    report = selectors.overoptimisation_report(run=run)
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "opts": modeladmin.model._meta,
+        "original": run,
+        "title": f"Over-optimisation check: {run}",
+        "form": form,
+        "report": report,
+        "chart": probe_chart(report.points),
+    }
+    return render(request, "admin/labeling/trainingrun/overoptimisation.html", context)

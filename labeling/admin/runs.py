@@ -1,5 +1,7 @@
 """Snapshots, training runs (live status, phase, progress, curves, log, Cancel) and model versions."""
 
+from functools import partial
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -10,6 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from labeling import runs, services
+from labeling.admin import evaluation
 from labeling.admin.base import ReadOnlyAdmin
 from labeling.models import (
     DatasetSnapshot,
@@ -182,10 +185,12 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     actions = ["cancel_runs"]
     fields = [
         "project", "kind", "status", "phase", "progress_bar", "eta", "produced", "episodes_ending", "base_model",
-        "parent_model", "reward_model", "snapshot", "config", "quality", "metrics", "curves",
+        "parent_model", "reward_model", "snapshot", "config", "quality", "probes", "metrics", "curves",
         "error", "log", "worker", "created_by", "created_at", "started_at", "finished_at",
     ]  # fmt: skip
-    readonly_fields = ["phase", "progress_bar", "eta", "produced", "episodes_ending", "quality", "curves", "log"]
+    readonly_fields = [
+        "phase", "progress_bar", "eta", "produced", "episodes_ending", "quality", "probes", "curves", "log",
+    ]  # fmt: skip
     change_form_template = "admin/labeling/trainingrun/change_form.html"
 
     @admin.display(description="phase")
@@ -253,6 +258,18 @@ class TrainingRunAdmin(ReadOnlyAdmin):
             )
         return text
 
+    @admin.display(description="over-optimisation probes")
+    def probes(self, run: TrainingRun) -> str:
+        """PPO: the probe points' KL and score, and the page that sends them to raters."""
+        points = (run.metrics or {}).get("probes") or []
+        if run.kind != "ppo" or not points:
+            return "-"
+        summary = ", ".join(
+            f"step {point['step']}: KL {point['kl']:.2f}, score {point['score']:.2f}" for point in points
+        )
+        url = reverse("admin:labeling_trainingrun_overoptimisation", args=[run.pk])
+        return format_html('{}<br><a href="{}">Over-optimisation check</a>', summary, url)
+
     @admin.display(description="curves")
     def curves(self, run: TrainingRun) -> str:
         points = curve_points(run.history or [])
@@ -290,7 +307,12 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         cancel = path(
             "<int:run_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="labeling_trainingrun_cancel"
         )
-        return [cancel, *super().get_urls()]
+        check = path(
+            "<int:run_id>/overoptimisation/",
+            self.admin_site.admin_view(partial(evaluation.overoptimisation_view, self)),
+            name="labeling_trainingrun_overoptimisation",
+        )
+        return [cancel, check, *super().get_urls()]
 
     def cancel_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
         """The run page's Cancel button (a POST): stops the run, then shows its page again."""

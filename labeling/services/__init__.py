@@ -50,6 +50,7 @@ from labeling.services.evaluation import (
     EvaluationTasks,
     eval_prompts_split,
     evaluation_tasks_create,
+    overoptimisation_tasks_create,
     prompts_eval_set,
 )
 from labeling.services.import_jobs import (
@@ -104,6 +105,7 @@ __all__ = [
     "demo_project_ensure",
     "eval_prompts_split",
     "evaluation_tasks_create",
+    "overoptimisation_tasks_create",
     "demonstration_create",
     "demonstration_submit",
     "declared_size",

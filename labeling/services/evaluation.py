@@ -9,9 +9,10 @@ import numpy as np
 from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
 
-from labeling.errors import ApplicationError
-from labeling.models import Demonstration, Judgement, Project, Prompt, Response
-from labeling.services.content import comparison_task_create
+from labeling.errors import ApplicationError, Conflict
+from labeling.models import Demonstration, Judgement, Project, Prompt, Response, TrainingRun
+from labeling.selectors import probe_origin, probe_records
+from labeling.services.content import comparison_task_create, response_create
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,19 @@ class EvaluationTasks:
 
 
 @transaction.atomic
-def evaluation_tasks_create(*, project: Project, answers: dict[int, dict[str, Response]]) -> EvaluationTasks:
+def evaluation_tasks_create(
+    *, project: Project, answers: dict[int, dict[str, Response]], against: str | None = None
+) -> EvaluationTasks:
     """One pairwise task per prompt and pair of versions that both answered it (``answers``: prompt id ->
-    version name -> its answer). The tasks keep their order for every rater, and the order alternates within
-    each pair of versions (starting on alternate sides for alternate pairs), so that each version is shown
-    first in half of its tasks, to within one per pair. Raters see no origin: only the texts. The tasks take
-    the project's overlap, and the lease's gold and quality rules apply to them as to any other."""
+    version name -> its answer), or only the pairs of each version with ``against``. The tasks keep their order
+    for every rater, and the order alternates within each pair of versions (starting on alternate sides for
+    alternate pairs), so that each version is shown first in half of its tasks, to within one per pair. Raters
+    see no origin: only the texts. The tasks take the project's overlap, and the lease's gold and quality rules
+    apply to them as to any other."""
     names = sorted({name for per_prompt in answers.values() for name in per_prompt})
     pairs = list(itertools.combinations(names, 2))
+    if against is not None:
+        pairs = [pair for pair in pairs if against in pair]
     made: Counter = Counter()
     first: Counter = Counter()
     prompts = Prompt.objects.in_bulk(list(answers))
@@ -91,3 +97,38 @@ def evaluation_tasks_create(*, project: Project, answers: dict[int, dict[str, Re
             made[key] += 1
             first[order[0]] += 1
     return EvaluationTasks(tasks=sum(made.values()), shown_first=dict(first), pairs=dict(made))
+
+
+@transaction.atomic
+def overoptimisation_tasks_create(*, run: TrainingRun, prompts: int = 0) -> EvaluationTasks:
+    """Send a finished PPO run's probe answers to raters: at each probe point after the start, each probe
+    prompt's answer against the starting policy's answer to the same prompt, in a blinded pairwise task
+    (balanced as an evaluation's are). ``prompts``: that many probe prompts (0: all). Once per run."""
+    run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    if run.kind != TrainingRun.Kind.PPO or run.status != TrainingRun.Status.SUCCEEDED:
+        raise ApplicationError("Only a finished PPO run has probe answers to send.")
+    if (run.metrics or {}).get("overoptimisation_sent"):
+        raise Conflict(f"Run {run.pk}'s probe answers were sent to raters already.")
+    records = probe_records(run)
+    steps = sorted({record["step"] for record in records})
+    if len(steps) < 2 or steps[0] != 0:
+        raise ApplicationError(f"Run {run.pk} kept no probe answers at the start and later: nothing to compare.")
+    chosen = sorted({record["prompt_id"] for record in records})
+    if prompts:
+        chosen = chosen[:prompts]
+    by_id = Prompt.objects.in_bulk(chosen)
+    start = probe_origin(run, 0)
+    answers: dict[int, dict[str, Response]] = {}
+    for record in records:
+        prompt = by_id.get(record["prompt_id"])
+        if prompt is None or prompt.project_id != run.project_id or not record["response"].strip():
+            continue  # deleted since, or an empty answer that cannot be judged
+        answers.setdefault(prompt.pk, {})[probe_origin(run, record["step"])] = response_create(
+            prompt=prompt, text=record["response"], origin=probe_origin(run, record["step"]),
+            metadata={"ppo_run": run.pk, "step": record["step"], "score": record["score"], "kl": record["kl"]},
+        )  # fmt: skip
+    answers = {prompt_id: answer for prompt_id, answer in answers.items() if start in answer}
+    made = evaluation_tasks_create(project=run.project, answers=answers, against=start)
+    run.metrics = {**(run.metrics or {}), "overoptimisation_sent": {"tasks": made.tasks, "prompts": len(answers)}}
+    run.save(update_fields=["metrics"])
+    return made

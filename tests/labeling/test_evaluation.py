@@ -377,3 +377,90 @@ def test_a_score_run_stores_each_score_once_and_a_second_run_has_nothing_to_do(s
     assert spec_for("score").register(run, out_dir, timezone.now()) == 0
     board = selectors.project_leaderboard(project=project, judge="reward", eval_only=True)
     assert board.comparisons == 2
+
+
+def finished_ppo_run(
+    project, artefacts_dir, prompts: int, scores=(0.1, 0.5, 0.9), kls=(0.0, 2.0, 5.0), name: str = "ppo-probes"
+) -> TrainingRun:
+    """A finished PPO run whose probes file holds ``prompts`` probe prompts answered at steps 0, 10 and 20,
+    the scores and KLs at each step spread around the given means (+-0.05 and +-0.5)."""
+    run = TrainingRun.objects.create(project=project, kind="ppo", status="succeeded", output_dir=f"runs/{name}")
+    folder = artefacts_dir / "runs" / name
+    folder.mkdir(parents=True)
+    with open(folder / "probes.jsonl", "w") as lines:
+        for step, score, kl in zip((0, 10, 20), scores, kls, strict=True):
+            for index in range(prompts):
+                prompt = Prompt.objects.get_or_create(
+                    project=project, external_id=f"probe-{index}",
+                    defaults={"messages": [{"role": "user", "content": f"probe {index}?"}]},
+                )[0]  # fmt: skip
+                spread = 1 if index % 2 else -1
+                record = {"step": step, "prompt_id": prompt.pk, "response": f"answer {index} at {step}",
+                          "score": score + 0.05 * spread, "kl": kl + (0.5 * spread if kl else 0.0), "finished": True}  # fmt: skip
+                lines.write(json.dumps(record) + "\n")
+    return run
+
+
+def judge_probe_tasks(project, rater, verdicts: dict[int, list[str]]):
+    """Judge each probe task: for step S, the i-th task of that step gets verdicts[S][i]: "later", "start" or
+    "tie"."""
+    seen: Counter = Counter()
+    for task in ComparisonTask.objects.filter(project=project).order_by("id"):
+        responses = {response.metadata["step"]: response for response in task.responses.all()}
+        step = max(responses)
+        verdict = verdicts[step][seen[step]]
+        seen[step] += 1
+        later, start = responses[step].pk, responses[0].pk
+        ranking = {"later": [[later], [start]], "start": [[start], [later]], "tie": [[later, start]]}[verdict]
+        services.judgement_create(task=task, ranking=ranking, rater=rater, client_submission_id=f"probe-{task.pk}")
+
+
+class TestOveroptimisationCheck:
+    def test_the_page_s_figures_equal_a_hand_computation(self, admin_client, artefacts):
+        project = ProjectFactory(overlap=1)
+        rater = UserFactory(rater=True)
+        run = finished_ppo_run(project, artefacts, prompts=4)
+        url = f"/admin/labeling/trainingrun/{run.pk}/overoptimisation/"
+        assert admin_client.post(url, {"prompts": "0"}).status_code == 302
+        tasks = ComparisonTask.objects.filter(project=project)
+        assert tasks.count() == 8 and all(task.keep_order for task in tasks)
+        first = Counter(task.response_ids()[0] == min(task.response_ids()) for task in tasks)
+        assert first == {True: 4, False: 4}  # the start's answer (stored first) is shown first in half
+        judge_probe_tasks(project, rater, {10: ["later", "later", "later", "start"], 20: ["later", "tie", "start", "start"]})
+        report = selectors.overoptimisation_report(run=run)
+        by_step = {point.step: point for point in report.points}
+        # By hand: means of four answers each; wins with ties as halves.
+        assert by_step[0].kl == 0.0 and by_step[10].kl == pytest.approx(2.0) and by_step[20].kl == pytest.approx(5.0)
+        assert by_step[10].score == pytest.approx(0.5) and by_step[20].score == pytest.approx(0.9)
+        assert by_step[10].win_rate == pytest.approx(3 / 4) and by_step[20].win_rate == pytest.approx(1.5 / 4)
+        assert by_step[10].comparisons == by_step[20].comparisons == 4 and by_step[0].win_rate is None
+        low, high = by_step[20].win_interval
+        assert low <= 1.5 / 4 <= high
+        page = admin_client.get(url).content.decode()
+        assert 'id="probe-chart"' in page and "0.38" in page and "Sent: 8 pairwise tasks" in page
+        assert "overoptimisation-warning" not in page  # four judgements each: the fall is within the noise
+        assert admin_client.post(url, {"prompts": "0"}).status_code == 200  # a second send is refused
+        assert tasks.count() == 8
+
+    def test_a_rising_score_with_a_falling_win_rate_is_flagged_and_a_rising_one_is_not(self, artefacts):
+        project = ProjectFactory(overlap=1)
+        rater = UserFactory(rater=True)
+        run = finished_ppo_run(project, artefacts, prompts=12)
+        services.overoptimisation_tasks_create(run=run)
+        judge_probe_tasks(project, rater, {10: ["later"] * 10 + ["start"] * 2, 20: ["start"] * 11 + ["later"]})
+        report = selectors.overoptimisation_report(run=run)
+        assert "from step 10 to step 20 the reward model's score rose from 0.50 to 0.90" in report.warning
+        honest = ProjectFactory(overlap=1)
+        run = finished_ppo_run(honest, artefacts, prompts=12, name="ppo-honest")
+        assert services.overoptimisation_tasks_create(run=run).tasks == 24
+        judge_probe_tasks(honest, rater, {10: ["later"] * 7 + ["start"] * 5, 20: ["later"] * 11 + ["start"]})
+        assert selectors.overoptimisation_report(run=run).warning == ""
+
+    def test_only_a_finished_ppo_run_with_probes_can_send_them(self, artefacts):
+        project = ProjectFactory()
+        bare = TrainingRun.objects.create(project=project, kind="ppo", status="succeeded", output_dir="runs/none")
+        with pytest.raises(ApplicationError, match="kept no probe answers"):
+            services.overoptimisation_tasks_create(run=bare)
+        sft = TrainingRun.objects.create(project=project, kind="sft", status="succeeded")
+        with pytest.raises(ApplicationError, match="Only a finished PPO run"):
+            services.overoptimisation_tasks_create(run=sft)

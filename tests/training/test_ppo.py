@@ -155,7 +155,19 @@ def test_gae_with_lambda_one_and_gamma_one_gives_the_reward_to_go_minus_the_valu
     assert torch.allclose(advantages, returns - values)
 
 
-def test_four_steps_in_one_go_and_two_plus_resume_plus_two_end_with_the_same_weights(prompts_file, tmp_path):
+@pytest.fixture
+def prompts_with_ids(tmp_path) -> Path:
+    """A prompts export (with ids): PPO holds a quarter of it back for its over-optimisation probes."""
+    path = tmp_path / "prompts-with-ids.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt_id": 100 + i, "prompt": f"q p{i % 10} w{i}"}) for i in range(16)))
+    return path
+
+
+@pytest.mark.parametrize("with_probes", [False, True], ids=["no probes", "probes"])
+def test_four_steps_in_one_go_and_two_plus_resume_plus_two_end_with_the_same_weights(
+    prompts_file, prompts_with_ids, tmp_path, with_probes
+):
+    prompts_file = prompts_with_ids if with_probes else prompts_file
     straight = run(prompts_file, tmp_path / "straight", steps=4)
 
     class Crash(Exception):
@@ -182,6 +194,34 @@ def test_four_steps_in_one_go_and_two_plus_resume_plus_two_end_with_the_same_wei
     for name in first:
         assert torch.allclose(first[name], second[name], atol=1e-6), name
     assert [entry["score"] for entry in resumed.history] == [entry["score"] for entry in straight.history]
+    probes = [(tmp_path / name / "probes.jsonl") for name in ("straight", "resumed")]
+    if with_probes:  # the resumed run kept the probe answers up to its checkpoint and wrote the rest once
+        assert probes[0].read_text() == probes[1].read_text()
+        assert [point["step"] for point in resumed.metrics["probes"]] == [0, 1, 3, 4]
+    else:
+        assert not probes[0].exists() and straight.metrics["probes"] == []
+
+
+def test_the_probes_are_held_back_from_training_and_show_the_policy_learning(prompts_with_ids, tmp_path):
+    """A quarter of the prompts (4 of 16) are answered at the start and at three points; they never reach a
+    training batch. With a known reward, the probes' score rises with their KL from zero at the start."""
+    calls = []
+
+    def recorded(prompts, texts):
+        calls.append([prompt[-1]["content"] for prompt in prompts])
+        return good_count(prompts, texts)
+
+    result = run(prompts_with_ids, tmp_path / "out", reward=recorded, steps=30)
+    lines = [json.loads(line) for line in (tmp_path / "out" / "probes.jsonl").read_text().splitlines()]
+    probe_ids = {line["prompt_id"] for line in lines}
+    assert len(probe_ids) == 4 and {line["step"] for line in lines} == {0, 10, 20, 30}
+    records = {100 + i: f"q p{i % 10} w{i}" for i in range(16)}
+    probe_texts = {records[prompt_id] for prompt_id in probe_ids}
+    training_calls = [call for call in calls if len(call) == 16]
+    assert training_calls and not any(set(call) & probe_texts for call in training_calls)
+    points = result.metrics["probes"]
+    assert points[0]["kl"] == pytest.approx(0.0, abs=1e-5) and all(point["answers"] == 4 for point in points)
+    assert points[-1]["score"] > points[0]["score"] and points[-1]["kl"] > 0.1
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["same tokenizer", "another tokenizer"])
