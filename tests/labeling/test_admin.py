@@ -19,6 +19,7 @@ from labeling.models import (
     ModelVersion,
     Project,
     Response,
+    ResponseScore,
     ReviewItem,
     RewardCheck,
     TaskProblemReport,
@@ -52,6 +53,7 @@ def populated(project, rater, make_task):
         project=project, kind="reward", name="rm-1", snapshot=snapshot, training_run=run
     )
     RewardCheck.objects.create(model_version=version, judgement=Judgement.objects.get(), agreed=1.0, pairs=3)
+    ResponseScore.objects.create(model_version=version, response=Response.objects.first(), score=0.25)
     ImportJob.objects.create(project=project, file_name="a.jsonl", file_format="jsonl", status="running")
     services.rater_pause(project=project, rater=rater, reason="Answer checks failed.")
     services.rater_stats_refresh(project=project)
