@@ -224,8 +224,8 @@ def task_id_with_free_slot(
     passed_over: Sequence[int] = (),
     after_id: int = 0,
     lock: bool = False,
-) -> tuple[int, int] | None:
-    """``(id, required_judgements)`` of the first task (by id, above ``after_id``) that
+) -> tuple[int, int, bool] | None:
+    """``(id, required_judgements, keep_order)`` of the first task (by id, above ``after_id``) that
     ``tasks_with_free_slots`` would list (so none held back by an open problem report), with ``is_gold`` as
     asked.
 
@@ -239,7 +239,7 @@ def task_id_with_free_slot(
         passed = f"AND t.id NOT IN ({', '.join(['%s'] * len(passed_over))})"
     locking = "FOR UPDATE OF t SKIP LOCKED" if lock and connection.features.has_select_for_update_skip_locked else ""
     sql = f"""
-        SELECT t.id, t.required_judgements FROM {task} t
+        SELECT t.id, t.required_judgements, t.keep_order FROM {task} t
         WHERE t.project_id = %s AND t.status = %s AND t.is_gold = %s AND t.id > %s {passed}
           AND NOT EXISTS (SELECT 1 FROM {assignment} a WHERE a.task_id = t.id AND a.rater_id = %s)
           AND NOT EXISTS (SELECT 1 FROM {judgement} j WHERE j.task_id = t.id AND j.rater_id = %s)
@@ -254,7 +254,7 @@ def task_id_with_free_slot(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-    return (row[0], row[1]) if row else None
+    return (row[0], row[1], bool(row[2])) if row else None
 
 
 def rater_last_task_id(*, project: Project, rater, gold: bool) -> int:
@@ -870,6 +870,8 @@ class JudgedComparisons:
     unscored: int = 0
     # Its agreement with the raters on the comparisons both decided: (agreed, compared).
     agreement: tuple[int, int] = (0, 0)
+    # The mean length in characters of each origin's compared answers (each answer once).
+    lengths: dict[str, float] = field(default_factory=dict)
 
 
 def version_comparisons(*, project: Project, judge: str = "human", eval_only: bool = False) -> JudgedComparisons:
@@ -905,16 +907,14 @@ def version_comparisons(*, project: Project, judge: str = "human", eval_only: bo
         for pair in pairs
     ]
     result.comparisons = leaderboard.Comparisons.from_rows(list(names), table)
+    answers: dict[int, tuple[str, int]] = {}
+    for pair in pairs:
+        answers[pair.a], answers[pair.b] = (pair.origin_a, pair.length_a), (pair.origin_b, pair.length_b)
+    by_origin: dict[str, list[int]] = {}
+    for origin, length in answers.values():
+        by_origin.setdefault(origin, []).append(length)
+    result.lengths = {origin: sum(lengths) / len(lengths) for origin, lengths in by_origin.items()}
     return result
-
-
-def answer_lengths(*, project: Project, origins: Sequence[str], eval_only: bool = False) -> dict[str, float]:
-    """The mean length in characters of each origin's answers in the project's tasks."""
-    slots = TaskResponse.objects.filter(task__project=project, response__origin__in=list(origins))
-    if eval_only:
-        slots = slots.filter(task__prompt__is_eval=True)
-    means = slots.values("response__origin").annotate(mean=Avg(Length("response__text")))
-    return {row["response__origin"]: float(row["mean"]) for row in means}
 
 
 def project_leaderboard(
@@ -924,9 +924,7 @@ def project_leaderboard(
     from labeling import leaderboard
 
     judged = version_comparisons(project=project, judge=judge, eval_only=eval_only)
-    comparisons = judged.comparisons
-    lengths = answer_lengths(project=project, origins=comparisons.names, eval_only=eval_only)
-    board = leaderboard.leaderboard(comparisons, reference=reference, seed=seed, lengths=lengths)
+    board = leaderboard.leaderboard(judged.comparisons, reference=reference, seed=seed, lengths=judged.lengths)
     if judge == "reward":
         agreed, compared = judged.agreement
         if judged.reward_model is None:

@@ -106,7 +106,8 @@ def test_every_command_in_the_readme_runs_as_written(tmp_path, user_env):
     assert "created nothing;" in again.stdout and "3 tasks" in again.stdout.split("skipped")[1], again.stdout
 
     # What the commands made: the exports, a reward model, a policy and its PPO successor, new responses.
-    assert len((workdir / "ranking.jsonl").read_text().splitlines()) >= 190
+    # The demo's 190 imported rankings, less those on its eval prompts (held out of every training export).
+    assert 150 <= len((workdir / "ranking.jsonl").read_text().splitlines()) < 190
     for model in ("runs/rm/model", "runs/sft/model", "runs/ppo/model"):
         assert (workdir / model / "config.json").exists(), model
     responses = [json.loads(line) for line in (workdir / "runs/generated/responses.jsonl").read_text().splitlines()]

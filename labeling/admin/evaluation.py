@@ -71,18 +71,29 @@ def evaluation_view(modeladmin, request: HttpRequest, project_id: int) -> HttpRe
             return HttpResponseRedirect(request.get_full_path())
     options = board_options(project, request.GET)
     eval_only = options["prompts"] == "eval"
-    board = selectors.project_leaderboard(
-        project=project, judge=options["judge"], eval_only=eval_only, reference=options["reference"]
-    )
+    boards = {
+        judge: selectors.project_leaderboard(
+            project=project, judge=judge, eval_only=eval_only, reference=options["reference"]
+        )
+        for judge in selectors.JUDGES
+    }
+    fallback = ""
+    if "judge" not in request.GET and not boards["human"].comparisons:
+        # No rater has compared versions yet: show what another judge has, and say so.
+        other = next((judge for judge, board in boards.items() if board.comparisons), None)
+        if other is not None:
+            fallback, options["judge"] = (
+                f"No rater has compared versions on these prompts yet: judged by {other}.",
+                other,
+            )
+    board = boards[options["judge"]]
     file_format = request.GET.get("format")
     if file_format in ("csv", "json"):
         return board_download(board, options, project, file_format)
-    judges = []
-    for judge in selectors.JUDGES:
-        other = board if judge == options["judge"] else selectors.project_leaderboard(
-            project=project, judge=judge, eval_only=eval_only, reference=board.reference
-        )  # fmt: skip
-        judges.append({"judge": judge, "board": other, "tau": leaderboard.ranking_agreement(board, other)})
+    judges = [
+        {"judge": judge, "board": other, "tau": leaderboard.ranking_agreement(board, other)}
+        for judge, other in boards.items()
+    ]
     prompts = Prompt.objects.filter(project=project)
     context = {
         **modeladmin.admin_site.each_context(request),
@@ -93,6 +104,7 @@ def evaluation_view(modeladmin, request: HttpRequest, project_id: int) -> HttpRe
         "eval_prompts": prompts.filter(is_eval=True).count(),
         "prompt_count": prompts.count(),
         "board": board,
+        "fallback": fallback,
         "chart": charts.interval_chart(board.standings),
         "options": options,
         "judges": judges,

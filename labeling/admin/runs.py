@@ -182,7 +182,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     ]  # fmt: skip
     list_filter = ["project", "kind", "status"]
     search_fields = ["base_model", "error", "celery_task_id"]
-    actions = ["cancel_runs"]
+    actions = ["cancel_runs", "check_overoptimisation"]
     fields = [
         "project", "kind", "status", "phase", "progress_bar", "eta", "produced", "episodes_ending", "base_model",
         "parent_model", "reward_model", "snapshot", "config", "quality", "probes", "metrics", "curves",
@@ -296,6 +296,13 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         """Cancelling stops someone's training: staff who may change runs (superusers, or those given the
         permission), not every staff member."""
         return request.user.has_perm("labeling.change_trainingrun")
+
+    @admin.action(description="Over-optimisation check of a finished PPO run (send its probe answers to raters)")
+    def check_overoptimisation(self, request: HttpRequest, queryset: QuerySet[TrainingRun]):
+        if queryset.count() != 1 or queryset.exclude(kind=TrainingRun.Kind.PPO).exists():
+            self.message_user(request, "Choose one PPO run.", messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("admin:labeling_trainingrun_overoptimisation", args=[queryset.get().pk]))
 
     @admin.action(description="Cancel the selected runs", permissions=["cancel"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[TrainingRun]) -> None:

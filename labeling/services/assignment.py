@@ -83,7 +83,7 @@ def _lease_first_free_slot(*, project: Project, rater: User, gold: bool, now: da
             continue
         if candidate is None:
             return None
-        task_id, required = candidate
+        task_id, required, keep_order = candidate
         # Fresh statements: they see leases and problem reports committed after the candidate query took its
         # snapshot.
         if selectors.task_held_back(task_id=task_id) or (
@@ -94,7 +94,7 @@ def _lease_first_free_slot(*, project: Project, rater: User, gold: bool, now: da
         shown_order = list(
             TaskResponse.objects.filter(task_id=task_id).order_by("position").values_list("response_id", flat=True)
         )
-        if not ComparisonTask.objects.filter(pk=task_id, keep_order=True).exists():
+        if not keep_order:
             random.shuffle(shown_order)  # a new order for each rater, unless the task keeps its stored one
         return Assignment.objects.create(
             task_id=task_id,

@@ -1,5 +1,6 @@
 """The demo project: OpenAssistant prompts with human rankings, gold tasks and demonstrations, loaded once."""
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 from django.db import transaction
 
 from labeling.importers import plain_prompts
-from labeling.models import Project, Response, User
+from labeling.models import ComparisonTask, Judgement, Project, Prompt, Response, User
 from labeling.oasst import oasst_ranked_groups
 from labeling.services.content import (
     comparison_task_create,
@@ -17,9 +18,16 @@ from labeling.services.content import (
     prompt_create,
     response_create,
 )
+from labeling.services.evaluation import eval_prompts_split, evaluation_tasks_create
 
 DEMO_SLUG = "oasst-demo"
 DEMO_ORIGIN = "oasst1"
+# The demo's evaluation: a seeded tenth of its prompts held out, and the default policy's answers to them
+# (demo_data/README.md says how they were made) set against the OpenAssistant replies in blinded pairs.
+DEMO_EVAL_FRACTION = 0.11
+DEMO_POLICY = "smollm2-135m-instruct"
+EVAL_ANSWERS_FILE = "smollm2_eval_answers.jsonl"
+EVAL_AI_LABELS_FILE = "smollm2_eval_ai_labels.jsonl"
 DEMO_GUIDELINES = """\
 # How to judge responses
 
@@ -49,6 +57,9 @@ class DemoLoadResult:
     gold_tasks: int = 0
     judgements: int = 0
     demonstrations: int = 0
+    eval_prompts: int = 0
+    eval_tasks: int = 0
+    ai_labels: int = 0
 
 
 @transaction.atomic
@@ -126,4 +137,44 @@ def demo_project_ensure(*, data_dir: Path, members: Sequence[User], gold_every: 
                 external_id=f"lottery-{line_number}",
             )
             counts["prompts"] += 1
+    counts.update(_demo_evaluation(project, data_dir))
     return DemoLoadResult(project=project, created=True, **counts)
+
+
+def _demo_evaluation(project: Project, data_dir: Path) -> dict[str, int]:
+    """Eval prompts drawn with seed 0, the default policy's answers to them set against the first human reply
+    to each in blinded pairwise tasks, and the AI labeller's verdicts on those tasks."""
+    split = eval_prompts_split(project=project, fraction=DEMO_EVAL_FRACTION, seed=0)
+    prompts = {prompt.external_id: prompt for prompt in Prompt.objects.filter(project=project, is_eval=True)}
+    answers: dict[int, dict[str, Response]] = {}
+    with open(data_dir / EVAL_ANSWERS_FILE, encoding="utf-8") as lines:
+        for line in lines:
+            record = json.loads(line)
+            prompt = prompts.get(record["external_id"])
+            human = Response.objects.filter(prompt=prompt, origin=Response.HUMAN).order_by("id").first()
+            if prompt is None or human is None or not record["response"].strip():
+                continue
+            answer = response_create(prompt=prompt, text=record["response"], origin=DEMO_POLICY,
+                                     metadata={"demo": "evaluation"})  # fmt: skip
+            answers[prompt.pk] = {DEMO_POLICY: answer, Response.HUMAN: human}
+    made = evaluation_tasks_create(project=project, answers=answers)
+    by_prompt = {
+        task.prompt.external_id: task
+        for task in ComparisonTask.objects.filter(project=project, keep_order=True).select_related("prompt")
+    }
+    labels = 0
+    with open(data_dir / EVAL_AI_LABELS_FILE, encoding="utf-8") as lines:
+        for line in lines:
+            record = json.loads(line)
+            task = by_prompt.get(record["external_id"])
+            if task is None:
+                continue
+            origins = {response.origin: response.pk for response in task.responses.all()}
+            preferred = origins[record["preferred"]]
+            other = next(pk for origin, pk in origins.items() if origin != record["preferred"])
+            judgement_create(
+                task=task, ranking=[[preferred], [other]], source=Judgement.Source.AI, origin=record["labeller"],
+                probability=record["probability"], client_submission_id=f"demo-ai-{record['external_id']}-{labels}",
+            )  # fmt: skip
+            labels += 1
+    return {"eval_prompts": split.eval_prompts, "eval_tasks": made.tasks, "ai_labels": labels}

@@ -39,11 +39,23 @@ def test_demo_setup_loads_the_oasst_sample_once_and_prints_working_passwords(tmp
     )
     # 212 prompts with ranked replies (the sample's README) plus 250 plain prompts.
     assert counts[0] == 212 + 250
-    assert counts[2] == 212
+    oasst_tasks = ComparisonTask.objects.filter(keep_order=False)
+    assert oasst_tasks.count() == 212
     assert ComparisonTask.objects.filter(is_gold=True).count() == 22
-    assert counts[3] == 212 - 22
-    sizes = {task.slots.count() for task in ComparisonTask.objects.all()}
+    assert Judgement.objects.filter(source="human").count() == 212 - 22
+    sizes = {task.slots.count() for task in oasst_tasks}
     assert sizes == {2, 3, 4, 5, 6, 8, 9}
+    # The evaluation: a seeded 11% of the prompts held out; the default policy's answer against the first
+    # human reply on each eval prompt that has one, in a blinded pair; the AI labeller's verdict on each.
+    assert Prompt.objects.filter(is_eval=True).count() == 51
+    evaluation = ComparisonTask.objects.filter(keep_order=True)
+    assert counts[2] == 212 + evaluation.count() and evaluation.count() == 23
+    for task in evaluation:
+        assert task.prompt.is_eval
+        assert sorted(task.responses.values_list("origin", flat=True)) == ["human", "smollm2-135m-instruct"]
+    assert Judgement.objects.filter(source="ai", task__in=evaluation).count() == 23
+    shown_first = [task.response_ids()[0] for task in evaluation]
+    assert abs(Response.objects.filter(pk__in=shown_first, origin="human").count() - 23 / 2) <= 1
 
     second = run_demo_setup(credentials)
     assert "already loaded" in second
@@ -65,6 +77,9 @@ def test_demo_setup_loads_the_oasst_sample_once_and_prints_working_passwords(tmp
     assert project.name in page.content.decode()
     assert client.login(request=HttpRequest(), username="admin", password=passwords["admin"])
     assert client.get("/admin/labeling/comparisontask/").status_code == 200
+    # The evaluation page is filled from the first visit: the AI labeller's leaderboard, until raters judge.
+    evaluation_page = client.get(f"/admin/labeling/project/{project.pk}/evaluation/").content.decode()
+    assert "judged by ai" in evaluation_page and 'data-version="smollm2-135m-instruct"' in evaluation_page
 
 
 def test_demo_rankings_follow_the_human_ranks_of_the_sample(tmp_path):

@@ -395,8 +395,10 @@ def finished_ppo_run(
                     defaults={"messages": [{"role": "user", "content": f"probe {index}?"}]},
                 )[0]  # fmt: skip
                 spread = 1 if index % 2 else -1
-                record = {"step": step, "prompt_id": prompt.pk, "response": f"answer {index} at {step}",
-                          "score": score + 0.05 * spread, "kl": kl + (0.5 * spread if kl else 0.0), "finished": True}  # fmt: skip
+                record = {
+                    "step": step, "prompt_id": prompt.pk, "response": f"answer {index} at {step}",
+                    "score": score + 0.05 * spread, "kl": kl + (0.5 * spread if kl else 0.0), "finished": True,
+                }  # fmt: skip
                 lines.write(json.dumps(record) + "\n")
     return run
 
@@ -421,12 +423,16 @@ class TestOveroptimisationCheck:
         rater = UserFactory(rater=True)
         run = finished_ppo_run(project, artefacts, prompts=4)
         url = f"/admin/labeling/trainingrun/{run.pk}/overoptimisation/"
+        action = {"action": "check_overoptimisation", "_selected_action": [run.pk]}
+        assert admin_client.post("/admin/labeling/trainingrun/", action)["Location"] == url
         assert admin_client.post(url, {"prompts": "0"}).status_code == 302
         tasks = ComparisonTask.objects.filter(project=project)
         assert tasks.count() == 8 and all(task.keep_order for task in tasks)
         first = Counter(task.response_ids()[0] == min(task.response_ids()) for task in tasks)
         assert first == {True: 4, False: 4}  # the start's answer (stored first) is shown first in half
-        judge_probe_tasks(project, rater, {10: ["later", "later", "later", "start"], 20: ["later", "tie", "start", "start"]})
+        judge_probe_tasks(
+            project, rater, {10: ["later", "later", "later", "start"], 20: ["later", "tie", "start", "start"]}
+        )
         report = selectors.overoptimisation_report(run=run)
         by_step = {point.step: point for point in report.points}
         # By hand: means of four answers each; wins with ties as halves.

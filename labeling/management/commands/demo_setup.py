@@ -44,7 +44,9 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Loaded the demo project '{result.project.name}': {result.prompts} prompts, {result.tasks} "
                 f"tasks ({result.gold_tasks} gold), {result.judgements} OpenAssistant judgements, "
-                f"{result.demonstrations} demonstrations."
+                f"{result.demonstrations} demonstrations; {result.eval_prompts} eval prompts, {result.eval_tasks} "
+                f"evaluation tasks (the default policy against the OpenAssistant replies), {result.ai_labels} AI "
+                "labels on them."
             )
         else:
             self.stdout.write(f"The demo project '{result.project.name}' is already loaded.")
