@@ -12,10 +12,13 @@ keeps a version that won every comparison finite. Newton's method runs on every 
 so 200 resamples of thousands of comparisons take well under a second. Plain numpy and scipy: no Django.
 """
 
-from dataclasses import dataclass, field
+import csv
+import io
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import sparse
+from scipy.stats import kendalltau
 
 PRIOR = 1.0  # precision of the Gaussian prior on each parameter (scikit-learn's 1 / C)
 RESAMPLES = 200
@@ -124,11 +127,13 @@ def newton_fit(design: np.ndarray, target: np.ndarray, weights: np.ndarray, prio
     resamples, width = weights.shape[0], design.shape[1]
     beta = np.zeros((resamples, width))
     ridge = prior * np.eye(width)
+    # Each row's outer product, flattened (n, p * p): the Hessian of every resample is then one matrix product.
+    outer = (design[:, :, None] * design[:, None, :]).reshape(design.shape[0], width * width)
     for _ in range(NEWTON_STEPS):
         chance = 1.0 / (1.0 + np.exp(-(beta @ design.T)))  # (B, n)
         gradient = (weights * (target - chance)) @ design - prior * beta  # (B, p)
         curvature = weights * chance * (1.0 - chance)  # (B, n)
-        hessian = np.einsum("bn,np,nq->bpq", curvature, design, design) + ridge  # (B, p, p), negated
+        hessian = (curvature @ outer).reshape(resamples, width, width) + ridge  # (B, p, p), negated
         step = np.linalg.solve(hessian, gradient[..., None])[..., 0]
         beta += step
         if np.abs(step).max() < TOLERANCE:
@@ -319,8 +324,6 @@ def _win_rate(
 def _ranked(rows: list[Standing]) -> list[Standing]:
     """Strongest first; a version's rank is 1 + the number of versions whose interval lies wholly above its
     own (Arena's rule: versions whose intervals overlap share ranks)."""
-    from dataclasses import replace
-
     fitted = [row for row in rows if row.interval is not None]
     ranked = []
     for row in sorted(fitted, key=lambda row: -(row.strength or 0.0)):
@@ -332,8 +335,6 @@ def _ranked(rows: list[Standing]) -> list[Standing]:
 
 def ranking_agreement(first: Leaderboard, second: Leaderboard) -> float | None:
     """Kendall's tau-b between the strengths two leaderboards give the versions both fitted (None under 2)."""
-    from scipy.stats import kendalltau
-
     own = {row.name: row.strength for row in first.standings if row.strength is not None}
     other = {row.name: row.strength for row in second.standings if row.strength is not None}
     shared = sorted(set(own) & set(other))
@@ -351,8 +352,6 @@ CSV_COLUMNS = (
 
 def as_csv(board: Leaderboard) -> str:
     """The leaderboard as CSV, one row per version, strongest first; empty cells where a figure is missing."""
-    import csv
-    import io
 
     def cells(interval: tuple[float, float] | None) -> tuple:
         return interval if interval is not None else ("", "")

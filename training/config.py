@@ -209,7 +209,8 @@ class PPOConfig:
     """Over-optimisation probes: at the start and at this many points spread over the run, the policy answers the
     held-back probe prompts, each answer kept with its reward-model score and KL to the reference (0: none)."""
     probe_prompts: int = 8
-    """Prompts held back from training for the probes (at most a quarter of them; the prompts need ids)."""
+    """Prompts held back from training for the probes (at most a quarter of them and at most a batch; the prompts
+    need ids)."""
     gradient_checkpointing: bool | None = None
     """Recompute each layer's activations in the backward pass instead of keeping them: about a third more
     compute for a small part of the memory. None: on when training on a CPU, where memory runs out first (the

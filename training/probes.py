@@ -31,15 +31,16 @@ class Probes:
 
 
 def probe_prompts(prompts_path: str | Path, prompts: list, config: PPOConfig) -> list[tuple[int, list[dict]]]:
-    """``config.probe_prompts`` of the file's prompts drawn with the seed (at most a quarter of them), with their
-    ids; none when the records carry no ``prompt_id`` (an export other than ``prompts``)."""
+    """``config.probe_prompts`` of the file's prompts drawn with the seed (at most a quarter of them, and at most
+    a batch, so that a probe costs no more than one rollout), with their ids; none when the records carry no
+    ``prompt_id`` (an export other than ``prompts``)."""
     if not config.probes or not config.probe_prompts:
         return []
     try:
         with_ids = read_prompts_with_ids(prompts_path)
     except (DataError, KeyError):
         return []
-    count = min(config.probe_prompts, len(prompts) // 4)
+    count = min(config.probe_prompts, len(prompts) // 4, config.batch_size)
     if count == 0:
         return []
     return random.Random(config.seed + PROBE_SEED_OFFSET).sample(with_ids, count)
