@@ -7,6 +7,10 @@ HTTP calls the rater page makes, until a fixed number of submissions is stored. 
 second, p50/p95/p99 latency of each call, and integrity checks (stored = sent, no task over its overlap,
 no rater twice on a task). The last line is one JSON object.
 
+Each R runs once per task order (``--orders``, default fifo and uncertainty), on projects of its own: the
+uncertainty project's tasks carry priorities, as the reward model's scoring job writes them, so that the lease
+walks the priority index; the JSON gives each order's figures and their ratios to fifo's.
+
     python bench/rater_loop.py            # R = 1, 8 and 32
     python bench/rater_loop.py --quick    # R = 8 on fewer submissions, under two minutes
 """
@@ -45,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=4, help="responses per task (default 4)")
     parser.add_argument("--workers", type=int, default=0, help="gunicorn workers (default: one per core)")
     parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker (default 2)")
+    parser.add_argument("--orders", default="fifo,uncertainty", help="task orders to run side by side")
     parser.add_argument(
         "--server-url",
         default=DEFAULT_SERVER_URL,
@@ -54,6 +59,7 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         args.raters, args.submissions = "8", 1000
     args.raters = [int(value) for value in args.raters.split(",")]
+    args.orders = args.orders.split(",")
     args.workers = args.workers or (os.cpu_count() or 1)
     return args
 
@@ -61,9 +67,9 @@ def parse_args() -> argparse.Namespace:
 # --- the database ------------------------------------------------------------------------------------------
 
 
-def seed(rounds: dict[str, tuple[int, int]], overlap: int, k: int) -> dict[str, dict]:
-    """One project per round (name: (raters, submissions)) with enough tasks for it and its raters in it;
-    everything in bulk."""
+def seed(rounds: dict[str, tuple[int, int, str]], overlap: int, k: int) -> dict[str, dict]:
+    """One project per round (name: (raters, submissions, task order)) with enough tasks for it and its raters
+    in it, and random priorities where the order reads them; everything in bulk."""
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import Group
     from django.db import connection, transaction
@@ -74,11 +80,12 @@ def seed(rounds: dict[str, tuple[int, int]], overlap: int, k: int) -> dict[str, 
     password_hash = make_password(PASSWORD)
     plan = {}
     with transaction.atomic():
-        for name, (r, submissions) in rounds.items():
+        for name, (r, submissions, order) in rounds.items():
             slug = f"bench-{name.lower()}"
             project = Project.objects.create(
-                name=f"Bench {name}", slug=slug, overlap=overlap, responses_per_task=k, rate_enabled=False
-            )
+                name=f"Bench {name}", slug=slug, overlap=overlap, responses_per_task=k, rate_enabled=False,
+                task_order=order,
+            )  # fmt: skip
             users = User.objects.bulk_create(
                 User(username=f"{slug}-rater{i}", password=password_hash) for i in range(r)
             )
@@ -95,7 +102,13 @@ def seed(rounds: dict[str, tuple[int, int]], overlap: int, k: int) -> dict[str, 
                 for j in range(k)
             )
             tasks = ComparisonTask.objects.bulk_create(
-                ComparisonTask(project=project, prompt=prompt, required_judgements=overlap) for prompt in prompts
+                ComparisonTask(
+                    project=project,
+                    prompt=prompt,
+                    required_judgements=overlap,
+                    priority=None if order == "fifo" else random.random(),
+                )  # fmt: skip
+                for prompt in prompts
             )
             TaskResponse.objects.bulk_create(
                 TaskResponse(task=task, response=responses[index * k + j], position=j)
@@ -294,11 +307,15 @@ def run_round(port: int, slug: str, usernames: list[str], target: int) -> dict:
     }
 
 
+def round_name(r: int, order: str) -> str:
+    return f"R{r}" if order == "fifo" else f"R{r}_{order}"
+
+
 def main() -> None:
     args = parse_args()
     with scratch_database(args.server_url, f"rlhf_bench_{os.getpid()}") as env:
-        rounds = {f"R{r}": (r, args.submissions) for r in args.raters}
-        plan = seed({"warmup": WARMUP, **rounds}, args.overlap, args.k)
+        rounds = {round_name(r, order): (r, args.submissions, order) for r in args.raters for order in args.orders}
+        plan = seed({"warmup": (*WARMUP, "fifo"), **rounds}, args.overlap, args.k)
         port = free_port()
         server = start_server(env, port, args.workers, args.threads)
         try:
@@ -309,11 +326,12 @@ def main() -> None:
             if not warmup["integrity"]["ok"] or warmup["errors"]:
                 raise SystemExit(f"the warm-up round failed: {warmup['integrity']} {warmup['errors']}")
             results = {}
-            for r in args.raters:
-                result = run_round(port, plan[f"R{r}"]["slug"], plan[f"R{r}"]["usernames"], args.submissions)
-                results[f"R{r}"] = result
+            for r, order in ((r, order) for r in args.raters for order in args.orders):
+                name = round_name(r, order)
+                result = run_round(port, plan[name]["slug"], plan[name]["usernames"], args.submissions)
+                results[name] = result
                 print(
-                    f"R={r:>2}: {result['submissions']} submissions in {result['seconds']} s = "
+                    f"R={r:>2} {order:>12}: {result['submissions']} submissions in {result['seconds']} s = "
                     f"{result['submissions_per_s']}/s; next p50/p95/p99 {result['next_p50_ms']}/"
                     f"{result['next_p95_ms']}/{result['next_p99_ms']} ms; submit p50/p95/p99 "
                     f"{result['submit_p50_ms']}/{result['submit_p95_ms']}/{result['submit_p99_ms']} ms; "
@@ -323,8 +341,21 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+    for r in args.raters:
+        fifo = results.get(round_name(r, "fifo"))
+        for order in args.orders:
+            if order != "fifo" and fifo:
+                other = results[round_name(r, order)]
+                results[f"R{r}_{order}_vs_fifo"] = {
+                    "throughput": round(other["submissions_per_s"] / fifo["submissions_per_s"], 3),
+                    "next_p50": round(other["next_p50_ms"] / fifo["next_p50_ms"], 3),
+                    "next_p95": round(other["next_p95_ms"] / fifo["next_p95_ms"], 3),
+                }
+                print(f"R={r:>2} {order} / fifo: {results[f'R{r}_{order}_vs_fifo']}")
     results["integrity_ok"] = all(
-        value["integrity"]["ok"] and not value["errors"] for key, value in results.items() if key.startswith("R")
+        value["integrity"]["ok"] and not value["errors"]
+        for key, value in results.items()
+        if key.startswith("R") and "integrity" in value
     )
     print(json.dumps(results))
 

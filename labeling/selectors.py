@@ -31,7 +31,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce, Length
 
-from labeling import rendering
+from labeling import live_agreement, rendering
 from labeling.models import (
     Assignment,
     ComparisonTask,
@@ -223,11 +223,12 @@ def task_id_with_free_slot(
     now: datetime,
     passed_over: Sequence[int] = (),
     after_id: int = 0,
+    by_priority: bool = False,
     lock: bool = False,
 ) -> tuple[int, int, bool] | None:
-    """``(id, required_judgements, keep_order)`` of the first task (by id, above ``after_id``) that
-    ``tasks_with_free_slots`` would list (so none held back by an open problem report), with ``is_gold`` as
-    asked.
+    """``(id, required_judgements, keep_order)`` of the first task (by id, above ``after_id``; or
+    ``by_priority``: lowest priority first, unscored tasks last, then by id) that ``tasks_with_free_slots`` would
+    list (so none held back by an open problem report), with ``is_gold`` as asked.
 
     Written in SQL because it runs on every "next task" and the ORM takes longer to compile it than the
     database takes to run it. With ``lock`` (PostgreSQL) the row is locked FOR UPDATE, and rows other raters
@@ -245,7 +246,7 @@ def task_id_with_free_slot(
           AND NOT EXISTS (SELECT 1 FROM {judgement} j WHERE j.task_id = t.id AND j.rater_id = %s)
           AND NOT {held_back_sql("t.id")}
           AND (t.is_gold OR {slots_taken_sql("t.id")} < t.required_judgements)
-        ORDER BY t.id
+        ORDER BY {"t.priority IS NULL, t.priority, " if by_priority else ""}t.id
         LIMIT 1
         {locking}
     """  # noqa: S608 (table names come from the models, values are parameters)
@@ -1044,3 +1045,117 @@ def _overoptimisation_warning(points: list[ProbePoint]) -> str:
                 "checkpoint, a larger KL penalty, or a reward model trained on more recent labels."
             )
     return ""
+
+
+# --- The model in the loop ---------------------------------------------------------------------------------------
+
+
+def projects_in_the_loop() -> QuerySet[Project]:
+    """Projects with a current reward model: it scores their open tasks' responses as they arrive."""
+    current = ModelVersion.objects.filter(project=OuterRef("pk"), kind=ModelVersion.Kind.REWARD, is_current=True)
+    return Project.objects.filter(Exists(current)).order_by("pk")
+
+
+ORIGIN_SLICE = "origin"
+
+
+@dataclass
+class RewardAgreement:
+    """The current reward model against the raters' judgements made after its training data was taken."""
+
+    reward_model: ModelVersion | None
+    since: datetime | None = None
+    checks: list[live_agreement.CheckedJudgement] = field(default_factory=list)
+    # New human judgements it cannot check yet: it has not scored all their responses.
+    unchecked: int = 0
+    slice_key: str = ORIGIN_SLICE
+    slice_keys: list[str] = field(default_factory=lambda: [ORIGIN_SLICE])
+    drift: live_agreement.Drift | None = None
+    # Of the open tasks' responses, how many it has scored, and how many there are.
+    scored: int = 0
+    open_responses: int = 0
+
+    def by(self, what: str) -> list[live_agreement.Figure]:
+        """Figures by ``rater``, ``week`` or ``slice``; ``all`` is one figure."""
+        keys = {
+            "all": lambda check: "all",
+            "rater": lambda check: check.rater,
+            "week": lambda check: live_agreement.week_of(check.created_at),
+            "slice": lambda check: check.slice,
+        }
+        return live_agreement.figures_by(self.checks, keys[what])
+
+    def as_dict(self) -> dict:
+        version = self.reward_model
+        return {
+            "reward_model": version.name if version else None,
+            "held_out_accuracy": self.drift.held_out if self.drift else None,
+            "since": self.since.isoformat() if self.since else None,
+            "unchecked": self.unchecked,
+            "scored_open_responses": self.scored,
+            "open_responses": self.open_responses,
+            "slice_key": self.slice_key,
+            "slice_keys": self.slice_keys,
+            "overall": next((figure.as_dict() for figure in self.by("all")), None),
+            "by_rater": [figure.as_dict() for figure in self.by("rater")],
+            "by_week": [figure.as_dict() for figure in self.by("week")],
+            "by_slice": [figure.as_dict() for figure in self.by("slice")],
+            "drift": self.drift.as_dict() if self.drift else None,
+        }
+
+
+def reward_model_agreement(*, project: Project, slice_key: str = ORIGIN_SLICE) -> RewardAgreement:
+    """Each human judgement made since the current reward model's training data was taken (its snapshot; else
+    since it was registered), checked against the model's stored scores of the same responses
+    (``labeling.live_agreement``), sliced by the responses' origins or by a prompt metadata key."""
+    current = (
+        ModelVersion.objects.filter(project=project, kind=ModelVersion.Kind.REWARD, is_current=True)
+        .select_related("snapshot")
+        .first()
+    )
+    open_slots = TaskResponse.objects.filter(task__project=project, task__status=ComparisonTask.Status.OPEN)
+    open_responses = open_slots.values("response_id").distinct()
+    if current is None:
+        return RewardAgreement(reward_model=None, open_responses=open_responses.count())
+    since = current.snapshot.created_at if current.snapshot else current.created_at
+    judgements = Judgement.objects.filter(
+        task__project=project, source=Judgement.Source.HUMAN, created_at__gt=since
+    ).values_list("pk", "rater__username", "created_at", "ranking", "task_id", "task__prompt__metadata")
+    rows = list(judgements.iterator(chunk_size=2000))
+    slots = TaskResponse.objects.filter(task_id__in={row[4] for row in rows}).values_list(
+        "task_id", "response_id", "response__origin"
+    )
+    origins: dict[int, set[str]] = {}
+    response_ids = set()
+    for task_id, response_id, origin in slots.iterator(chunk_size=5000):
+        origins.setdefault(task_id, set()).add(origin or "(no origin)")
+        response_ids.add(response_id)
+    scores = dict(
+        ResponseScore.objects.filter(model_version=current, response_id__in=response_ids).values_list(
+            "response_id", "score"
+        )
+    )
+    keys = {key for row in rows for key in (row[5] or {})}
+    result = RewardAgreement(
+        reward_model=current, since=since, slice_key=slice_key, slice_keys=[ORIGIN_SLICE, *sorted(keys)],
+        open_responses=open_responses.count(),
+        scored=ResponseScore.objects.filter(model_version=current, response_id__in=open_responses).count(),
+    )  # fmt: skip
+    for judgement_id, rater, created_at, ranking, task_id, metadata in rows:
+        checked = live_agreement.judgement_check(ranking or [], scores)
+        if checked is None:
+            result.unchecked += 1
+            continue
+        agreed, pairs = checked
+        if not pairs:
+            continue
+        if slice_key == ORIGIN_SLICE:
+            label = " / ".join(sorted(origins.get(task_id, ())))
+        else:
+            label = str((metadata or {}).get(slice_key, "(not set)"))
+        result.checks.append(live_agreement.CheckedJudgement(judgement_id, rater, created_at, label, agreed, pairs))
+    result.drift = live_agreement.drift_of(
+        result.checks, window=project.drift_window, margin=project.drift_margin,
+        held_out=(current.metrics or {}).get("eval_accuracy"),
+    )  # fmt: skip
+    return result

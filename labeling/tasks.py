@@ -3,7 +3,7 @@
 from celery import shared_task
 from celery.signals import worker_ready
 
-from labeling import runs, services
+from labeling import runs, selectors, services
 from labeling.models import Project
 
 
@@ -49,6 +49,24 @@ def reward_retrain_check_task(project_id: int) -> int | None:
     project = Project.objects.filter(pk=project_id).first()
     run = runs.reward_retrain_check(project=project) if project else None
     return run.pk if run else None
+
+
+@shared_task
+def model_in_loop_refresh_task(project_id: int) -> int | None:
+    """A reward model became current, or the task order changed: score the open tasks' responses with the
+    reward models in the loop, or (nothing to score) write the task priorities again. The score run's id, if
+    one started."""
+    project = Project.objects.filter(pk=project_id).first()
+    run = runs.open_responses_scoring_next(project=project, refresh=True) if project else None
+    return run.pk if run else None
+
+
+@shared_task
+def open_responses_score_due_task() -> list[int]:
+    """Score new responses of open tasks, in every project with a current reward model (scheduled every
+    minute). The ids of the score runs started."""
+    started = [runs.open_responses_scoring_next(project=project) for project in selectors.projects_in_the_loop()]
+    return [run.pk for run in started if run is not None]
 
 
 @shared_task

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from labeling.api import content, data, evaluation, rating, reviews
+from labeling.api import content, data, evaluation, model_in_loop, rating, reviews
 
 app_name = "api"
 
@@ -44,4 +44,5 @@ urlpatterns = [
     path("projects/<slug:slug>/eval-split", evaluation.EvalSplitApi.as_view(), name="eval-split"),
     path("projects/<slug:slug>/leaderboard", evaluation.LeaderboardApi.as_view(), name="leaderboard"),
     path("projects/<slug:slug>/evaluations", evaluation.EvaluationApi.as_view(), name="evaluations"),
+    path("projects/<slug:slug>/reward-agreement", model_in_loop.RewardAgreementApi.as_view(), name="reward-agreement"),
 ]

@@ -15,7 +15,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from labeling import exporters, importers, permissions, quality, runs, selectors, services
-from labeling.admin import charts, evaluation
+from labeling.admin import charts, evaluation, model_in_loop
 from labeling.admin.base import ReadOnlyAdmin
 from labeling.errors import ApplicationError, PayloadTooLarge
 from labeling.models import ImportJob, Project, ProjectAgreement, User
@@ -177,12 +177,20 @@ class ProjectAdmin(admin.ModelAdmin):
             "Retraining",
             {"fields": ["retrain_after_judgements", "promote_better_reward_model", "ppo_after_better_reward"]},
         ),
+        (
+            "Model in the loop",
+            {
+                "fields": ["task_order", "drift_window", "drift_margin", "retrain_on_drift"],
+                "description": "The current reward model scores the open tasks' responses. Its agreement with "
+                "raters on new judgements, and the drift warning, are on the project's reward model page.",
+            },
+        ),
         ("Members", {"fields": ["members"]}),
     ]
 
     actions = [
         "import_data", "export_data", *(_run_page_action(spec) for spec in runs.all_specs()), "show_agreement",
-        "show_raters", "show_evaluation",
+        "show_raters", "show_evaluation", "show_reward_model",
     ]  # fmt: skip
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
@@ -220,6 +228,11 @@ class ProjectAdmin(admin.ModelAdmin):
                     "<int:project_id>/evaluation/",
                     self.admin_site.admin_view(partial(evaluation.evaluation_view, self)),
                     name="labeling_project_evaluation",
+                ),
+                path(
+                    "<int:project_id>/reward-model/",
+                    self.admin_site.admin_view(partial(model_in_loop.reward_model_view, self)),
+                    name="labeling_project_reward_model",
                 ),
                 path(
                     "<int:project_id>/raters/",
@@ -272,6 +285,10 @@ class ProjectAdmin(admin.ModelAdmin):
     def show_evaluation(self, request: HttpRequest, queryset: QuerySet[Project]):
         return self.to_run_page(request, queryset, "evaluation")
 
+    @admin.action(description="Reward model against raters: live agreement, drift, task order")
+    def show_reward_model(self, request: HttpRequest, queryset: QuerySet[Project]):
+        return self.to_run_page(request, queryset, "reward-model")
+
     @admin.action(description="Show the raters' audit")
     def show_raters(self, request: HttpRequest, queryset: QuerySet[Project]):
         return self.to_run_page(request, queryset, "raters")
@@ -317,8 +334,11 @@ class ProjectAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Project, form, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        if obj.retrain_after_judgements or "retrain_after_judgements" in form.changed_data:
+        retraining = ("retrain_after_judgements", "retrain_on_drift")
+        if obj.retrain_after_judgements or obj.retrain_on_drift or set(retraining) & set(form.changed_data):
             runs.project_retraining_schedule(project=obj)
+        if "task_order" in form.changed_data:
+            services.model_in_loop_refresh_later(project=obj)
 
     def run_view(self, request: HttpRequest, project_id: int, kind: str) -> HttpResponse:
         project = get_object_or_404(Project, pk=project_id)

@@ -31,7 +31,8 @@ class ProjectOutput(serializers.ModelSerializer):
         model = Project
         fields = [
             "id", "name", "slug", "guidelines", "task_kinds", "compare_enabled", "rank_enabled", "rate_enabled",
-            "demonstrate_enabled", "responses_per_task", "overlap", "gold_rate", "lease_timeout", "created_at",
+            "demonstrate_enabled", "responses_per_task", "overlap", "gold_rate", "lease_timeout", "task_order",
+            "drift_window", "drift_margin", "retrain_on_drift", "created_at",
         ]  # fmt: skip
 
 
@@ -60,7 +61,8 @@ class ProjectInput(serializers.ModelSerializer):
         model = Project
         fields = [
             "name", "slug", "guidelines", "compare_enabled", "rank_enabled", "rate_enabled", "demonstrate_enabled",
-            "responses_per_task", "overlap", "gold_rate", "lease_timeout", "members",
+            "responses_per_task", "overlap", "gold_rate", "lease_timeout", "task_order", "drift_window",
+            "drift_margin", "retrain_on_drift", "members",
         ]  # fmt: skip
         validators: list = []  # the service checks uniqueness and constraints, and says what is wrong
         extra_kwargs = {"guidelines": {"max_length": validation.TEXT_MAX}}

@@ -20,8 +20,16 @@ class User(AbstractUser):
     """A person who labels (in the "raters" group) or administers (staff)."""
 
 
+class TaskOrder(models.TextChoices):
+    FIFO = "fifo", "Oldest first"
+    UNCERTAINTY = "uncertainty", "Where the reward model is least sure"
+    DISAGREEMENT = "disagreement", "Where the last three reward models disagree most"
+
+
 class Project(models.Model):
     """A labelling effort: its guidelines, the kinds of tasks raters do, and how tasks are handed out."""
+
+    TaskOrder = TaskOrder
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
@@ -92,6 +100,31 @@ class Project(models.Model):
         default=False,
         help_text="Start PPO against a reward model as soon as it is made current by a reward run.",
     )
+    task_order = models.CharField(
+        max_length=16,
+        choices=TaskOrder.choices,
+        default=TaskOrder.FIFO,
+        db_default=TaskOrder.FIFO,
+        help_text="Which open task a rater gets next. Oldest first; or, where the reward models scored the "
+        "responses, where the current one is least sure (smallest score gap between the two best responses) or "
+        "where the last three disagree most. Gold tasks and the overlap rule stay as they are.",
+    )
+    drift_window = models.PositiveIntegerField(
+        default=50,
+        validators=[MinValueValidator(1)],
+        help_text="The reward model's agreement with raters is watched on this many of the newest human judgements.",
+    )
+    drift_margin = models.FloatField(
+        default=0.1,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Warn of drift when agreement on the newest judgements falls more than this below the reward "
+        "model's held-out accuracy (0..1).",
+    )
+    retrain_on_drift = models.BooleanField(
+        default=False,
+        help_text="Train a new reward model when the drift warning shows (checked on the project's schedule, "
+        "once per current reward model).",
+    )
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="projects", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -105,6 +138,7 @@ class Project(models.Model):
                 violation_error_message="Responses per task (K) must lie between 2 and 9.",
             ),
             models.CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_at_least_1"),
+            models.CheckConstraint(condition=in_choices("task_order", TaskOrder), name="project_task_order_valid"),
             models.CheckConstraint(
                 condition=Q(gold_rate__gte=0.0, gold_rate__lte=1.0), name="project_gold_rate_between_0_and_1"
             ),
@@ -268,6 +302,14 @@ class ComparisonTask(models.Model):
         help_text="Show the responses in their stored order to every rater (an evaluation's pairs, balanced so "
         "that each version comes first half of the time) instead of in a new random order for each rater.",
     )
+    # Null where the reward models have not scored the task's responses: such tasks come after the scored ones.
+    priority = models.FloatField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Where the task stands in the project's task order (lower first), refreshed when reward models "
+        "score its responses.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -282,7 +324,12 @@ class ComparisonTask(models.Model):
                 violation_error_message="A gold task needs its expected ranking, and only a gold task has one.",
             ),
         ]
-        indexes = [models.Index(fields=["project", "status", "is_gold", "id"], name="task_pick")]
+        indexes = [
+            models.Index(fields=["project", "status", "is_gold", "id"], name="task_pick"),
+            models.Index(
+                fields=["project", "is_gold", "priority", "id"], condition=Q(status="open"), name="task_pick_priority"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Task {self.pk} of {self.project}"

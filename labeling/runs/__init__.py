@@ -25,7 +25,7 @@ from labeling.runs.kinds.evaluate import evaluation_run_start
 from labeling.runs.kinds.generate import generate_run_start
 from labeling.runs.kinds.ppo import ppo_run_start
 from labeling.runs.kinds.reward import after_reward_model, reward_run_start
-from labeling.runs.kinds.score import scoring_run_start
+from labeling.runs.kinds.score import open_responses_scoring_next, scoring_run_start
 from labeling.runs.kinds.sft import sft_run_start
 from labeling.runs.lifecycle import (
     ACTIVE,
@@ -39,6 +39,7 @@ from labeling.runs.outcomes import model_version_make_current, model_version_reg
 from labeling.runs.spec import RunSpec, all_specs, spec_for
 
 __all__ = [
+    "open_responses_scoring_next",
     "ACTIVE",
     "RunSpec",
     "after_reward_model",

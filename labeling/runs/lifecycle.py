@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from labeling import selectors
 from labeling.errors import Conflict
 from labeling.models import Judgement, Project, TrainingRun
 from labeling.runs.kinds.reward import reward_run_start
@@ -54,20 +55,34 @@ def training_runs_fail_orphaned(*, worker: str | None = None, now=None) -> int:
     return failed
 
 
-def reward_retrain_check(*, project: Project) -> TrainingRun | None:
-    """Start a reward run when the project has had ``retrain_after_judgements`` new human judgements
-    since its last reward run started; never while one is queued or running."""
+def _retrain_due(project: Project, last: TrainingRun | None) -> bool:
+    """``retrain_after_judgements`` new human judgements since the last reward run started, or (with
+    ``retrain_on_drift``) the drift warning, unless a reward run started since the current reward model was
+    registered: drift retrains once per current model."""
     wanted = project.retrain_after_judgements
-    if wanted <= 0:
-        return None
+    if wanted > 0:
+        judgements = Judgement.objects.filter(task__project=project, source=Judgement.Source.HUMAN)
+        if last is not None:
+            judgements = judgements.filter(created_at__gt=last.created_at)
+        if judgements.count() >= wanted:
+            return True
+    if not project.retrain_on_drift:
+        return False
+    agreement = selectors.reward_model_agreement(project=project)
+    if agreement.drift is None or not agreement.drift.warning or agreement.reward_model is None:
+        return False
+    return last is None or last.created_at <= agreement.reward_model.created_at
+
+
+def reward_retrain_check(*, project: Project) -> TrainingRun | None:
+    """Start a reward run when the project has had ``retrain_after_judgements`` new human judgements since its
+    last reward run started, or when it retrains on drift and the reward model drifted from the raters; never
+    while a reward run is queued or running."""
     runs = TrainingRun.objects.filter(project=project, kind=TrainingRun.Kind.REWARD)
     if runs.filter(status__in=ACTIVE).exists():
         return None
     last = runs.order_by("-created_at").first()
-    judgements = Judgement.objects.filter(task__project=project, source=Judgement.Source.HUMAN)
-    if last is not None:
-        judgements = judgements.filter(created_at__gt=last.created_at)
-    if judgements.count() < wanted:
+    if not _retrain_due(project, last):
         return None
     base = (last.base_model if last else "") or "minilm-l6"
     try:
@@ -91,7 +106,7 @@ def project_retraining_schedule(*, project: Project, every_minutes: int = 60):
             "queue": "default",
         },
     )
-    enabled = project.retrain_after_judgements > 0
+    enabled = project.retrain_after_judgements > 0 or project.retrain_on_drift
     if schedule.enabled != enabled:
         schedule.enabled = enabled
         schedule.save(update_fields=["enabled"])

@@ -11,16 +11,20 @@ from config.version import code_version
 from labeling.models import ModelVersion, TrainingRun
 from labeling.runs.logs import log_tail
 from labeling.runs.starting import artefacts_dir
+from labeling.services.routing import model_in_loop_refresh_later
 from training.runtime import read_result
 
 
 def model_version_make_current(*, version: ModelVersion) -> ModelVersion:
-    """The project's current model of its kind (reward model, policy): the one later runs use."""
+    """The project's current model of its kind (reward model, policy): the one later runs use. A new current
+    reward model then scores the open tasks' responses (the model in the loop)."""
     with transaction.atomic():
         ModelVersion.objects.filter(project=version.project, kind=version.kind, is_current=True).exclude(
             pk=version.pk
         ).update(is_current=False)
         ModelVersion.objects.filter(pk=version.pk).update(is_current=True)
+        if version.kind == ModelVersion.Kind.REWARD:
+            model_in_loop_refresh_later(project=version.project)
     version.refresh_from_db()
     return version
 

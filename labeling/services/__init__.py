@@ -10,6 +10,7 @@
 - ``quality``: raters' standing: gold tasks first, the gold rule that pauses a rater, reinstatement.
 - ``reviews``: the review queue of tasks whose judgements disagree, and reviewers' decisions.
 - ``evaluation``: eval prompts, evaluation runs' blinded tasks, the over-optimisation check.
+- ``routing``: where each open task stands in the project's task order, from reward-model scores.
 - ``demo``: the demo project.
 
 Call sites use the package: ``services.judgement_submit(...)``.
@@ -79,9 +80,17 @@ from labeling.services.reports import (
     task_problem_report_resolve,
 )
 from labeling.services.reviews import review_decide, review_queue_refresh, review_reason, review_send_back
+from labeling.services.routing import (
+    model_in_loop_refresh_later,
+    task_priorities,
+    task_priorities_refresh,
+)
 from labeling.services.snapshots import dataset_snapshot_create, snapshot_path
 
 __all__ = [
+    "model_in_loop_refresh_later",
+    "task_priorities",
+    "task_priorities_refresh",
     "DemoLoadResult",
     "EvalSplit",
     "EvaluationTasks",

@@ -73,11 +73,13 @@ def retry_when_sqlite_is_locked(service: Callable) -> Callable:
 
 def _lease_first_free_slot(*, project: Project, rater: User, gold: bool, now: datetime) -> Assignment | None:
     passed_over: list[int] = []
-    after_id = selectors.rater_last_task_id(project=project, rater=rater, gold=gold)
+    by_priority = project.task_order != Project.TaskOrder.FIFO
+    after_id = 0 if by_priority else selectors.rater_last_task_id(project=project, rater=rater, gold=gold)
     while True:
         candidate = selectors.task_id_with_free_slot(
-            project=project, rater=rater, gold=gold, now=now, passed_over=passed_over, after_id=after_id, lock=True
-        )
+            project=project, rater=rater, gold=gold, now=now, passed_over=passed_over, after_id=after_id,
+            by_priority=by_priority, lock=True,
+        )  # fmt: skip
         if candidate is None and after_id:
             after_id = 0  # nothing above the rater's last task: look at the ones they passed over
             continue

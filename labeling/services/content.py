@@ -24,6 +24,7 @@ from labeling.models import (
     User,
 )
 from labeling.permissions import RATERS_GROUP
+from labeling.services.routing import model_in_loop_refresh_later
 from labeling.services.saving import save_validated, validate
 
 
@@ -38,10 +39,14 @@ def project_create(*, name: str, slug: str, members: Sequence[User] = (), **opti
 
 @transaction.atomic
 def project_update(*, project: Project, members: Sequence[User] | None = None, **fields) -> Project:
-    """Change a project's settings (any Project fields) and, if given, its members."""
+    """Change a project's settings (any Project fields) and, if given, its members. A new task order has the
+    open tasks placed again."""
+    reordered = "task_order" in fields and fields["task_order"] != project.task_order
     for name, value in fields.items():
         setattr(project, name, value)
     save_validated(project)
+    if reordered:
+        model_in_loop_refresh_later(project=project)
     if members is not None:
         project.members.set(members)
     return project

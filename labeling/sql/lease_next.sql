@@ -6,6 +6,9 @@
 --
 -- This file is the function's source of truth. A migration installs a copy of it (labeling/migrations/sql/):
 -- after changing it, add a migration that copies it there and runs it (tests/test_sql_functions.py checks).
+-- Tasks go out in id order, or by priority (lower first, unscored tasks last, then by id) where the project's
+-- task_order asks for it; the reward models' scoring refreshes the priorities (index task_pick_priority).
+--
 -- It returns at most one row (ROWS 1), and with sequential scans off its plans use the indexes even when they
 -- were made while the tables were nearly empty.
 CREATE OR REPLACE FUNCTION labeling_lease_next(
@@ -19,6 +22,7 @@ DECLARE
     v_task bigint;
     v_required integer;
     v_keep_order boolean;
+    v_by_priority boolean;
 BEGIN
     -- The lease the rater already holds in this project, if any, unless an open problem report holds its task
     -- back: the lease stays valid for a submission, but the rater moves on.
@@ -31,27 +35,47 @@ BEGIN
     IF FOUND THEN
         RETURN;
     END IF;
+    SELECT p.task_order <> 'fifo' INTO v_by_priority FROM labeling_project p WHERE p.id = p_project;
     FOREACH v_gold IN ARRAY ARRAY[p_want_gold, NOT p_want_gold] LOOP
-        -- Raters take tasks in id order: start above the last one this rater held.
-        SELECT a.task_id INTO v_after FROM labeling_assignment a
-            JOIN labeling_comparisontask t ON t.id = a.task_id
-            WHERE a.rater_id = p_rater AND t.project_id = p_project AND t.is_gold = v_gold
-            ORDER BY a.task_id DESC LIMIT 1;
-        v_after := COALESCE(v_after, 0);
+        -- In id order, start above the last task this rater held: the ones below are mostly done.
+        v_after := 0;
+        IF NOT v_by_priority THEN
+            SELECT a.task_id INTO v_after FROM labeling_assignment a
+                JOIN labeling_comparisontask t ON t.id = a.task_id
+                WHERE a.rater_id = p_rater AND t.project_id = p_project AND t.is_gold = v_gold
+                ORDER BY a.task_id DESC LIMIT 1;
+            v_after := COALESCE(v_after, 0);
+        END IF;
         v_passed := ARRAY[]::bigint[];
         LOOP
-            SELECT t.id, t.required_judgements, t.keep_order INTO v_task, v_required, v_keep_order
-                FROM labeling_comparisontask t
-                WHERE t.project_id = p_project AND t.status = 'open' AND t.is_gold = v_gold AND t.id > v_after
-                  AND NOT (t.id = ANY (v_passed))
-                  AND NOT EXISTS (SELECT 1 FROM labeling_assignment a WHERE a.task_id = t.id AND a.rater_id = p_rater)
-                  AND NOT EXISTS (SELECT 1 FROM labeling_judgement j WHERE j.task_id = t.id AND j.rater_id = p_rater)
-                  AND NOT EXISTS (SELECT 1 FROM labeling_taskproblemreport pr WHERE pr.task_id = t.id AND pr.outcome = 'open')
-                  AND (v_gold OR (SELECT COUNT(*) FROM labeling_judgement j WHERE j.task_id = t.id AND j.source = 'human')
-                    + (SELECT COUNT(*) FROM labeling_assignment a
-                       WHERE a.task_id = t.id AND a.state = 'leased' AND a.expires_at > p_now) < t.required_judgements)
-                ORDER BY t.id LIMIT 1
-                FOR UPDATE OF t SKIP LOCKED;
+            -- The same candidate query twice, so that each plan walks its own index in order.
+            IF v_by_priority THEN
+                SELECT t.id, t.required_judgements, t.keep_order INTO v_task, v_required, v_keep_order
+                    FROM labeling_comparisontask t
+                    WHERE t.project_id = p_project AND t.status = 'open' AND t.is_gold = v_gold
+                      AND NOT (t.id = ANY (v_passed))
+                      AND NOT EXISTS (SELECT 1 FROM labeling_assignment a WHERE a.task_id = t.id AND a.rater_id = p_rater)
+                      AND NOT EXISTS (SELECT 1 FROM labeling_judgement j WHERE j.task_id = t.id AND j.rater_id = p_rater)
+                      AND NOT EXISTS (SELECT 1 FROM labeling_taskproblemreport pr WHERE pr.task_id = t.id AND pr.outcome = 'open')
+                      AND (v_gold OR (SELECT COUNT(*) FROM labeling_judgement j WHERE j.task_id = t.id AND j.source = 'human')
+                        + (SELECT COUNT(*) FROM labeling_assignment a
+                           WHERE a.task_id = t.id AND a.state = 'leased' AND a.expires_at > p_now) < t.required_judgements)
+                    ORDER BY t.priority NULLS LAST, t.id LIMIT 1
+                    FOR UPDATE OF t SKIP LOCKED;
+            ELSE
+                SELECT t.id, t.required_judgements, t.keep_order INTO v_task, v_required, v_keep_order
+                    FROM labeling_comparisontask t
+                    WHERE t.project_id = p_project AND t.status = 'open' AND t.is_gold = v_gold AND t.id > v_after
+                      AND NOT (t.id = ANY (v_passed))
+                      AND NOT EXISTS (SELECT 1 FROM labeling_assignment a WHERE a.task_id = t.id AND a.rater_id = p_rater)
+                      AND NOT EXISTS (SELECT 1 FROM labeling_judgement j WHERE j.task_id = t.id AND j.rater_id = p_rater)
+                      AND NOT EXISTS (SELECT 1 FROM labeling_taskproblemreport pr WHERE pr.task_id = t.id AND pr.outcome = 'open')
+                      AND (v_gold OR (SELECT COUNT(*) FROM labeling_judgement j WHERE j.task_id = t.id AND j.source = 'human')
+                        + (SELECT COUNT(*) FROM labeling_assignment a
+                           WHERE a.task_id = t.id AND a.state = 'leased' AND a.expires_at > p_now) < t.required_judgements)
+                    ORDER BY t.id LIMIT 1
+                    FOR UPDATE OF t SKIP LOCKED;
+            END IF;
             IF NOT FOUND THEN
                 IF v_after > 0 THEN
                     v_after := 0;  -- nothing above the rater's last task: look at the ones below

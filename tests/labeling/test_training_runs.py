@@ -168,14 +168,14 @@ def test_the_schedule_starts_exactly_one_run_after_n_new_judgements_and_none_whi
 
 
 @pytest.mark.django_db
-def test_the_retraining_schedule_is_in_beat_and_follows_the_project_setting(admin_client):
+def test_the_retraining_schedule_is_in_beat_and_follows_the_project_settings(admin_client):
     project = ProjectFactory()
     url = reverse("admin:labeling_project_change", args=[project.pk])
     form = {
         "name": project.name, "slug": project.slug, "guidelines": "", "compare_enabled": "on", "rank_enabled": "on",
         "responses_per_task": 4, "overlap": 1, "gold_rate": 0, "lease_timeout": "00:10:00",
         "retrain_after_judgements": 50, "gold_first_tasks": 5, "gold_min_count": 10, "gold_min_score": 0.6,
-        "audit_rules": "{}",
+        "audit_rules": "{}", "task_order": "fifo", "drift_window": 50, "drift_margin": 0.1,
     }  # fmt: skip
     assert admin_client.post(url, form).status_code == 302
     schedule = PeriodicTask.objects.get(name=f"Retrain the reward model of {project.slug}")
@@ -184,6 +184,9 @@ def test_the_retraining_schedule_is_in_beat_and_follows_the_project_setting(admi
         True,
         f"[{project.pk}]",
     )
+    admin_client.post(url, {**form, "retrain_after_judgements": 0, "retrain_on_drift": "on"})
+    schedule.refresh_from_db()
+    assert schedule.enabled is True  # retraining on drift reads the same schedule
     admin_client.post(url, {**form, "retrain_after_judgements": 0})
     schedule.refresh_from_db()
     assert schedule.enabled is False

@@ -4,13 +4,15 @@ the versions; ``open`` scores the responses of the open tasks. A run scores only
 scored yet, so running it again writes nothing new."""
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 from django import forms
 from django.db import transaction
 from django.db.models import Count, QuerySet
+from django.utils import timezone
 
-from labeling.errors import ApplicationError
+from labeling.errors import ApplicationError, Conflict
 from labeling.models import (
     ComparisonTask,
     ModelVersion,
@@ -25,11 +27,16 @@ from labeling.runs.forms import ModelVersionChoiceField, RunForm
 from labeling.runs.outcomes import run_succeeded
 from labeling.runs.spec import RunPage, RunSpec
 from labeling.runs.starting import own_model, run_create
+from labeling.services.routing import routing_versions, task_priorities_refresh
 from training.config import ScoreConfig
 from training.runtime import SCORES_FILE
 
 TO_SCORE_FILE = "to_score.jsonl"
 SCOPES = ("compared", "open")
+# The model in the loop scores open tasks' responses this many at a time: a run that dies loses one batch, and
+# the next run goes on from the scores stored.
+OPEN_BATCH = 5000
+RETRY_AFTER = timedelta(minutes=10)
 
 
 def responses_to_score(*, project: Project, version: ModelVersion, scope: str) -> QuerySet[Response]:
@@ -49,10 +56,11 @@ def scoring_run_start(
     project: Project,
     reward_model: ModelVersion | None = None,
     scope: str = "compared",
+    limit: int = 0,
     created_by: User | None = None,
 ) -> TrainingRun:
     """Queue ``reward_model`` (default: the current one) scoring the responses in ``scope`` (``SCOPES``) that
-    it has not scored yet."""
+    it has not scored yet (the first ``limit`` of them, oldest first, where it is set)."""
     reward_model = own_model(project, reward_model, ModelVersion.Kind.REWARD)
     if reward_model is None:
         raise ApplicationError("Scoring needs a reward model: train one, or make one current.")
@@ -62,8 +70,41 @@ def scoring_run_start(
         raise ApplicationError(f"{reward_model.name} has scored every {scope} response already.")
     return run_create(
         project=project, kind=TrainingRun.Kind.SCORE, parent_model=reward_model, reward_model=reward_model,
-        base_model=reward_model.name, created_by=created_by, config={"scope": scope},
+        base_model=reward_model.name, created_by=created_by,
+        config={"scope": scope, **({"limit": limit} if limit else {})},
     )  # fmt: skip
+
+
+def model_in_loop_versions(*, project: Project) -> list[ModelVersion]:
+    """The reward models that score the open tasks' responses: the current one (live agreement) and those the
+    task order reads."""
+    current = own_model(project, None, ModelVersion.Kind.REWARD)
+    versions = [current] if current else []
+    return versions + [version for version in routing_versions(project=project) if version not in versions]
+
+
+def open_responses_scoring_next(*, project: Project, refresh: bool = False) -> TrainingRun | None:
+    """Start scoring the next batch of open tasks' responses that a reward model in the loop has not scored.
+    With nothing left to score, or a score run already under way, None; then, with ``refresh``, the task
+    priorities are written again from the scores there are. Without ``refresh`` (the scheduled job), a version
+    whose score run failed in the last ``RETRY_AFTER`` is left alone."""
+    failed_lately = set(
+        TrainingRun.objects.filter(
+        project=project, kind=TrainingRun.Kind.SCORE, status=TrainingRun.Status.FAILED,
+            finished_at__gt=timezone.now() - RETRY_AFTER,
+        ).values_list("parent_model_id", flat=True)
+    )  # fmt: skip
+    for version in model_in_loop_versions(project=project):
+        if version.pk in failed_lately and not refresh:
+            continue  # the scheduled job waits a while before it tries a version that failed again
+        if responses_to_score(project=project, version=version, scope="open").exists():
+            try:
+                return scoring_run_start(project=project, reward_model=version, scope="open", limit=OPEN_BATCH)
+            except Conflict:
+                break  # a score run is under way: it goes on from here when it ends
+    if refresh:
+        task_priorities_refresh(project=project)
+    return None
 
 
 def to_score_write(run: TrainingRun, out_dir: Path) -> None:
@@ -75,6 +116,9 @@ def to_score_write(run: TrainingRun, out_dir: Path) -> None:
     rows = responses_to_score(project=run.project, version=version, scope=scope).values_list(
         "pk", "prompt__messages", "text"
     )
+    limit = (run.config or {}).get("limit")
+    if limit:
+        rows = rows[:limit]
     with open(out_dir / TO_SCORE_FILE, "w", encoding="utf-8") as out:
         for response_id, messages, text in rows.iterator(chunk_size=2000):
             out.write(json.dumps({"response_id": response_id, "prompt": messages, "response": text}) + "\n")
@@ -118,6 +162,10 @@ def scores_register(run: TrainingRun, out_dir: Path, now) -> int:
     ResponseScore.objects.bulk_create(scores, ignore_conflicts=True, batch_size=2000)
     created = stored.count() - before
     run_succeeded(run, out_dir, now, {"scores_stored": created})
+    if (run.config or {}).get("scope") == "open":
+        # After the commit, so that the priorities are written a batch per transaction: a rater's submit never
+        # waits on the whole refresh.
+        transaction.on_commit(lambda: open_responses_scoring_next(project=run.project, refresh=True))
     return created
 
 
