@@ -260,6 +260,18 @@ class TestLiveAgreement:
         page = admin_client.get(f"/admin/labeling/project/{project.pk}/reward-model/?slice=category").content.decode()
         assert 'id="drift-warning"' in page and "0.375" in page and "maths" in page
 
+    def test_the_page_s_button_starts_scoring_what_the_model_has_not_scored(self, setting, admin_client, settings):
+        settings.CELERY_TRAINING_QUEUE = f"unconsumed-{uuid.uuid4().hex}"
+        project, version = setting
+        scored_task(project, version, [1.0, 2.0])
+        task_create(project=project, k=3)  # the judged tasks are complete: these two are the open ones
+        url = f"/admin/labeling/project/{project.pk}/reward-model/"
+        page = admin_client.get(url).content.decode()
+        assert "It has scored <strong>2</strong> of the 5 responses" in page
+        assert admin_client.post(url).status_code == 302
+        run = TrainingRun.objects.get(kind="score")
+        assert (run.parent_model, run.config["scope"]) == (version, "open")
+
 
 @pytest.mark.trainer
 @pytest.mark.django_db(transaction=True)

@@ -180,7 +180,7 @@ SPEC = RunSpec(
         "Score responses",
         "Start scoring",
         "score_responses",
-        "Score responses with a reward model (for the leaderboard's reward-model judge)",
+        "Score responses with a reward model (the leaderboard's reward-model judge; the model in the loop)",
     ),  # fmt: skip
     options=("max_length", "batch_size"),
     arguments=to_score_argument,
