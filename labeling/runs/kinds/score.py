@@ -88,12 +88,11 @@ def open_responses_scoring_next(*, project: Project, refresh: bool = False) -> T
     With nothing left to score, or a score run already under way, None; then, with ``refresh``, the task
     priorities are written again from the scores there are. Without ``refresh`` (the scheduled job), a version
     whose score run failed in the last ``RETRY_AFTER`` is left alone."""
-    failed_lately = set(
-        TrainingRun.objects.filter(
+    failed = TrainingRun.objects.filter(
         project=project, kind=TrainingRun.Kind.SCORE, status=TrainingRun.Status.FAILED,
-            finished_at__gt=timezone.now() - RETRY_AFTER,
-        ).values_list("parent_model_id", flat=True)
+        finished_at__gt=timezone.now() - RETRY_AFTER,
     )  # fmt: skip
+    failed_lately = set(failed.values_list("parent_model_id", flat=True))
     for version in model_in_loop_versions(project=project):
         if version.pk in failed_lately and not refresh:
             continue  # the scheduled job waits a while before it tries a version that failed again
