@@ -225,6 +225,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # The exports' "gold" and "paused" filters share their choices: one enum, named for what it chooses.
     "ENUM_NAME_OVERRIDES": {"IncludeExcludeOnlyEnum": "labeling.selectors.WHICH"},
+    # Row ids in paths (labeling.apps.IdConverter): up to 18 digits, so every one fits a database integer.
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "labeling.api.schema.error_responses",

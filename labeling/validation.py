@@ -11,6 +11,9 @@ from django.core.exceptions import ValidationError
 ROLES = ("system", "user", "assistant")
 LIKERT_MIN, LIKERT_MAX = 1, 7
 K_MIN, K_MAX = 2, 9
+# The largest id a row can have (a signed 64-bit integer, on PostgreSQL and SQLite): a larger one names no row,
+# and neither database takes it as a parameter.
+ID_MAX = 2**63 - 1
 
 # The API's bounds on free text and collections (the OpenAPI schema states each); bodies are also capped at
 # Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) and imports at IMPORT_MAX_BYTES.

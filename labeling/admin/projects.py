@@ -200,19 +200,19 @@ class ProjectAdmin(admin.ModelAdmin):
         own = (
             [
                 path(
-                    "<int:project_id>/import/",
+                    "<id:project_id>/import/",
                     self.admin_site.admin_view(self.import_view),
                     name="labeling_project_import",
                 ),
                 path(
-                    "<int:project_id>/export/",
+                    "<id:project_id>/export/",
                     self.admin_site.admin_view(self.export_view),
                     name="labeling_project_export",
                 ),
             ]
             + [
                 path(
-                    f"<int:project_id>/{spec.page.slug}/",
+                    f"<id:project_id>/{spec.page.slug}/",
                     self.admin_site.admin_view(partial(self.run_view, kind=spec.kind)),
                     name=f"labeling_project_{spec.page.slug.replace('-', '_')}",
                 )
@@ -220,22 +220,22 @@ class ProjectAdmin(admin.ModelAdmin):
             ]
             + [
                 path(
-                    "<int:project_id>/agreement/",
+                    "<id:project_id>/agreement/",
                     self.admin_site.admin_view(self.agreement_view),
                     name="labeling_project_agreement",
                 ),
                 path(
-                    "<int:project_id>/evaluation/",
+                    "<id:project_id>/evaluation/",
                     self.admin_site.admin_view(partial(evaluation.evaluation_view, self)),
                     name="labeling_project_evaluation",
                 ),
                 path(
-                    "<int:project_id>/reward-model/",
+                    "<id:project_id>/reward-model/",
                     self.admin_site.admin_view(partial(model_in_loop.reward_model_view, self)),
                     name="labeling_project_reward_model",
                 ),
                 path(
-                    "<int:project_id>/raters/",
+                    "<id:project_id>/raters/",
                     self.admin_site.admin_view(self.raters_view),
                     name="labeling_project_raters",
                 ),

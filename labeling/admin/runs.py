@@ -44,7 +44,7 @@ class DatasetSnapshotAdmin(ReadOnlyAdmin):
     def get_urls(self):
         own = [
             path(
-                "<int:snapshot_id>/download/",
+                "<id:snapshot_id>/download/",
                 self.admin_site.admin_view(self.download_view),
                 name="labeling_datasetsnapshot_download",
             )
@@ -312,10 +312,10 @@ class TrainingRunAdmin(ReadOnlyAdmin):
 
     def get_urls(self):
         cancel = path(
-            "<int:run_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="labeling_trainingrun_cancel"
+            "<id:run_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="labeling_trainingrun_cancel"
         )
         check = path(
-            "<int:run_id>/overoptimisation/",
+            "<id:run_id>/overoptimisation/",
             self.admin_site.admin_view(partial(evaluation.overoptimisation_view, self)),
             name="labeling_trainingrun_overoptimisation",
         )

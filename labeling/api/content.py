@@ -68,6 +68,20 @@ class ProjectInput(serializers.ModelSerializer):
         extra_kwargs = {"guidelines": {"max_length": validation.TEXT_MAX}}
 
 
+class MeOutput(serializers.Serializer):
+    username = serializers.CharField()
+    is_staff = serializers.BooleanField()
+
+
+class MeApi(APIView):
+    """GET (anyone signed in): who the credentials belong to, to check a token or a session. One database query
+    (the user's row), so the rater-loop bench also uses it as the server's ceiling."""
+
+    @extend_schema(responses=MeOutput)
+    def get(self, request: Request) -> Response:
+        return Response({"username": request.user.get_username(), "is_staff": request.user.is_staff})
+
+
 class ProjectListApi(generics.ListAPIView):
     """GET: the projects you may see (raters: theirs). POST (staff): create a project."""
 
@@ -212,15 +226,19 @@ class TaskOutput(serializers.ModelSerializer):
 
 
 class TaskInput(serializers.Serializer):
-    prompt_id = serializers.IntegerField(min_value=1)
+    prompt_id = serializers.IntegerField(min_value=1, max_value=validation.ID_MAX)
     response_ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), min_length=validation.K_MIN, max_length=validation.K_MAX
+        child=serializers.IntegerField(min_value=1, max_value=validation.ID_MAX),
+        min_length=validation.K_MIN,
+        max_length=validation.K_MAX,
     )
     required_judgements = serializers.IntegerField(
         required=False, min_value=1, max_value=1000, allow_null=True, default=None
     )
     gold_ranking = serializers.ListField(
-        child=serializers.ListField(child=serializers.IntegerField(min_value=1), max_length=validation.K_MAX),
+        child=serializers.ListField(
+            child=serializers.IntegerField(min_value=1, max_value=validation.ID_MAX), max_length=validation.K_MAX
+        ),
         required=False, allow_null=True, default=None, max_length=validation.K_MAX,
         help_text="The expected ranking: groups of response ids, best first.",
     )  # fmt: skip

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import leaderboard, permissions, runs, selectors, services
+from labeling import leaderboard, permissions, runs, selectors, services, validation
 from labeling.api.access import project_for_staff
 from labeling.models import ModelVersion, Prompt
 from training.config import EvaluateConfig
@@ -113,7 +113,8 @@ class EvalSplitApi(APIView):
 
 class EvaluationInput(serializers.Serializer):
     policies = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), required=False, default=list, max_length=20,
+        child=serializers.IntegerField(min_value=1, max_value=validation.ID_MAX), required=False, default=list,
+        max_length=20,
         help_text="Ids of policy versions of the project.",
     )  # fmt: skip
     base_models = serializers.ListField(

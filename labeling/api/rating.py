@@ -19,7 +19,10 @@ from labeling.models import (
     Prompt,
 )
 from labeling.rendering import markdown_to_safe_html
-from labeling.validation import K_MAX, LIKERT_MAX, LIKERT_MIN, MARGIN_MAX, MARGIN_MIN
+from labeling.validation import ID_MAX, K_MAX, LIKERT_MAX, LIKERT_MIN, MARGIN_MAX, MARGIN_MIN
+
+# Ids in a query string, comma-separated: up to 18 digits each, so that every one fits a database integer.
+IDS = r"^(\d{1,18}(,\d{1,18})*)?$"
 
 LABELS = "ABCDEFGHI"
 
@@ -107,7 +110,9 @@ class TaskNextApi(APIView):
 class JudgementSubmitInput(serializers.Serializer):
     client_submission_id = serializers.CharField(max_length=64)
     ranking = serializers.ListField(
-        child=serializers.ListField(child=serializers.IntegerField(min_value=1), allow_empty=False, max_length=K_MAX),
+        child=serializers.ListField(
+            child=serializers.IntegerField(min_value=1, max_value=ID_MAX), allow_empty=False, max_length=K_MAX
+        ),
         required=False,
         allow_null=True,
         default=None,
@@ -211,7 +216,7 @@ class TaskProblemReportApi(APIView):
 
 
 class DemonstrationNextQuery(serializers.Serializer):
-    exclude = serializers.RegexField(r"^(\d+(,\d+)*)?$", required=False, help_text="Prompt ids passed over.")
+    exclude = serializers.RegexField(IDS, required=False, help_text="Prompt ids passed over.")
 
 
 class DemonstrationNextOutput(serializers.Serializer):
@@ -278,7 +283,7 @@ class DemonstrationSubmitApi(APIView):
 
 
 class CritiqueChainNextQuery(serializers.Serializer):
-    exclude = serializers.RegexField(r"^(\d+(,\d+)*)?$", required=False, help_text="Chain ids passed over.")
+    exclude = serializers.RegexField(IDS, required=False, help_text="Chain ids passed over.")
 
 
 class CritiqueRoundOutput(serializers.Serializer):

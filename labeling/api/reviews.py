@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from labeling import permissions, selectors, services
 from labeling.api.rating import LABELS, ConversationTurnOutput, conversation_payload
-from labeling.validation import K_MAX
+from labeling.validation import ID_MAX, K_MAX
 
 
 class ReviewResponseOutput(serializers.Serializer):
@@ -70,7 +70,9 @@ class ReviewNextApi(APIView):
 
 class ReviewDecisionInput(serializers.Serializer):
     ranking = serializers.ListField(
-        child=serializers.ListField(child=serializers.IntegerField(min_value=1), allow_empty=False, max_length=K_MAX),
+        child=serializers.ListField(
+            child=serializers.IntegerField(min_value=1, max_value=ID_MAX), allow_empty=False, max_length=K_MAX
+        ),
         required=False,
         max_length=K_MAX,
         help_text="The final ranking: groups of response ids, best first.",

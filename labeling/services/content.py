@@ -2,6 +2,7 @@
 judgements and demonstrations as given (imports and the demo use them; raters' own work goes through
 ``assignment``), the stored HTML, and accounts."""
 
+from collections import Counter
 from collections.abc import Sequence
 
 from django.contrib.auth.models import Group
@@ -123,6 +124,10 @@ def comparison_task_create(
         validation.validate_response_count(len(responses))
     except ValidationError as error:
         raise ApplicationError(error.messages[0], {"fields": {"responses": error.messages}}) from error
+    repeated = sorted(pk for pk, count in Counter(response.pk for response in responses).items() if count > 1)
+    if repeated:
+        message = f"A task compares different responses; {', '.join(map(str, repeated))} appears more than once."
+        raise ApplicationError(message, {"fields": {"responses": [message]}})
     task = ComparisonTask(
         project=project,
         prompt=prompt,

@@ -338,3 +338,16 @@ def test_demonstrations_stay_inside_the_raters_projects(api):
     foreign = Prompt.objects.create(project=ProjectFactory(), messages=[{"role": "user", "content": "Hi"}])
     body = {"text": "Hello!", "client_submission_id": "d"}
     assert api.post(f"/api/v1/prompts/{foreign.pk}/demonstrations", body, format="json").status_code == 404
+
+
+@pytest.mark.django_db
+def test_me_names_the_owner_of_a_token_in_one_query(rater, django_assert_num_queries):
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.create(user=rater)
+    api = APIClient()
+    assert api.get("/api/v1/me").status_code in (401, 403)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    with django_assert_num_queries(1):
+        answer = api.get("/api/v1/me")
+    assert answer.status_code == 200 and answer.json() == {"username": rater.username, "is_staff": False}

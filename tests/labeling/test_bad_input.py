@@ -171,3 +171,36 @@ def test_bodies_over_the_bounds_are_400s_naming_the_field(staff_api, project, ra
     body = {"client_submission_id": "x", "ranking": ten_groups}
     response = rater_api.post(f"/api/v1/tasks/{task.pk}/judgements", body, format="json")
     assert response.status_code == 400 and response.json()["message"].startswith("ranking:")
+
+
+BIG = 10**20  # past a signed 64-bit integer: neither database takes it as a parameter
+
+
+@pytest.mark.django_db
+def test_an_id_too_big_for_the_database_is_a_404_in_a_path_and_a_400_in_a_body(rater_api, staff_api, rater):
+    from tests.factories import ProjectFactory
+
+    project = ProjectFactory(members=[rater])
+    for url in (f"/api/v1/prompts/{BIG}/responses", f"/api/v1/snapshots/{BIG}", f"/api/v1/imports/{BIG}"):
+        assert staff_api.get(url).status_code == 404, url
+    assert rater_api.post(f"/api/v1/tasks/{BIG}/judgements", {}, format="json").status_code == 404
+    bodies = {
+        f"/api/v1/projects/{project.slug}/tasks": {"prompt_id": BIG, "response_ids": [BIG, 1]},
+        f"/api/v1/projects/{project.slug}/evaluations": {"policies": [BIG]},
+    }
+    for url, body in bodies.items():
+        answer = staff_api.post(url, body, format="json")
+        assert answer.status_code == 400, (url, answer.content)
+    answer = staff_api.get(f"/api/v1/projects/{project.slug}/critique-chains/next", {"exclude": str(BIG)})
+    assert answer.status_code == 400 and "exclude" in str(answer.json())
+
+
+@pytest.mark.django_db
+def test_a_task_naming_a_response_twice_is_a_400(staff_api):
+    from tests.factories import ProjectFactory, PromptFactory, ResponseFactory
+
+    project = ProjectFactory()
+    response = ResponseFactory(prompt=PromptFactory(project=project))
+    body = {"prompt_id": response.prompt_id, "response_ids": [response.pk, response.pk]}
+    answer = staff_api.post(f"/api/v1/projects/{project.slug}/tasks", body, format="json")
+    assert answer.status_code == 400 and "appears more than once" in answer.json()["message"]
