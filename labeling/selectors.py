@@ -224,11 +224,13 @@ def task_id_with_free_slot(
     passed_over: Sequence[int] = (),
     after_id: int = 0,
     by_priority: bool = False,
+    after_priority: float | None = None,
     lock: bool = False,
 ) -> tuple[int, int, bool] | None:
     """``(id, required_judgements, keep_order)`` of the first task (by id, above ``after_id``; or
-    ``by_priority``: lowest priority first, unscored tasks last, then by id) that ``tasks_with_free_slots`` would
-    list (so none held back by an open problem report), with ``is_gold`` as asked.
+    ``by_priority``: lowest priority first, unscored tasks last, then by id, or only the scored ones after
+    ``(after_priority, after_id)`` where that is given) that ``tasks_with_free_slots`` would list (so none held
+    back by an open problem report), with ``is_gold`` as asked.
 
     Written in SQL because it runs on every "next task" and the ORM takes longer to compile it than the
     database takes to run it. With ``lock`` (PostgreSQL) the row is locked FOR UPDATE, and rows other raters
@@ -239,9 +241,13 @@ def task_id_with_free_slot(
     if passed_over:
         passed = f"AND t.id NOT IN ({', '.join(['%s'] * len(passed_over))})"
     locking = "FOR UPDATE OF t SKIP LOCKED" if lock and connection.features.has_select_for_update_skip_locked else ""
+    if by_priority and after_priority is not None:
+        start, start_params = "(t.priority > %s OR (t.priority = %s AND t.id > %s))", [after_priority] * 2 + [after_id]
+    else:
+        start, start_params = "t.id > %s", [0 if by_priority else after_id]
     sql = f"""
         SELECT t.id, t.required_judgements, t.keep_order FROM {task} t
-        WHERE t.project_id = %s AND t.status = %s AND t.is_gold = %s AND t.id > %s {passed}
+        WHERE t.project_id = %s AND t.status = %s AND t.is_gold = %s AND {start} {passed}
           AND NOT EXISTS (SELECT 1 FROM {assignment} a WHERE a.task_id = t.id AND a.rater_id = %s)
           AND NOT EXISTS (SELECT 1 FROM {judgement} j WHERE j.task_id = t.id AND j.rater_id = %s)
           AND NOT {held_back_sql("t.id")}
@@ -250,7 +256,7 @@ def task_id_with_free_slot(
         LIMIT 1
         {locking}
     """  # noqa: S608 (table names come from the models, values are parameters)
-    params = [project.pk, ComparisonTask.Status.OPEN, gold, after_id, *passed_over, rater.pk, rater.pk]
+    params = [project.pk, ComparisonTask.Status.OPEN, gold, *start_params, *passed_over, rater.pk, rater.pk]
     params += slots_taken_params(now)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -271,6 +277,22 @@ def rater_last_task_id(*, project: Project, rater, gold: bool) -> int:
         .first()
     )
     return last or 0
+
+
+def rater_priority_cursor(*, project: Project, rater, gold: bool) -> tuple[float, int] | None:
+    """``(priority, id)`` of the task (gold or not, as asked) the rater leased last in the project since its
+    priorities were written; None if there is none, or it has no priority (unscored tasks come last).
+
+    Raters take tasks in priority order, so the tasks before it are mostly ones they already did: the search for
+    their next task goes on after it and looks before it only when nothing is left after it. A refresh of the
+    priorities sends every rater back to the top."""
+    leases = Assignment.objects.filter(rater=rater, task__project=project, task__is_gold=gold)
+    # Read now, not from ``project``: a refresh may have come after it was loaded.
+    refreshed_at = Project.objects.filter(pk=project.pk).values_list("priorities_refreshed_at", flat=True).first()
+    if refreshed_at is not None:
+        leases = leases.filter(leased_at__gte=refreshed_at)
+    last = leases.order_by("-leased_at").values_list("task__priority", "task_id").first()
+    return (last[0], last[1]) if last and last[0] is not None else None
 
 
 def task_slots_taken(*, task_id: int, now: datetime) -> int:

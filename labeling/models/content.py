@@ -109,6 +109,13 @@ class Project(models.Model):
         "responses, where the current one is least sure (smallest score gap between the two best responses) or "
         "where the last three disagree most. Gold tasks and the overlap rule stay as they are.",
     )
+    priorities_refreshed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the open tasks' priorities were last written: a rater's walk in priority order starts "
+        "again from the top after it.",
+    )
     drift_window = models.PositiveIntegerField(
         default=50,
         validators=[MinValueValidator(1)],

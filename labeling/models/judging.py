@@ -57,6 +57,8 @@ class Assignment(models.Model):
         indexes = [
             models.Index(fields=["state", "expires_at"], name="assignment_state_expiry"),
             models.Index(fields=["rater", "task"], name="assignment_rater_task"),
+            # A rater's latest lease: where a walk in priority order goes on from (the task order's cursor).
+            models.Index(fields=["rater", "leased_at"], name="assignment_rater_leased"),
             # A rater's live lease, whatever their history: the first look of every "next task".
             models.Index(fields=["rater"], condition=Q(state="leased"), name="assignment_live_by_rater"),
         ]

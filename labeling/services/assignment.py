@@ -74,14 +74,18 @@ def retry_when_sqlite_is_locked(service: Callable) -> Callable:
 def _lease_first_free_slot(*, project: Project, rater: User, gold: bool, now: datetime) -> Assignment | None:
     passed_over: list[int] = []
     by_priority = project.task_order != Project.TaskOrder.FIFO
-    after_id = 0 if by_priority else selectors.rater_last_task_id(project=project, rater=rater, gold=gold)
+    after_priority: float | None = None
+    if by_priority:
+        after_priority, after_id = selectors.rater_priority_cursor(project=project, rater=rater, gold=gold) or (None, 0)
+    else:
+        after_id = selectors.rater_last_task_id(project=project, rater=rater, gold=gold)
     while True:
         candidate = selectors.task_id_with_free_slot(
             project=project, rater=rater, gold=gold, now=now, passed_over=passed_over, after_id=after_id,
-            by_priority=by_priority, lock=True,
+            by_priority=by_priority, after_priority=after_priority, lock=True,
         )  # fmt: skip
         if candidate is None and after_id:
-            after_id = 0  # nothing above the rater's last task: look at the ones they passed over
+            after_id, after_priority = 0, None  # nothing after the rater's last task: look at the ones before it
             continue
         if candidate is None:
             return None

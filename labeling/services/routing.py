@@ -14,6 +14,7 @@ from collections import defaultdict
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from labeling.models import ComparisonTask, ModelVersion, Project, ResponseScore, TaskResponse
 
@@ -125,4 +126,6 @@ def task_priorities_refresh(*, project: Project) -> int:
     for start in range(0, len(changed), REFRESH_BATCH):
         with transaction.atomic():
             ComparisonTask.objects.bulk_update(changed[start : start + REFRESH_BATCH], ["priority"])
+    if changed:  # raters' walks start again from the top
+        Project.objects.filter(pk=project.pk).update(priorities_refreshed_at=timezone.now())
     return len(changed)

@@ -6,6 +6,7 @@ import math
 import random
 import uuid
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -67,6 +68,26 @@ class TestRouting:
         assert priorities[narrow.pk] == pytest.approx(0.1) and priorities[middle.pk] == pytest.approx(1.0)
         assert priorities[wide.pk] == pytest.approx(3.0) and priorities[unscored.pk] is priorities[partly.pk] is None
         assert lease_order(project, rater) == [narrow.pk, middle.pk, wide.pk, unscored.pk, partly.pk]
+
+    def test_a_rater_goes_on_after_their_last_task_wraps_round_and_starts_again_after_a_refresh(
+        self, rater, other_rater
+    ):
+        project = ProjectFactory(members=[rater, other_rater], task_order="uncertainty")
+        current = ModelVersion.objects.create(project=project, kind="reward", name="rm", is_current=True)
+        first, second, third, fourth = (scored_task(project, current, [gap, 0.0]) for gap in (0.1, 0.2, 0.3, 0.4))
+        services.task_priorities_refresh(project=project)
+        held = services.assignment_lease_next(project=project, rater=other_rater)
+        assert held.task_id == first.pk
+        assert lease_order(project, rater) == [second.pk, third.pk, fourth.pk]
+        # The other rater's lease runs out: the task before the rater's last one comes back round.
+        gone = timezone.now() - timedelta(seconds=1)
+        Assignment.objects.filter(pk=held.pk).update(leased_at=gone - timedelta(minutes=10), expires_at=gone)
+        assert lease_order(project, rater) == [first.pk]
+
+        # A refresh sends the rater back to the top: the new smallest gap first, not what follows their last.
+        later = [scored_task(project, current, [gap, 0.0]) for gap in (0.9, 0.05)]
+        services.task_priorities_refresh(project=project)
+        assert lease_order(project, rater) == [later[1].pk, later[0].pk]
 
     def test_disagreement_hands_out_the_largest_spread_across_the_last_three_versions_first(self, rater):
         project = ProjectFactory(members=[rater], task_order="disagreement")
