@@ -11,6 +11,11 @@ Each R runs once per task order (``--orders``, default fifo and uncertainty), on
 uncertainty project's tasks carry priorities, as the reward model's scoring job writes them, so that the lease
 walks the priority index; the JSON gives each order's figures and their ratios to fifo's.
 
+Against the limit: after each R's first round, the same raters on the same server and connections call
+``GET /api/v1/me`` (authenticated, one database query) twice as many times as there were submissions. A
+submission takes two requests, so half that rate is the most the loop could reach here; ``R*_vs_limit`` is the
+loop's submissions per second as a share of it (target: 0.6).
+
     python bench/rater_loop.py            # R = 1, 8 and 32
     python bench/rater_loop.py --quick    # R = 8 on fewer submissions, under two minutes
 """
@@ -239,6 +244,35 @@ class Rater:
         return status, data, (time.perf_counter() - started) * 1000
 
 
+def ceiling_round(port: int, usernames: list[str], requests: int) -> dict:
+    """The ceiling: the same raters, server and connections on ``GET /api/v1/me``, an authenticated endpoint that
+    makes one database query, ``requests`` times in all."""
+    raters = [Rater(port, username) for username in usernames]
+    lock = threading.Lock()
+    state = {"claimed": 0, "errors": 0}
+
+    def work(rater: Rater) -> None:
+        while True:
+            with lock:
+                if state["claimed"] >= requests:
+                    return
+                state["claimed"] += 1
+            status, _ = rater.request("GET", "/api/v1/me")
+            if status != 200:
+                with lock:
+                    state["errors"] += 1
+
+    threads = [threading.Thread(target=work, args=(rater,)) for rater in raters]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return {"requests": requests, "seconds": round(elapsed, 2), "requests_per_s": round(requests / elapsed, 1),
+            "errors": state["errors"]}  # fmt: skip
+
+
 def run_round(port: int, slug: str, usernames: list[str], target: int) -> dict:
     raters = [Rater(port, username) for username in usernames]
     lock = threading.Lock()
@@ -330,11 +364,20 @@ def main() -> None:
                 name = round_name(r, order)
                 result = run_round(port, plan[name]["slug"], plan[name]["usernames"], args.submissions)
                 results[name] = result
+                if order == args.orders[0]:
+                    # The ceiling, right after the first order's round, with as many raters: a submission is
+                    # two requests, so the limit is half its requests per second.
+                    ceiling = ceiling_round(port, plan[name]["usernames"], 2 * args.submissions)
+                    results[f"R{r}_ceiling"] = ceiling
+                    print(f"R={r:>2} ceiling: GET /api/v1/me {ceiling['requests_per_s']}/s")
+                result["vs_limit"] = round(result["submissions_per_s"] / (ceiling["requests_per_s"] / 2), 3)
+                results[f"{name}_vs_limit"] = result["vs_limit"]
                 print(
                     f"R={r:>2} {order:>12}: {result['submissions']} submissions in {result['seconds']} s = "
                     f"{result['submissions_per_s']}/s; next p50/p95/p99 {result['next_p50_ms']}/"
                     f"{result['next_p95_ms']}/{result['next_p99_ms']} ms; submit p50/p95/p99 "
                     f"{result['submit_p50_ms']}/{result['submit_p95_ms']}/{result['submit_p99_ms']} ms; "
+                    f"{result['vs_limit']:.0%} of the limit; "
                     f"integrity {'ok' if result['integrity']['ok'] else 'BROKEN'} {result['integrity']}"
                     + (f"; errors {result['errors']}" if result["errors"] else "")
                 )
@@ -355,7 +398,7 @@ def main() -> None:
     results["integrity_ok"] = all(
         value["integrity"]["ok"] and not value["errors"]
         for key, value in results.items()
-        if key.startswith("R") and "integrity" in value
+        if key.startswith("R") and isinstance(value, dict) and "integrity" in value
     )
     print(json.dumps(results))
 
