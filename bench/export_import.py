@@ -10,6 +10,11 @@ exporting process; the last line is one JSON object.
 Targets on a 2-core machine: the export of 1M judgements under 60 s with peak memory under 500 MB; the
 import of 100k prompts with 4 responses under 20 s.
 
+Against the limit: each export kind is also written by PostgreSQL itself, ``COPY (a SELECT of the same rows and
+texts) TO STDOUT`` (checked to give as many rows), and the import's rows go in by ``COPY FROM`` (the file parsed
+beforehand); ``*_vs_limit`` is the export's or the import's rate as a share of COPY's (targets: exports 0.3,
+the import 0.2).
+
     python bench/export_import.py [--quick]
 """
 
@@ -135,6 +140,108 @@ def child_export(kind: str, file_format: str, project_id: int) -> dict:
     }
 
 
+# The limit of each export: PostgreSQL writing the same rows, with the same texts, as COPY's text format in one
+# statement (no Python, no JSON or Parquet encoding). One row per judgement for "ranking" (prompt, the
+# responses' texts in order, ranking, margin, labels, time); one per ordered pair for "preference" (prompt,
+# chosen text, rejected text, margin), pairs drawn from the ranking's groups as the exporter draws them.
+COPY_EXPORT = {
+    "ranking": """
+        SELECT j.id, p.messages,
+               (SELECT jsonb_agg(r.text ORDER BY tr.position) FROM labeling_taskresponse tr
+                JOIN labeling_response r ON r.id = tr.response_id WHERE tr.task_id = t.id),
+               j.ranking, j.margin, j.all_bad, j.likert, j.flags, j.probability, j.created_at
+        FROM labeling_judgement j JOIN labeling_comparisontask t ON t.id = j.task_id
+        JOIN labeling_prompt p ON p.id = t.prompt_id
+        WHERE t.project_id = %(project)s ORDER BY j.task_id, j.id
+    """,
+    "preference": """
+        SELECT p.messages, winner.text, loser.text, j.margin
+        FROM labeling_judgement j JOIN labeling_comparisontask t ON t.id = j.task_id
+        JOIN labeling_prompt p ON p.id = t.prompt_id
+        CROSS JOIN LATERAL jsonb_array_elements(j.ranking) WITH ORDINALITY AS upper_group(ids, place)
+        CROSS JOIN LATERAL jsonb_array_elements(j.ranking) WITH ORDINALITY AS lower_group(ids, place)
+        CROSS JOIN LATERAL jsonb_array_elements_text(upper_group.ids) AS w(id)
+        CROSS JOIN LATERAL jsonb_array_elements_text(lower_group.ids) AS l(id)
+        JOIN labeling_response winner ON winner.id = w.id::bigint
+        JOIN labeling_response loser ON loser.id = l.id::bigint
+        WHERE t.project_id = %(project)s AND upper_group.place < lower_group.place ORDER BY j.task_id, j.id
+    """,
+}
+
+
+def child_copy_export(kind: str, project_id: int) -> dict:
+    """COPY (the export's rows) TO STDOUT into a file: the export's limit."""
+    from django.db import connection
+
+    started = time.perf_counter()
+    rows = 0
+    with tempfile.TemporaryFile() as stream, connection.cursor() as cursor:
+        sql = COPY_EXPORT[kind].replace("%(project)s", str(int(project_id)))  # COPY takes no parameters
+        with cursor.cursor.copy(f"COPY ({sql}) TO STDOUT") as copy:
+            for data in copy:
+                stream.write(data)
+                rows += bytes(data).count(b"\n")
+        size = stream.tell()
+    seconds = time.perf_counter() - started
+    return {"seconds": round(seconds, 2), "rows": rows, "rows_per_s": round(rows / seconds), "bytes": size}
+
+
+PROMPT_COLUMNS = "project_id, messages, source, external_id, content_hash, metadata, created_at"
+TASK_COLUMNS = "project_id, prompt_id, required_judgements, status, is_gold, created_at, updated_at"
+
+
+def child_copy_import(path: str) -> dict:
+    """COPY FROM of the rows the import writes for the same file (its prompts, responses, tasks and the tasks'
+    responses, into the same tables with their indexes), the file parsed beforehand: the import's limit."""
+    import hashlib
+
+    from django.db import connection, transaction
+
+    from labeling import services
+
+    with open(path, encoding="utf-8") as lines:
+        records = [json.loads(line) for line in lines]
+    project = services.project_create(name="Import limit", slug=f"import-limit-{os.getpid()}")
+    now = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime())
+
+    def copy(cursor, table: str, columns: str, rows, ids: bool = True) -> list[int]:
+        """The rows into ``table``, and (``ids``) the ids they got, in order."""
+        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}")  # noqa: S608 (a table name of ours)
+        above = cursor.fetchone()[0]
+        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as writer:
+            for row in rows:
+                writer.write_row(row)
+        if not ids:
+            return []
+        cursor.execute(f"SELECT id FROM {table} WHERE id > %s ORDER BY id", [above])  # noqa: S608
+        return [row[0] for row in cursor.fetchall()]
+
+    prompt_rows = (
+        (project.pk, json.dumps([{"role": "user", "content": record["prompt"]}]), "", record["id"],
+         hashlib.sha256(record["prompt"].encode()).hexdigest(), "{}", now)
+        for record in records
+    )  # fmt: skip
+    started = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor:
+        prompts = copy(cursor, "labeling_prompt", PROMPT_COLUMNS, prompt_rows)
+        response_rows = (
+            (prompt_id, text, "imported", "{}", now)
+            for prompt_id, record in zip(prompts, records, strict=True)
+            for text in record["responses"]
+        )
+        responses = copy(cursor, "labeling_response", "prompt_id, text, origin, metadata, created_at", response_rows)
+        task_rows = ((project.pk, prompt_id, 1, "open", False, now, now) for prompt_id in prompts)
+        tasks = copy(cursor, "labeling_comparisontask", TASK_COLUMNS, task_rows)
+        slot_rows = (
+            (task_id, responses[index * K + position], position)
+            for index, task_id in enumerate(tasks)
+            for position in range(K)
+        )
+        copy(cursor, "labeling_taskresponse", "task_id, response_id, position", slot_rows, ids=False)
+    seconds = time.perf_counter() - started
+    return {"seconds": round(seconds, 2), "records": len(records), "records_per_s": round(len(records) / seconds)}
+
+
 def child_import(path: str) -> dict:
     from labeling import services
 
@@ -176,6 +283,10 @@ def main() -> None:
         if role == "export":
             kind, file_format = detail.split(":")
             print(json.dumps(child_export(kind, file_format, project_id=args.project_id)))
+        elif role == "copy":
+            print(json.dumps(child_copy_export(detail, project_id=args.project_id)))
+        elif role == "copy-import":
+            print(json.dumps(child_copy_import(detail)))
         else:
             print(json.dumps(child_import(detail)))
         return
@@ -186,18 +297,29 @@ def main() -> None:
         project_id = generate(args.judgements)
         print(f"generated {args.judgements} judgements (K={K}) in {time.perf_counter() - started:.1f} s")
         for kind in ("preference", "ranking"):
+            limit = run_child(env, f"copy:{kind}", project_id)
+            results[f"copy_{kind}"] = limit
+            print(
+                f"COPY {kind:10} (the limit): {limit['rows']} rows, {limit['seconds']} s, {limit['rows_per_s']} rows/s"
+            )
             for file_format in ("jsonl", "parquet"):
                 figures = run_child(env, f"export:{kind}:{file_format}", project_id)
                 results[f"export_{kind}_{file_format}"] = figures
                 results[f"export_{kind}_{file_format}_rows_per_s"] = figures["rows_per_s"]
+                if figures["rows"] != limit["rows"]:
+                    raise SystemExit(f"COPY wrote {limit['rows']} {kind} rows, the export {figures['rows']}")
+                figures["vs_limit"] = round(figures["rows_per_s"] / limit["rows_per_s"], 3)
+                results[f"export_{kind}_{file_format}_vs_limit"] = figures["vs_limit"]
                 print(
                     f"export {kind:10} {file_format:7}: {figures['judgements']} judgements -> {figures['rows']} rows "
                     f"in {figures['seconds']} s ({figures['rows_per_s']} rows/s, {figures['judgements_per_s']} "
-                    f"judgements/s), peak {figures['peak_mb']} MB"
+                    f"judgements/s), peak {figures['peak_mb']} MB; {figures['vs_limit']:.0%} of COPY's rate"
                 )
-        results["export_peak_mb"] = max(value["peak_mb"] for key, value in results.items() if isinstance(value, dict))
+        results["export_peak_mb"] = max(
+            value["peak_mb"] for key, value in results.items() if key.startswith("export_") and isinstance(value, dict)
+        )
         results["export_max_seconds"] = max(
-            value["seconds"] for key, value in results.items() if isinstance(value, dict)
+            value["seconds"] for key, value in results.items() if key.startswith("export_") and isinstance(value, dict)
         )
 
         with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as source:
@@ -213,14 +335,20 @@ def main() -> None:
                     + "\n"
                 )
         try:
+            limit = run_child(env, f"copy-import:{source.name}", 0)
             figures = run_child(env, f"import:{source.name}", 0)
         finally:
             os.unlink(source.name)
+        results["copy_import"] = limit
+        figures["vs_limit"] = round(figures["records_per_s"] / limit["records_per_s"], 3)
+        results["import_vs_limit"] = figures["vs_limit"]
+        print(f"COPY FROM of the same rows (the limit): {limit['seconds']} s ({limit['records_per_s']} records/s)")
         results["import"] = figures
         results["import_records_per_s"] = figures["records_per_s"]
         print(
             f"import of {figures['records']} prompts with {K} responses: {figures['seconds']} s "
-            f"({figures['records_per_s']} records/s), created {figures['created']}, peak {figures['peak_mb']} MB"
+            f"({figures['records_per_s']} records/s), created {figures['created']}, peak {figures['peak_mb']} MB; "
+            f"{figures['vs_limit']:.0%} of COPY's rate"
         )
         results["targets"] = {
             "export_under_60_s": results["export_max_seconds"] < 60 * args.judgements / 1_000_000,
