@@ -235,7 +235,7 @@ def run_drill(args: argparse.Namespace, env: dict, work: Path) -> dict:
     from labeling.management.commands.demo_setup import DEMO_DATA_DIR
     from labeling.models import Judgement, TrainingRun, User
 
-    plan = seed({"drill": (args.raters, int(args.seconds * 200))}, overlap=2, k=2)["drill"]
+    plan = seed({"drill": (args.raters, int(args.seconds * 200), "fifo")}, overlap=2, k=2)["drill"]
     fast = IntervalSchedule.objects.create(every=BEAT_EVERY_S, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.filter(task__endswith="_fail_stale_task").update(interval=fast)
     demo_rater = User.objects.create(username="demo-rater")
