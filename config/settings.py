@@ -24,6 +24,12 @@ if env_file().exists():
 # Everything the quickstart writes (database, broker folders, artefacts) lives under one folder.
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
 ARTEFACTS_DIR = Path(env.str("ARTEFACTS_DIR", default=str(VAR_DIR / "artefacts"))).resolve()
+# The artefact store (snapshots, model versions, run logs, metrics, generated files): ARTEFACTS_DIR unless a URL
+# names another, such as s3://bucket/prefix (endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY). Uploads being imported stay in ARTEFACTS_DIR, shared by the web and default workers.
+ARTEFACTS_URL = env.str("ARTEFACTS_URL", default="")
+# This machine's own scratch folder: a run's files while it runs, before they go to a remote store.
+WORK_DIR = Path(env.str("WORK_DIR", default=str(VAR_DIR / "work"))).resolve()
 
 DEBUG = env.bool("DEBUG", default=False)
 
@@ -237,6 +243,12 @@ SPECTACULAR_SETTINGS = {
 ACCELERATE_CONFIG_FILE = env.str("ACCELERATE_CONFIG_FILE", default="")
 MODEL_CACHE_DIR = Path(env.str("MODEL_CACHE_DIR", default=str(ARTEFACTS_DIR / "cache"))).resolve()
 TRAINING_HEARTBEAT_TIMEOUT = env.int("TRAINING_HEARTBEAT_TIMEOUT", default=120)
+# How this training worker's runs that generate (PPO, Generate responses, evaluation, critique chains) write
+# responses: training.config.RolloutConfig. The loop with a dynamic cache unless set (GPU machines: see README).
+ROLLOUT_ENGINE = env.str("ROLLOUT_ENGINE", default="loop")
+ROLLOUT_STATIC_CACHE = env.bool("ROLLOUT_STATIC_CACHE", default=False)
+ROLLOUT_CUDA_GRAPH = env.bool("ROLLOUT_CUDA_GRAPH", default=False)
+ROLLOUT_VLLM_GPU_MEMORY = env.float("ROLLOUT_VLLM_GPU_MEMORY", default=0.3)
 
 # Imports: uploads larger than this answer 413; accepted ones are stored and imported by a worker.
 IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=1024**3)

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
@@ -974,14 +973,16 @@ def probe_origin(run: "TrainingRun", step: int) -> str:
 
 def probe_records(run: "TrainingRun") -> list[dict]:
     """The run's probe answers (``training.probes``): step, prompt id, response, score, KL."""
-    from django.conf import settings
-
+    from labeling.artefacts import StoreError, store
     from training.runtime import PROBES_FILE
 
-    path = Path(settings.ARTEFACTS_DIR) / run.output_dir / PROBES_FILE
-    if not run.output_dir or not path.exists():
+    if not run.output_dir:
         return []
-    return [orjson.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = store().read_text(f"{run.output_dir}/{PROBES_FILE}")
+    except StoreError:
+        return []
+    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from labeling.api import content, data, evaluation, model_in_loop, rating, reviews
+from labeling.api import artefacts, content, data, evaluation, model_in_loop, rating, reviews
 
 app_name = "api"
 
@@ -38,6 +38,8 @@ urlpatterns = [
     path("snapshots/<id:snapshot_id>", data.SnapshotDetailApi.as_view(), name="snapshot"),
     path("snapshots/<id:snapshot_id>/download", data.SnapshotDownloadApi.as_view(), name="snapshot-download"),
     # Evaluation.
+    path("models/<id:model_id>/files", artefacts.ModelFilesApi.as_view(), name="model-files"),
+    path("models/<id:model_id>/files/<path:path>", artefacts.ModelFileDownloadApi.as_view(), name="model-file"),
     path("projects/<slug:slug>/eval-split", evaluation.EvalSplitApi.as_view(), name="eval-split"),
     path("projects/<slug:slug>/leaderboard", evaluation.LeaderboardApi.as_view(), name="leaderboard"),
     path("projects/<slug:slug>/evaluations", evaluation.EvaluationApi.as_view(), name="evaluations"),

@@ -1,3 +1,5 @@
+import uuid
+
 import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -96,3 +98,29 @@ def api_import(staff_api, artefacts):
         return staff_api.get(response["Location"]).json()
 
     return run
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    from tests.s3 import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("s3")) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_store(s3_endpoint, settings, monkeypatch, tmp_path):
+    """The artefact store in a fresh bucket of the test S3 server, the local artefacts folder empty: what the
+    app, the workers and the trainer they start read and write, over HTTP."""
+    from labeling.artefacts import store
+    from tests.s3 import CREDENTIALS
+
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint, "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    settings.ARTEFACTS_URL = f"s3://studio-{uuid.uuid4().hex[:12]}/artefacts"
+    settings.ARTEFACTS_DIR = tmp_path / "web" / "artefacts"
+    settings.WORK_DIR = tmp_path / "web" / "work"
+    settings.MODEL_CACHE_DIR = tmp_path / "web" / "cache"
+    artefacts = store()
+    artefacts.ensure()
+    return artefacts

@@ -28,8 +28,23 @@ def queues_of(service: dict) -> set[str]:
     return set(words[words.index("--queues") + 1].split(","))
 
 
-def test_the_stack_has_the_six_services(services):
-    assert set(services) == {"postgres", "redis", "web", "worker", "trainer", "beat"}
+def test_the_stack_has_the_seven_services(services):
+    assert set(services) == {"postgres", "redis", "minio", "web", "worker", "trainer", "beat"}
+
+
+def test_artefacts_go_to_minio_and_the_trainer_shares_no_folder(services):
+    minio = services["minio"]
+    for name in APP_SERVICES:
+        environment = services[name]["environment"]
+        assert urlsplit(environment["ARTEFACTS_URL"]).scheme == "s3"
+        assert urlsplit(environment["AWS_ENDPOINT_URL"]).hostname == "minio"
+        assert environment["AWS_ACCESS_KEY_ID"] == minio["environment"]["MINIO_ROOT_USER"]
+        assert environment["AWS_SECRET_ACCESS_KEY"] == minio["environment"]["MINIO_ROOT_PASSWORD"]
+    volume = lambda name: {mount.split(":")[0] for mount in services[name]["volumes"]}  # noqa: E731
+    assert volume("trainer").isdisjoint(volume("web") | volume("worker"))
+    assert services["web"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    command = " ".join(command_of(services["web"]))
+    assert command.index("artefacts_check") < command.index("gunicorn config.wsgi")
 
 
 def test_every_app_service_uses_the_same_database_and_broker(services):

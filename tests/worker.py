@@ -51,9 +51,10 @@ class Worker:
 
 
 @contextmanager
-def celery_worker(log_dir: Path) -> Iterator[Worker]:
+def celery_worker(log_dir: Path, **folders: Path) -> Iterator[Worker]:
     """Start ``celery worker`` as a subprocess listening on a queue of its own, so that no other worker on
-    the same broker takes the test's messages; stop it afterwards."""
+    the same broker takes the test's messages; stop it afterwards. ``folders`` (``VAR_DIR=...``) give it local
+    folders of its own, as a worker on another machine has."""
     queue = f"test-{uuid.uuid4().hex[:12]}"
     env = {
         **os.environ,
@@ -63,7 +64,10 @@ def celery_worker(log_dir: Path) -> Iterator[Worker]:
         "VAR_DIR": str(settings.VAR_DIR),
         "ARTEFACTS_DIR": str(settings.ARTEFACTS_DIR),
         "MODEL_CACHE_DIR": str(settings.MODEL_CACHE_DIR),
+        "WORK_DIR": str(settings.WORK_DIR),
+        "ARTEFACTS_URL": settings.ARTEFACTS_URL,
         "SECRET_KEY": settings.SECRET_KEY,
+        **{name: str(folder) for name, folder in folders.items()},
     }
     log_path = log_dir / f"worker-{queue}.log"
     with open(log_path, "w", encoding="utf-8") as log:

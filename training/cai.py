@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from training.config import CritiqueConfig, FeedbackConfig
+from training.config import CritiqueConfig, FeedbackConfig, RolloutConfig
 from training.data import as_messages, pick_prompts, read_prompts_with_ids
 from training.models import causal_lm_for_inference
+from training.rollout import RolloutEngine, rollout_engine_for
 from training.runtime import CHAINS_FILE, LABELS_FILE, Progress, write_result
 from training.sampling import cache_argument_name, generate, position_ids_for
 from training.text import policy_prompt, uses_chat_template
@@ -127,8 +128,11 @@ def _cut(text: str) -> str:
 
 
 @torch.no_grad()
-def complete(model, tokenizer, texts: list[str], *, max_new_tokens: int, temperature: float, batch_size: int = 8):
-    """The model's continuation of each text (left-padded batches, the PPO sampling loop)."""
+def complete(
+    model, tokenizer, texts: list[str], *, max_new_tokens: int, temperature: float, batch_size: int = 8,
+    engine: RolloutEngine | None = None,
+):  # fmt: skip
+    """The model's continuation of each text, in left-padded batches, by ``engine`` (by default the loop)."""
     device = next(model.parameters()).device
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     results: list[str] = []
@@ -141,7 +145,7 @@ def complete(model, tokenizer, texts: list[str], *, max_new_tokens: int, tempera
         ).to(device)
         tokens = generate(
             model, batch["input_ids"], batch["attention_mask"], max_new_tokens, temperature,
-            tokenizer.eos_token_id, tokenizer.pad_token_id,
+            tokenizer.eos_token_id, tokenizer.pad_token_id, engine,
         )  # fmt: skip
         results.extend(_cut(text) for text in tokenizer.batch_decode(tokens, skip_special_tokens=True))
     return results
@@ -296,6 +300,7 @@ def critique_chains(
     max_new_tokens: int = 128,
     temperature: float = 0.7,
     initial_responses: list[str] | None = None,
+    engine: RolloutEngine | None = None,
 ) -> list[CritiqueChainResult]:
     """Answer each prompt (or take ``initial_responses``), then ``rounds`` of critique and revision, each by
     a principle drawn at random from those with a critique and a revision request."""
@@ -306,7 +311,7 @@ def critique_chains(
     if initial_responses is None:
         initial_responses = complete(
             model, tokenizer, [policy_prompt(tokenizer, messages) for messages in prompts],
-            max_new_tokens=max_new_tokens, temperature=temperature,
+            max_new_tokens=max_new_tokens, temperature=temperature, engine=engine,
         )  # fmt: skip
     chains = [
         CritiqueChainResult(messages=messages, initial_response=response, rounds=[])
@@ -319,13 +324,13 @@ def critique_chains(
             model, tokenizer,
             [critique_text(tokenizer, c.messages, r, p, few_shot)
              for c, r, p in zip(chains, current, chosen, strict=True)],
-            max_new_tokens=max_new_tokens, temperature=temperature,
+            max_new_tokens=max_new_tokens, temperature=temperature, engine=engine,
         )  # fmt: skip
         revisions = complete(
             model, tokenizer,
             [revision_text(tokenizer, c.messages, r, p, k, few_shot)
              for c, r, p, k in zip(chains, current, chosen, critiques, strict=True)],
-            max_new_tokens=max_new_tokens, temperature=temperature,
+            max_new_tokens=max_new_tokens, temperature=temperature, engine=engine,
         )  # fmt: skip
         for chain, principle, critique, revision in zip(chains, chosen, critiques, revisions, strict=True):
             chain.rounds.append(
@@ -358,6 +363,7 @@ def run_critique(
     model=None,
     tokenizer=None,
     max_prompts: int = CritiqueConfig.max_prompts,
+    engine_settings: RolloutConfig | None = None,
 ) -> dict:
     """Critique chains for every prompt of a ``prompts`` export (or ``max_prompts`` of them drawn at random),
     written to ``output_dir/chains.jsonl``."""
@@ -369,6 +375,7 @@ def run_critique(
     prompts = pick_prompts(read_prompts_with_ids(prompts_path), max_prompts, seed)
     principles = read_principles(principles_path)
     model, tokenizer = causal_lm_for_inference(model_name, cache_dir, model, tokenizer)
+    engine = rollout_engine_for(model, engine_settings)
     progress.phase("generating")
     started, written = time.monotonic(), 0
     with open(output_dir / CHAINS_FILE, "w", encoding="utf-8") as out:
@@ -377,6 +384,7 @@ def run_critique(
             chains = critique_chains(
                 model, tokenizer, [messages for _, messages in batch], principles, rounds=rounds,
                 seed=seed * 100_003 + index, few_shot=few_shot, max_new_tokens=max_new_tokens, temperature=temperature,
+                engine=engine,
             )  # fmt: skip
             for (prompt_id, _), chain in zip(batch, chains, strict=True):
                 out.write(json.dumps({"prompt_id": prompt_id, "initial_response": chain.initial_response,

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from training.config import (
     REWARD_PRESETS,
+    ROLLOUT_FIELDS,
     CritiqueConfig,
     EvaluateConfig,
     FeedbackConfig,
@@ -31,11 +32,12 @@ from training.config import (
 from training.data import DataError
 from training.models import ModelNotFound
 from training.runtime import Watchdog, process_rank, write_error
+from training.store import StoreError, is_store_url, materialise
 
 # Errors in what the user gave (a file, a model name or path, a setting): a one-line message and exit code 2.
 # OSError is here because transformers raises it for a model it cannot find; a full disk raises it too. Anything
 # else (a bug, the GPU) keeps its traceback and exits 1. Both leave the error in OUT/error.json for the app.
-USER_ERRORS = (DataError, ModelNotFound, OSError, ValueError)
+USER_ERRORS = (DataError, ModelNotFound, OSError, StoreError, ValueError)
 
 
 class Metrics:
@@ -138,6 +140,24 @@ def config_arguments(
         parser.add_argument(f"--{spec.name.replace('_', '-')}", **options)
 
 
+INPUT_FILES = ("data", "reference", "prompts", "ptx_data")  # the options that name an export to read
+
+
+def input_file(value: str) -> Path | str:
+    """An export to read: a local path, or a URL in the artefact store (``s3://...#sha256=...``), which
+    ``inputs_fetch`` turns into a checked local copy before the run starts."""
+    return value if is_store_url(value) else Path(value)
+
+
+def inputs_fetch(args: argparse.Namespace) -> None:
+    """Every export given as a store URL, fetched into the cache folder and checked against its sha256."""
+    cache = args.cache_dir or Path.home() / ".cache" / "rlhf-studio"
+    for name in INPUT_FILES:
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            setattr(args, name, Path(materialise(value, cache)))
+
+
 def config_from(config: type, args: argparse.Namespace, **given):
     """The ``config`` dataclass from the parsed options (its checks run), with ``given`` for skipped fields."""
     names = {spec.name for spec in dataclasses.fields(config)} - set(given)
@@ -153,13 +173,15 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _reward_arguments(parser: argparse.ArgumentParser, preset: str = "cpu") -> None:
-    parser.add_argument("--data", required=True, type=Path, help="a ranking or preference export (JSONL or Parquet)")
+    parser.add_argument(
+        "--data", required=True, type=input_file, help="a ranking or preference export (JSONL or Parquet)"
+    )
     parser.add_argument(
         "--preset", choices=list(REWARD_PRESETS), default="cpu",
         help="a named recipe (cpu: MiniLM; gpu: SmolLM2-135M) whose settings are the defaults; options given win",
     )  # fmt: skip
     _output_arguments(parser)
-    parser.add_argument("--reference", type=Path, help="an sft export whose replies set the reward's zero")
+    parser.add_argument("--reference", type=input_file, help="an sft export whose replies set the reward's zero")
     parser.add_argument("--baseline", help="a reward model to evaluate on the same held-out prompts, for comparison")
     parser.add_argument("--human-weight", type=float, default=1.0, help="loss weight of human judgements")
     parser.add_argument("--ai-weight", type=float, default=1.0, help="loss weight of AI feedback labels")
@@ -180,7 +202,7 @@ def run_reward(args: argparse.Namespace, metrics: Metrics) -> dict:
 
 
 def _sft_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, type=Path, help="an sft export (JSONL or Parquet)")
+    parser.add_argument("--data", required=True, type=input_file, help="an sft export (JSONL or Parquet)")
     _output_arguments(parser)
     config_arguments(parser, SFTConfig)
 
@@ -194,9 +216,9 @@ def run_sft(args: argparse.Namespace, metrics: Metrics) -> dict:
 
 
 def _ppo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prompts", required=True, type=Path, help="any export with prompts (JSONL or Parquet)")
+    parser.add_argument("--prompts", required=True, type=input_file, help="any export with prompts (JSONL or Parquet)")
     _output_arguments(parser)
-    parser.add_argument("--ptx-data", type=Path, help="an sft export for PPO-ptx (with --ptx-coef above 0)")
+    parser.add_argument("--ptx-data", type=input_file, help="an sft export for PPO-ptx (with --ptx-coef above 0)")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds a checkpoint")
     config_arguments(parser, PPOConfig, required=("reward_model",))
 
@@ -213,22 +235,31 @@ def run_ppo(args: argparse.Namespace, metrics: Metrics) -> dict:
 
 
 def _generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prompts", required=True, type=Path, help="a prompts export (prompt_id and prompt)")
+    parser.add_argument("--prompts", required=True, type=input_file, help="a prompts export (prompt_id and prompt)")
     _output_arguments(parser)
     config_arguments(parser, GenerateConfig, required=("model",))
+
+
+def _own_options(config) -> dict:
+    """A command's options but its model and its rollout settings, for a function that takes them one by one."""
+    options = config.as_dict()
+    for name in ("model", *ROLLOUT_FIELDS):
+        options.pop(name)
+    return options
 
 
 def run_generate(args: argparse.Namespace, metrics: Metrics) -> dict:
     from training.generate import generate_responses
 
-    config = config_from(GenerateConfig, args).as_dict()
+    config = config_from(GenerateConfig, args)
     return generate_responses(
-        config.pop("model"), args.prompts, args.out, cache_dir=args.cache_dir, on_metrics=metrics, **config
-    )
+        config.model, args.prompts, args.out, cache_dir=args.cache_dir, on_metrics=metrics,
+        engine_settings=config.rollout_settings(), **_own_options(config),
+    )  # fmt: skip
 
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prompts", required=True, type=Path, help="a prompts export (prompt_id and prompt)")
+    parser.add_argument("--prompts", required=True, type=input_file, help="a prompts export (prompt_id and prompt)")
     parser.add_argument("--versions", required=True, type=Path, help='{"version name": model, ...} as JSON')
     _output_arguments(parser)
     config_arguments(parser, EvaluateConfig, skip=("model",))
@@ -256,7 +287,7 @@ def run_score(args: argparse.Namespace, metrics: Metrics) -> dict:
 
 
 def _critique_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prompts", required=True, type=Path, help="a prompts export (prompt_id and prompt)")
+    parser.add_argument("--prompts", required=True, type=input_file, help="a prompts export (prompt_id and prompt)")
     parser.add_argument("--principles", required=True, type=Path, help="principles as JSON (the app writes it)")
     parser.add_argument("--few-shot", type=Path, help="a text file put before every critique prompt")
     _output_arguments(parser)
@@ -266,11 +297,11 @@ def _critique_arguments(parser: argparse.ArgumentParser) -> None:
 def run_critique(args: argparse.Namespace, metrics: Metrics) -> dict:
     from training.cai import run_critique as critique
 
-    config = config_from(CritiqueConfig, args).as_dict()
+    config = config_from(CritiqueConfig, args)
     return critique(
-        config.pop("model"), args.prompts, args.principles, args.out,
+        config.model, args.prompts, args.principles, args.out,
         few_shot=args.few_shot.read_text(encoding="utf-8") if args.few_shot else "",
-        cache_dir=args.cache_dir, on_metrics=metrics, **config,
+        cache_dir=args.cache_dir, on_metrics=metrics, engine_settings=config.rollout_settings(), **_own_options(config),
     )  # fmt: skip
 
 
@@ -322,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     Watchdog.from_environment(args.out).start()  # the trainer dies with the worker that started it
     with Metrics(args.metrics) as metrics:
         try:
+            inputs_fetch(args)
             summary = RUNNERS[args.command](args, metrics)
         except Exception as error:
             # The trainer's own account of the failure, for the app; then a message or the traceback.

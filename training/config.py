@@ -153,7 +153,39 @@ class SFTConfig:
 
 
 @dataclass
-class PPOConfig:
+class RolloutConfig:
+    """How a command that generates writes its responses (``training.rollout``)."""
+
+    rollout_engine: Literal["loop", "vllm"] = "loop"
+    """``loop``: the model's own forward pass, a token at a time with the KV cache. ``vllm``: vLLM's paged
+    attention and continuous batching; needs the vllm package and a CUDA GPU (PPO pushes the policy's weights
+    into it after every update)."""
+    static_cache: bool = False
+    """The loop's KV cache made once for prompt and response, so that every decode step has the same shapes."""
+    cuda_graph: bool = False
+    """On a GPU, the loop's decode step replayed as a CUDA graph (with the static cache): one launch per token
+    instead of one per kernel. Ignored on a CPU."""
+    vllm_gpu_memory: float = 0.3
+    """The share of GPU memory vLLM may take for its weights and KV cache, beside the trainer's."""
+
+    def __post_init__(self) -> None:
+        if self.rollout_engine not in ("loop", "vllm"):
+            raise ValueError(f"rollout_engine must be 'loop' or 'vllm', not '{self.rollout_engine}'.")
+        if not 0 < self.vllm_gpu_memory <= 1:
+            raise ValueError(
+                f"vllm_gpu_memory is a share of the GPU's memory: above 0, at most 1, not {self.vllm_gpu_memory}."
+            )
+
+    def rollout_settings(self) -> "RolloutConfig":
+        """These settings alone (for a function that takes its other options one by one)."""
+        return RolloutConfig(**{name: getattr(self, name) for name in ROLLOUT_FIELDS})
+
+
+ROLLOUT_FIELDS = ("rollout_engine", "static_cache", "cuda_graph", "vllm_gpu_memory")
+
+
+@dataclass
+class PPOConfig(RolloutConfig):
     """PPO against a reward model with a per-token KL penalty to the initial policy (InstructGPT, section 3.5),
     with the implementation details that published replications found to matter."""
 
@@ -226,6 +258,7 @@ class PPOConfig:
     lora_alpha: int = 32
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.mini_batch_size = self.mini_batch_size or self.batch_size
         if self.batch_size <= 0 or self.batch_size % self.mini_batch_size:
             raise ValueError(
@@ -244,7 +277,7 @@ class PPOConfig:
 
 
 @dataclass
-class PromptSamplingConfig:
+class PromptSamplingConfig(RolloutConfig):
     """What every command that has a model answer a project's prompts shares."""
 
     model: str = DEFAULT_POLICY
@@ -258,6 +291,7 @@ class PromptSamplingConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _require_positive(self, "max_new_tokens", "temperature", "batch_size")
         if self.max_prompts < 0:
             raise ValueError(f"max_prompts must be 0 (all) or more, not {self.max_prompts}.")

@@ -57,6 +57,7 @@ def answer_eval_prompts(
                 model, prompts_path, folder, samples=1, max_new_tokens=config.max_new_tokens,
                 temperature=config.temperature, batch_size=config.batch_size, seed=config.seed,
                 max_prompts=config.max_prompts, cache_dir=cache_dir, on_metrics=scaled,
+                engine_settings=config.rollout_settings(),
             )  # fmt: skip
             with open(folder / RESPONSES_FILE, encoding="utf-8") as answers:
                 for line in answers:

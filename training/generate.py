@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
-from training.config import GenerateConfig
+from training.config import GenerateConfig, RolloutConfig
 from training.data import pick_prompts, read_prompts_with_ids
 from training.models import causal_lm_for_inference
+from training.rollout import rollout_engine_for
 from training.runtime import RESPONSES_FILE, MetricsSink, Progress, write_result
 from training.sampling import SamplingConfig, sample
 
@@ -34,6 +35,7 @@ def generate_responses(
     model=None,
     tokenizer=None,
     max_prompts: int = GenerateConfig.max_prompts,
+    engine_settings: RolloutConfig | None = None,
 ) -> dict:
     """Write ``output_dir/responses.jsonl`` and ``output_dir/result.json``; returns the summary. With
     ``max_prompts``, that many prompts drawn at random (seeded) are answered instead of all."""
@@ -44,6 +46,7 @@ def generate_responses(
     torch.manual_seed(seed)
     prompts = pick_prompts(read_prompts_with_ids(prompts_path), max_prompts, seed)
     model, tokenizer = causal_lm_for_inference(model_name, cache_dir, model, tokenizer)
+    engine = rollout_engine_for(model, engine_settings)
     device = next(model.parameters()).device
     jobs = [(prompt_id, messages) for prompt_id, messages in prompts for _ in range(samples)]
     config = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature)
@@ -53,7 +56,7 @@ def generate_responses(
     with open(partial, "w", encoding="utf-8") as out:
         for first in range(0, len(jobs), batch_size):
             batch = jobs[first : first + batch_size]
-            rollout = sample(model, tokenizer, [messages for _, messages in batch], config, device)
+            rollout = sample(model, tokenizer, [messages for _, messages in batch], config, device, engine)
             for (prompt_id, _), text, ended in zip(batch, rollout.texts, rollout.has_eos.tolist(), strict=True):
                 out.write(json.dumps({"prompt_id": prompt_id, "response": text, "finished": ended}) + "\n")
                 written += 1

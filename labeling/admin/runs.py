@@ -5,13 +5,13 @@ from functools import partial
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from labeling import runs, services
+from labeling import artefacts, runs
 from labeling.admin import evaluation
 from labeling.admin.base import ReadOnlyAdmin
 from labeling.models import (
@@ -58,11 +58,11 @@ class DatasetSnapshotAdmin(ReadOnlyAdmin):
 
     def download_view(self, request: HttpRequest, snapshot_id: int) -> HttpResponseBase:
         snapshot = get_object_or_404(DatasetSnapshot, pk=snapshot_id)
-        file_path = services.snapshot_path(snapshot)
-        if not file_path.is_file():
+        try:
+            return artefacts.file_response(snapshot.path, snapshot.sha256, filename=snapshot.path.rsplit("/", 1)[-1])
+        except artefacts.StoreError:
             self.message_user(request, f"The file of snapshot {snapshot.pk} is missing.", messages.ERROR)
             return HttpResponseRedirect(reverse("admin:labeling_datasetsnapshot_changelist"))
-        return FileResponse(open(file_path, "rb"), as_attachment=True, filename=file_path.name)  # noqa: SIM115
 
 
 def _curve(history: list[dict], key: str, colour: str, width: int = 560, height: int = 140) -> str:

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import exporters, importers, permissions, selectors, services, validation
+from labeling import artefacts, exporters, importers, permissions, selectors, services, validation
 from labeling.api.access import project_for_staff
 from labeling.errors import NotFound
 from labeling.models import DatasetSnapshot, ImportJob, Project, User
@@ -232,10 +232,10 @@ class SnapshotDownloadApi(APIView):
     )
     def get(self, request: Request, snapshot_id: int) -> HttpResponseBase:
         snapshot = get_object_or_404(DatasetSnapshot, pk=snapshot_id)
-        path = services.snapshot_path(snapshot)
-        if not path.is_file():
-            raise NotFound(f"The file of snapshot {snapshot.pk} is missing from the artefacts folder.")
-        response = FileResponse(open(path, "rb"), content_type=CONTENT_TYPES[snapshot.file_format])  # noqa: SIM115
-        response["Content-Disposition"] = f'attachment; filename="{path.name}"'
-        response["X-Content-SHA256"] = snapshot.sha256
-        return response
+        try:
+            return artefacts.file_response(
+                snapshot.path, snapshot.sha256, filename=snapshot.path.rsplit("/", 1)[-1],
+                content_type=CONTENT_TYPES[snapshot.file_format],
+            )  # fmt: skip
+        except artefacts.StoreError:
+            raise NotFound(f"The file of snapshot {snapshot.pk} is missing from the artefact store.") from None

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,13 +20,15 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
+from labeling import artefacts
 from labeling.errors import ApplicationError
 from labeling.models import TrainingRun
 from labeling.runs.logs import failure_message
 from labeling.runs.outcomes import run_end
 from labeling.runs.spec import spec_for
-from labeling.runs.starting import artefacts_dir, model_path
-from training.runtime import METRICS_FILE, RESULT_FILE, WATCHED_PIDS_ENV
+from labeling.runs.starting import model_path
+from training.config import RolloutConfig
+from training.runtime import METRICS_FILE, MODEL_DIR, RESULT_FILE, WATCHED_PIDS_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 logger = logging.getLogger(__name__)
@@ -80,13 +83,26 @@ def trainer_command(run: TrainingRun, out_dir: Path) -> list[str]:
     if spec.data_flag:
         if run.snapshot is None:
             raise ApplicationError(f"The {run.get_kind_display()} run {run.pk} names no snapshot to read.")
-        command += [spec.data_flag, str(artefacts_dir() / run.snapshot.path)]
+        command += [spec.data_flag, artefacts.snapshot_reference(run.snapshot)]
     command += ["--out", str(out_dir), "--metrics", str(out_dir / METRICS_FILE),
                 "--cache-dir", str(settings.MODEL_CACHE_DIR)]  # fmt: skip
     if spec.model_flag:  # a kind that loads several models names them in its own arguments
         command += [spec.model_flag, model_path(run.parent_model) if run.parent_model else run.base_model]
     command += [*spec.arguments(run, out_dir), *config_options(config, spec.options)]
+    if spec.config is not None and issubclass(spec.config, RolloutConfig):
+        command += rollout_options(config)
     return [*launch, "-m", "training", *command]
+
+
+def rollout_options(config: dict) -> list[str]:
+    """This worker's rollout engine settings (``ROLLOUT_*``) where they differ from the trainer's defaults and
+    the run's own config does not set them."""
+    worker = {
+        "rollout_engine": settings.ROLLOUT_ENGINE, "static_cache": settings.ROLLOUT_STATIC_CACHE,
+        "cuda_graph": settings.ROLLOUT_CUDA_GRAPH, "vllm_gpu_memory": settings.ROLLOUT_VLLM_GPU_MEMORY,
+    }  # fmt: skip
+    chosen = {name: value for name, value in worker.items() if value != getattr(RolloutConfig, name)}
+    return config_options({**chosen, **config}, tuple(chosen))
 
 
 class MetricsFollower:
@@ -172,9 +188,10 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
     run = TrainingRun.objects.select_related("project", "snapshot", "parent_model").get(pk=run_id)
     if not started:
         return run.status
-    out_dir = artefacts_dir() / "runs" / f"{run.kind}-{run.pk}"
+    run.output_dir = artefacts.run_key(run)
+    TrainingRun.objects.filter(pk=run.pk).update(output_dir=run.output_dir)
+    out_dir = artefacts.run_folder(run)
     out_dir.mkdir(parents=True, exist_ok=True)
-    TrainingRun.objects.filter(pk=run.pk).update(output_dir=str(out_dir.relative_to(artefacts_dir())))
     log_path = out_dir / "log.txt"
     spec = spec_for(run.kind)
     process: subprocess.Popen | None = None
@@ -207,13 +224,17 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
                 unsaved = []
                 if cancelled:
                     _stop(process)
+                    outputs_keep(run, out_dir, succeeded=False)
                     run_end(run, TrainingRun.Status.CANCELLED, error="Cancelled by an administrator.", log=log_path)
                     return TrainingRun.Status.CANCELLED
         unsaved += follower.new_lines()
         _when_the_database_answers(lambda: record_progress(run, unsaved, timezone.now()))
         if process.returncode == 0 and (out_dir / RESULT_FILE).exists():
+            outputs_keep(run, out_dir, succeeded=True)  # raises, and nothing is registered, unless all arrived
             _when_the_database_answers(lambda: spec.register(run, out_dir, timezone.now()))
+            outputs_done(out_dir)
             return TrainingRun.Status.SUCCEEDED
+        outputs_keep(run, out_dir, succeeded=False)
         failure = failure_message(out_dir, process.returncode)
         _when_the_database_answers(lambda: run_end(run, TrainingRun.Status.FAILED, error=failure, log=log_path))
         return TrainingRun.Status.FAILED
@@ -223,6 +244,32 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
         reason = f"{type(error).__name__}: {error}"
         _when_the_database_answers(lambda: run_end(run, TrainingRun.Status.FAILED, error=reason, log=log_path))
         raise
+
+
+def outputs_keep(run: TrainingRun, out_dir: Path, *, succeeded: bool) -> None:
+    """Put the run's folder into the artefact store, each file checked on arrival: the model folder as a tree of
+    its own (the model version's files), then the rest (log, metrics, generated files) with the run's manifest.
+    A run that did not succeed keeps its log and metrics there for people to read, if they can be stored."""
+    store = artefacts.store()
+    key = run.output_dir
+    if not succeeded:
+        try:
+            store.put_tree(out_dir, key, skip=(MODEL_DIR,))
+        except Exception as error:  # the run's failure is what matters; the log tail is in the database
+            logger.warning("run %s: its log could not be stored (%s)", run.pk, error)
+        return
+    try:
+        if (out_dir / MODEL_DIR).is_dir():
+            store.put_tree(out_dir / MODEL_DIR, f"{key}/{MODEL_DIR}")
+        store.put_tree(out_dir, key, skip=(MODEL_DIR,))
+    except Exception as error:
+        raise ApplicationError(f"The run's outputs could not be stored in the artefact store: {error}") from error
+
+
+def outputs_done(out_dir: Path) -> None:
+    """A remote store holds the run's files now: free the worker's disk."""
+    if not artefacts.store().is_local:
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def _when_the_database_answers(write, patience_s: float = DATABASE_PATIENCE_S) -> None:

@@ -10,10 +10,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from labeling import selectors
+from labeling.artefacts import run_folder
 from labeling.errors import Conflict
 from labeling.models import Judgement, Project, TrainingRun
 from labeling.runs.kinds.reward import reward_run_start
-from labeling.runs.starting import artefacts_dir
 from training.runtime import STOP_FILE
 
 ACTIVE = (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
@@ -50,7 +50,7 @@ def training_runs_fail_orphaned(*, worker: str | None = None, now=None) -> int:
         )
         if marked and run.output_dir:
             with contextlib.suppress(OSError):  # the folder may be on a machine this one cannot reach
-                (artefacts_dir() / run.output_dir / STOP_FILE).write_text(ORPHANED, encoding="utf-8")
+                (run_folder(run) / STOP_FILE).write_text(ORPHANED, encoding="utf-8")
         failed += marked
     return failed
 

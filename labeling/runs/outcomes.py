@@ -10,7 +10,6 @@ from django.utils import timezone
 from config.version import code_version
 from labeling.models import ModelVersion, TrainingRun
 from labeling.runs.logs import log_tail
-from labeling.runs.starting import artefacts_dir
 from labeling.services.routing import model_in_loop_refresh_later
 from training.runtime import read_result
 
@@ -50,7 +49,7 @@ def model_version_register(run: TrainingRun, out_dir: Path, now) -> ModelVersion
         kind=ModelVersion.Kind.REWARD if run.kind == TrainingRun.Kind.REWARD else ModelVersion.Kind.POLICY,
         name=f"{run.kind}-{run.pk}",
         base_model=run.base_model,
-        artefact_path=str(model_dir.relative_to(artefacts_dir())),
+        artefact_path=f"{run.output_dir}/{model_dir.relative_to(out_dir).as_posix()}",
         content_hash=files_hash(model_dir),
         metrics=result["metrics"],
         parent=run.parent_model,

@@ -1,8 +1,6 @@
 """What every run kind's start service shares: the checks of its inputs, and queuing the run on the training
 workers once the transaction commits."""
 
-from pathlib import Path
-
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
@@ -13,12 +11,11 @@ from labeling.models.runs import RunKind
 EXECUTE_TASK = "labeling.tasks.training_run_execute_task"
 
 
-def artefacts_dir() -> Path:
-    return Path(settings.ARTEFACTS_DIR)
-
-
 def model_path(version: ModelVersion) -> str:
-    return str(artefacts_dir() / version.artefact_path)
+    """How the trainer is told of a model version (a folder, or a URL in a remote artefact store)."""
+    from labeling.artefacts import model_reference
+
+    return model_reference(version)
 
 
 def run_queue(run: TrainingRun) -> None:

@@ -85,7 +85,7 @@ from labeling.services.routing import (
     task_priorities,
     task_priorities_refresh,
 )
-from labeling.services.snapshots import dataset_snapshot_create, snapshot_path
+from labeling.services.snapshots import dataset_snapshot_create
 
 __all__ = [
     "model_in_loop_refresh_later",
@@ -141,7 +141,6 @@ __all__ = [
     "review_queue_refresh",
     "review_reason",
     "review_send_back",
-    "snapshot_path",
     "stored_html_fill",
     "task_problem_report_create",
     "task_problem_report_dismiss",

@@ -1,14 +1,12 @@
 """Snapshots: an export frozen as a read-only file with its hash, counts, filter and code version."""
 
 import hashlib
-from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from config.version import code_version
-from labeling import selectors
+from labeling import artefacts, selectors
 from labeling.errors import ApplicationError
 from labeling.models import DatasetSnapshot, Project, User
 
@@ -46,31 +44,38 @@ def dataset_snapshot_create(
     conversational: bool = False,
     created_by: User | None = None,
 ) -> DatasetSnapshot:
-    """Freeze an export: write the file under the artefacts folder (read-only), then record its sha256, row
-    counts, filter and code version. Should recording fail, the file is removed again."""
+    """Freeze an export: write the file (read-only) and put it in the artefact store, checked on arrival, then
+    record its sha256, row counts, filter and code version. Should recording fail, the file is removed again."""
     from labeling import exporters
 
     selection = selection or selectors.ExportFilter(project_id=project.pk)
     if selection.project_id != project.pk:
         raise ApplicationError("The export filter names another project.")
-    folder = Path(settings.ARTEFACTS_DIR) / "snapshots" / project.slug
-    folder.mkdir(parents=True, exist_ok=True)
+    store = artefacts.store()
     stamp = timezone.now().strftime("%Y%m%dT%H%M%S%f")
-    final = folder / f"{stamp}-{kind}.{file_format}"
+    key = f"snapshots/{project.slug}/{stamp}-{kind}.{file_format}"
+    final = artefacts.local_folder(key)
+    final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_suffix(final.suffix + ".partial")
+    stored = False
     try:
         with open(partial, "wb") as raw:
             stream = _HashingWriter(raw)
             stats = exporters.write_export(kind, file_format, selection, stream, conversational=conversational)
         partial.chmod(0o444)
         partial.rename(final)
+        if not store.is_local:
+            if store.put_file(final, key) != stream.digest.hexdigest():
+                raise ApplicationError(f"The snapshot file {key} changed while it was stored.")
+            stored = True
+            final.unlink()
         with transaction.atomic():
             return DatasetSnapshot.objects.create(
                 project=project,
                 kind=kind,
                 file_format=file_format,
                 filters={**selection.as_dict(), "conversational": conversational},
-                path=str(final.relative_to(settings.ARTEFACTS_DIR)),
+                path=key,
                 sha256=stream.digest.hexdigest(),
                 row_count=stats.rows,
                 counts=stats.as_dict(),
@@ -80,8 +85,6 @@ def dataset_snapshot_create(
     except BaseException:
         for leftover in (partial, final):
             leftover.unlink(missing_ok=True)
+        if stored:
+            store.remove(key)
         raise
-
-
-def snapshot_path(snapshot: DatasetSnapshot) -> Path:
-    return Path(settings.ARTEFACTS_DIR) / snapshot.path

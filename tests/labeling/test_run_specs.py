@@ -7,7 +7,9 @@ import pytest
 
 from labeling import runs
 from labeling.models import TrainingRun
+from labeling.runs.execution import rollout_options
 from training.cli import RUNNERS, build_parser, config_from
+from training.config import RolloutConfig
 
 
 def subcommand_options(command: str) -> set[str]:
@@ -84,3 +86,31 @@ def test_the_options_a_run_passes_reach_the_trainer_with_their_values(kind):
         assert {name: getattr(built, name) for name in spec.options if hasattr(built, name)} == {
             name: value for name, value in config.items() if hasattr(spec.config, name)
         }
+
+
+GENERATING = [
+    kind for kind in TrainingRun.Kind.values if issubclass(runs.spec_for(kind).config or object, RolloutConfig)
+]
+
+
+def test_the_kinds_that_generate_are_those_that_take_rollout_settings():
+    assert set(GENERATING) == {"ppo", "generate", "evaluate", "critique"}
+
+
+@pytest.mark.parametrize("kind", GENERATING)
+def test_the_workers_rollout_engine_settings_reach_the_trainer_unless_the_run_sets_its_own(kind, settings):
+    spec = runs.spec_for(kind)
+    subcommand = next(action for action in build_parser()._actions if action.dest == "command").choices[spec.command]
+    required = [part for action in subcommand._actions if action.required for part in (action.option_strings[0], "x")]
+    assert rollout_options({}) == []  # the defaults: nothing added to the command
+    settings.ROLLOUT_ENGINE, settings.ROLLOUT_STATIC_CACHE, settings.ROLLOUT_CUDA_GRAPH = "vllm", True, True
+    settings.ROLLOUT_VLLM_GPU_MEMORY = 0.5
+    built = config_from(spec.config, build_parser().parse_args([spec.command, *required, *rollout_options({})]))
+    assert (built.rollout_engine, built.static_cache, built.cuda_graph, built.vllm_gpu_memory) == (
+        "vllm",
+        True,
+        True,
+        0.5,
+    )
+    own = rollout_options({"rollout_engine": "loop"})  # a run that asked for the loop keeps it
+    assert own[own.index("--rollout-engine") + 1] == "loop" and "--static-cache" in own

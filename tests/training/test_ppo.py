@@ -60,12 +60,15 @@ def mean(history, key, steps) -> float:
     return sum(entry[key] for entry in steps(history)) / len(steps(history))
 
 
-def test_the_score_rises_within_a_few_dozen_steps_while_the_kl_stays_bounded(prompts_file, tmp_path):
-    history = run(prompts_file, tmp_path / "out").history
+@pytest.mark.parametrize("static_cache", [False, True], ids=["dynamic cache", "static cache"])
+def test_the_score_rises_within_a_few_dozen_steps_while_the_kl_stays_bounded(prompts_file, tmp_path, static_cache):
+    history = run(prompts_file, tmp_path / "out", static_cache=static_cache).history
     first, last = mean(history, "score", lambda h: h[:5]), mean(history, "score", lambda h: h[-5:])
     assert last > first + 0.3, (first, last)
     assert max(entry["kl"] for entry in history) < 10.0
     assert history[-1]["entropy"] < history[0]["entropy"]
+    # The engine's log-probabilities of what it drew are the policy's, as PPO computes them again.
+    assert max(entry["rollout_logprob_gap"] for entry in history) < 1e-4
 
 
 def test_a_huge_beta_keeps_the_kl_near_zero_and_the_score_where_it_was(prompts_file, tmp_path):
