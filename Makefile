@@ -35,6 +35,7 @@ run: export DEBUG ?= true
 run: $(STAMP)
 	$(BIN)/python -m config.dotenv
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py artefacts_check
 	$(BIN)/python manage.py demo_setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho --procfile Procfile start
 
