@@ -5,7 +5,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from functools import cached_property
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
@@ -543,27 +543,77 @@ def project_for_labelling(*, user, slug: str) -> Project | None:
     return next(iter(Project.objects.raw(sql, [slug, user.pk])), None)
 
 
-def assignment_of_rater(*, task_id: int, rater_id: int) -> Assignment | None:
-    """The rater's assignment on a task, with its task and the task's project loaded, in one query (plain SQL:
-    it runs on every submission, and the ORM takes longer to compile the join than the database to run it)."""
-    columns = ", ".join(columns_of(model) for model in (Assignment, ComparisonTask, Project))
-    assignment, task, project = (model._meta.db_table for model in (Assignment, ComparisonTask, Project))
-    sql = f"""
-        SELECT {columns} FROM {assignment}
-        JOIN {task} ON {task}.id = {assignment}.task_id
-        JOIN {project} ON {project}.id = {task}.project_id
-        WHERE {assignment}.task_id = %s AND {assignment}.rater_id = %s
-    """  # noqa: S608 (table and column names come from the models, values are parameters)
+def project_for_lease(*, user, slug: str) -> Project | None:
+    """``project_for_labelling`` for the "next task" call: a rater's project comes with, in the same query,
+    ``rater_paused`` (whether the rater is paused on it) and ``rater_held_first`` (how many tasks they have held
+    there, counted up to ``gold_first_tasks``), which the lease would otherwise ask for in two more queries."""
+    if is_staff(user) or not is_rater(user):
+        return project_for_labelling(user=user, slug=slug)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [task_id, rater_id])
+        cursor.execute(_project_for_lease_sql(connection.vendor), [slug, user.pk])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    project = instance_from_row(Project, row[:-2])
+    project.rater_paused, project.rater_held_first = bool(row[-2]), row[-1]
+    return project
+
+
+@cache
+def _project_for_lease_sql(vendor: str) -> str:
+    members = Project.members.through._meta.db_table
+    standing, assignment, task = (model._meta.db_table for model in (RaterStanding, Assignment, ComparisonTask))
+    # A LIMIT that reads a column is PostgreSQL's; elsewhere the lease counts in a query of its own.
+    held_first = (
+        "NULL"
+        if vendor != "postgresql"
+        else f"""(SELECT COUNT(*) FROM (
+                SELECT 1 FROM {assignment} a JOIN {task} t ON t.id = a.task_id
+                WHERE a.rater_id = m.user_id AND t.project_id = p.id LIMIT p.gold_first_tasks
+            ) held)"""
+    )
+    return f"""
+        SELECT {columns_of(Project, "p")},
+            EXISTS (SELECT 1 FROM {standing} rs WHERE rs.project_id = p.id AND rs.rater_id = m.user_id AND rs.paused)
+                AS rater_paused,
+            {held_first} AS rater_held_first
+        FROM {Project._meta.db_table} p JOIN {members} m ON m.project_id = p.id
+        WHERE p.slug = %s AND m.user_id = %s
+    """  # noqa: S608 (table names come from the models, values are parameters)
+
+
+def assignment_of_rater(*, task_id: int, rater_id: int) -> Assignment | None:
+    """The rater's assignment on a task, with its task and the task's project loaded, and ``rater_paused`` (whether
+    the rater is paused on the project), in one query (plain SQL: it runs on every submission, and the ORM takes
+    longer to compile the join than the database to run it)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_assignment_of_rater_sql(connection.vendor), [task_id, rater_id])
         row = cursor.fetchone()
     if row is None:
         return None
     widths = [len(Assignment._meta.concrete_fields), len(ComparisonTask._meta.concrete_fields)]
     lease = instance_from_row(Assignment, row[: widths[0]])
     lease.task = instance_from_row(ComparisonTask, row[widths[0] : widths[0] + widths[1]])
-    lease.task.project = instance_from_row(Project, row[widths[0] + widths[1] :])
+    lease.task.project = instance_from_row(Project, row[widths[0] + widths[1] : -1])
+    lease.rater_paused = bool(row[-1])
     return lease
+
+
+@cache
+def _assignment_of_rater_sql(vendor: str) -> str:
+    columns = ", ".join(columns_of(model) for model in (Assignment, ComparisonTask, Project))
+    assignment, task, project, standing = (
+        model._meta.db_table for model in (Assignment, ComparisonTask, Project, RaterStanding)
+    )
+    return f"""
+        SELECT {columns}, EXISTS (
+            SELECT 1 FROM {standing} rs
+            WHERE rs.project_id = {task}.project_id AND rs.rater_id = {assignment}.rater_id AND rs.paused
+        ) FROM {assignment}
+        JOIN {task} ON {task}.id = {assignment}.task_id
+        JOIN {project} ON {project}.id = {task}.project_id
+        WHERE {assignment}.task_id = %s AND {assignment}.rater_id = %s
+    """  # noqa: S608 (table and column names come from the models, values are parameters)
 
 
 AUDIT_CHUNK = 10_000

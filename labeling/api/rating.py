@@ -100,7 +100,9 @@ class TaskNextApi(APIView):
 
     @extend_schema(request=None, responses={200: TaskPayloadOutput, 204: None})
     def post(self, request: Request, slug: str) -> Response:
-        project = project_for_rater(request, slug)
+        project = selectors.project_for_lease(user=request.user, slug=slug)
+        if project is None:
+            raise NotFound(f"No project '{slug}' is open to you.")
         assignment = services.assignment_lease_next(project=project, rater=request.user)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)

@@ -40,6 +40,8 @@ class Assignment(models.Model):
 
     # The task's content, when the lease call read it with the lease (PostgreSQL's one round trip); not stored.
     content: "TaskContent | None" = None
+    # Whether the rater is paused on the task's project, when selectors.assignment_of_rater read it; not stored.
+    rater_paused: bool | None = None
 
     class Meta:
         ordering = ["-leased_at"]

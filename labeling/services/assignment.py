@@ -167,8 +167,14 @@ def assignment_lease_next(*, project: Project, rater: User, now: datetime | None
 
     A task with an open problem report is held back: nobody gets a new lease on it, and a live lease on it is
     not handed back either. Leases taken before the report stay valid, so their submissions are accepted."""
-    quality.rater_refuse_if_paused(project=project, rater=rater)
-    want_gold = quality.wants_gold_first(project=project, rater=rater) or random.random() < project.gold_rate
+    # selectors.project_for_lease reads the rater's pause and first tasks with the project (one query, not three).
+    if project.rater_paused is not False:
+        quality.rater_refuse_if_paused(project=project, rater=rater)
+    if project.rater_held_first is None:
+        gold_first = quality.wants_gold_first(project=project, rater=rater)
+    else:
+        gold_first = project.rater_held_first < project.gold_first_tasks
+    want_gold = gold_first or random.random() < project.gold_rate
     lease_next = _lease_next_in_postgres if connection.vendor == "postgresql" else _lease_next_in_python
     for attempt in range(BUSY_RETRIES):
         moment = now or timezone.now()
@@ -256,7 +262,10 @@ def _judgement_for(*, assignment: Assignment, rater: User, now: datetime, rankin
     validate(judgement, constraints=False, exclude=["task", "rater"])
     if task.is_gold and task.gold_ranking:
         judgement.gold_score = gold_score(judgement.ranking, task.gold_ranking)
-    judgement.rater_paused = quality.rater_is_paused(project=project, rater=rater)
+    if assignment.rater_paused is None:  # else selectors.assignment_of_rater read it with the assignment
+        judgement.rater_paused = quality.rater_is_paused(project=project, rater=rater)
+    else:
+        judgement.rater_paused = assignment.rater_paused
     return judgement
 
 

@@ -67,7 +67,7 @@ def test_a_database_that_does_not_answer_is_a_503_with_retry_after(rater_api, pr
     def unavailable(**kwargs):
         raise OperationalError("connection to server at 127.0.0.1 failed: the database system is shutting down")
 
-    monkeypatch.setattr(selectors, "project_for_labelling", unavailable)
+    monkeypatch.setattr(selectors, "project_for_lease", unavailable)
     response = rater_api.post(f"/api/v1/projects/{project.slug}/tasks/next")
     assert response.status_code == 503 and response["Retry-After"] == "5"
     assert response.json()["message"] == "The database is not answering; try again in a few seconds."
@@ -82,7 +82,7 @@ def test_a_bug_is_a_500_in_json_with_an_id_that_the_log_repeats(rater_api, proje
     def broken(**kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(selectors, "project_for_labelling", broken)
+    monkeypatch.setattr(selectors, "project_for_lease", broken)
     with caplog.at_level(logging.ERROR, logger="labeling.errors"):
         response = rater_api.post(f"/api/v1/projects/{project.slug}/tasks/next")
     assert response.status_code == 500
