@@ -1,7 +1,6 @@
 """A real S3-compatible server for tests: moto's standalone server, started as its own process on a free port
 (the store's clients talk HTTP to it, as they would to MinIO or AWS)."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -10,13 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.network import free_port
+
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "studio-tests", "AWS_SECRET_ACCESS_KEY": "studio-tests-secret"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

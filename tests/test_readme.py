@@ -13,13 +13,14 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.network import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the user's shell would not have: the suite's own settings.
@@ -37,12 +38,6 @@ def readme_commands() -> list[str]:
             if command:
                 commands.append(" ".join(command.split()))
     return commands
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

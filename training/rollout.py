@@ -108,7 +108,8 @@ class LoopEngine:
     def __init__(self, model, *, static_cache: bool = False, cuda_graph: bool = False) -> None:
         self.model = model
         self.on_gpu = next(model.parameters()).device.type == "cuda"
-        self.cuda_graph = cuda_graph and self.on_gpu
+        # The compiled call is the base model's: a peft wrapper's adapters would be left out of the graph.
+        self.cuda_graph = cuda_graph and self.on_gpu and not hasattr(model, "get_base_model")
         self.static_cache = static_cache or self.cuda_graph  # a graph replays fixed shapes
 
     def load_weights(self, model: torch.nn.Module) -> None:
