@@ -17,8 +17,10 @@
 Records are read with a server-side cursor and written as they come, so memory stays flat.
 """
 
+import gc
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Protocol
@@ -272,16 +274,30 @@ def export_records(kind: str, selection: selectors.ExportFilter, stats: ExportSt
 # --- writers -----------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while one block of records is made and encoded. The records are
+    containers without cycles, so a collection finds nothing, but with thousands of them alive each one walks
+    them all: it took half of a Parquet export's time. Process-wide while it lasts (one block, well under a
+    second); never held across a ``yield``."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def jsonl_chunks(records: Iterable[dict], lines_per_chunk: int = 1000) -> Iterator[bytes]:
     """JSON lines (UTF-8, encoded by orjson), a thousand at a time: what a streaming HTTP response sends."""
-    buffer: list[bytes] = []
-    for record in records:
-        buffer.append(orjson.dumps(record))
-        if len(buffer) == lines_per_chunk:
-            yield b"\n".join(buffer) + b"\n"
-            buffer = []
-    if buffer:
-        yield b"\n".join(buffer) + b"\n"
+    records = iter(records)
+    while True:
+        with collection_paused():
+            lines = [orjson.dumps(record) for record in islice(records, lines_per_chunk)]
+        if not lines:
+            return
+        yield b"\n".join(lines) + b"\n"
 
 
 def write_jsonl(records: Iterable[dict], stream: BytesWriter) -> None:
@@ -350,9 +366,15 @@ def write_parquet(records: Iterable[dict], stream: BytesWriter, *, kind: str, co
     schema = parquet_schema(kind, conversational)
     records = iter(records)
     with pq.ParquetWriter(stream, schema, compression="zstd") as writer:
-        while block := list(islice(records, BLOCK)):
-            columns = {field.name: [record.get(field.name) for record in block] for field in schema}
-            writer.write_table(pa.Table.from_pydict(columns, schema=schema))
+        while True:
+            with collection_paused():
+                block = list(islice(records, BLOCK))
+                if not block:
+                    break
+                columns = {field.name: [record.get(field.name) for record in block] for field in schema}
+                table = pa.Table.from_pydict(columns, schema=schema)
+                del block, columns
+            writer.write_table(table)
 
 
 def write_export(

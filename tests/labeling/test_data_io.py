@@ -2,6 +2,7 @@
 duplicates are skipped, and exports are what TRL and `datasets` read as they are."""
 
 import csv
+import gc
 import hashlib
 import io
 import json
@@ -306,6 +307,25 @@ class TestImportRules:
 
 
 class TestExports:
+    def test_the_garbage_collector_is_paused_only_inside_a_block_and_back_on_after_a_failure(self):
+        seen = []
+
+        def records():
+            for i in range(3):
+                seen.append(gc.isenabled())
+                yield {"prompt": f"p{i}", "chosen": "a", "rejected": "b", "margin": None}
+            raise ApplicationError("the database went away")
+
+        chunks = exporters.jsonl_chunks(records(), lines_per_chunk=2)
+        assert next(chunks).count(b"\n") == 2
+        assert gc.isenabled()  # not held while the stream waits between chunks
+        with pytest.raises(ApplicationError):
+            next(chunks)
+        with pytest.raises(ApplicationError):
+            exporters.write_parquet(records(), io.BytesIO(), kind="preference")
+        assert seen == [False] * 6  # every record was made with the collector off
+        assert gc.isenabled()
+
     def test_a_k_wise_ranking_gives_every_ordered_pair_and_no_tied_one(self):
         project = ProjectFactory()
         import_bytes(project, jsonl(RANKING[:1]), "rankings.jsonl")
