@@ -14,6 +14,7 @@ import traceback
 import typing
 from pathlib import Path
 
+from accelerate import PartialState
 from tqdm import tqdm
 
 from training.config import (
@@ -33,6 +34,7 @@ from training.data import DataError
 from training.models import ModelNotFound
 from training.runtime import Watchdog, process_rank, write_error
 from training.store import StoreError, is_store_url, materialise
+from training.tracking import Tracking, trackers_for
 
 # Errors in what the user gave (a file, a model name or path, a setting): a one-line message and exit code 2.
 # OSError is here because transformers raises it for a model it cannot find; a full disk raises it too. Anything
@@ -41,14 +43,15 @@ USER_ERRORS = (DataError, ModelNotFound, OSError, StoreError, ValueError)
 
 
 class Metrics:
-    """Where the trainer's lines go: appended to ``--metrics`` as JSON (when given) and shown on a progress bar
-    when a person watches; by the first process only, when ``accelerate launch`` starts several. Remembers the
-    phase, for the error report."""
+    """Where the trainer's lines go: appended to ``--metrics`` as JSON (when given), to the run's trackers
+    (``tracking``: TensorBoard, MLflow, W&B) and shown on a progress bar when a person watches; by the first
+    process only, when ``accelerate launch`` starts several. Remembers the phase, for the error report."""
 
-    def __init__(self, path: Path | None, show: tuple[str, ...] = ()) -> None:
+    def __init__(self, path: Path | None, show: tuple[str, ...] = (), tracking: Tracking | None = None) -> None:
         self.path, self.show, self.phase = path, show, ""
         self.file: typing.TextIO | None = None
         self.writes = process_rank() == 0
+        self.tracking = tracking if self.writes else None
         self.postfix: dict[str, str] = {}
         self.bar = tqdm(
             total=1.0, unit="", bar_format="{l_bar}{bar}| {postfix}", disable=not (self.writes and sys.stderr.isatty())
@@ -72,6 +75,8 @@ class Metrics:
         if self.file:
             self.file.write(json.dumps(line) + "\n")
             self.file.flush()
+        if self.tracking:
+            self.tracking.log(line)
         if line.get("event") == "done":
             return
         self.postfix["phase"] = self.phase
@@ -167,6 +172,9 @@ def config_from(config: type, args: argparse.Namespace, **given):
 def _output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="the output folder (a model goes to OUT/model)")
     parser.add_argument("--metrics", type=Path, help="append one JSON line of metrics per logging step here")
+    parser.add_argument(
+        "--run-name", help="the run's name in TensorBoard, MLflow and W&B (default: the output folder's name)"
+    )
     parser.add_argument(
         "--cache-dir", type=Path, default=os.environ.get("RLHF_STUDIO_CACHE"), help="where converted models are kept"
     )
@@ -351,7 +359,15 @@ def _preset(argv: list[str] | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(_preset(argv)).parse_args(argv)
     Watchdog.from_environment(args.out).start()  # the trainer dies with the worker that started it
-    with Metrics(args.metrics) as metrics:
+    # The state every process of the run shares (what accelerate's Accelerator sets up anyway), made by all of
+    # them together here: accelerate's trackers need it before training starts.
+    PartialState()
+    tracking = (
+        Tracking(trackers_for(args.out, args.run_name or args.out.resolve().name)) if process_rank() == 0 else None
+    )
+    if tracking:
+        tracking.start(vars(args))
+    with Metrics(args.metrics, tracking=tracking) as metrics:
         try:
             inputs_fetch(args)
             summary = RUNNERS[args.command](args, metrics)
@@ -359,10 +375,14 @@ def main(argv: list[str] | None = None) -> int:
             # The trainer's own account of the failure, for the app; then a message or the traceback.
             record = write_error(args.out, error, metrics.phase)
             metrics({"event": "error", **record})
+            if tracking:
+                tracking.finish(failed=True)
             if isinstance(error, USER_ERRORS):
                 print(f"error: {error}", file=sys.stderr)
                 return 2
             traceback.print_exc()
             return 1
+    if tracking:
+        tracking.finish(failed=False)
     print(json.dumps(summary))
     return 0

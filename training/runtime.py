@@ -32,6 +32,7 @@ METRICS_FILE = "metrics.jsonl"  # the lines described above (``--metrics`` names
 ERROR_FILE = "error.json"  # the trainer's account of its failure (``error-rank<N>.json`` for other processes)
 STOP_FILE = "stop"  # written by whoever gave up on the run: the trainer stops (its text says why)
 MODEL_DIR = "model"  # a trained model, saved for ``from_pretrained``
+TENSORBOARD_DIR = "tensorboard"  # the run's TensorBoard event files (training.tracking)
 RESPONSES_FILE = "responses.jsonl"  # generate: one sampled response per line
 CHAINS_FILE = "chains.jsonl"  # critique: one critique-and-revision chain per line
 LABELS_FILE = "labels.jsonl"  # AI feedback: one preference label per line

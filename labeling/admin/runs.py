@@ -20,6 +20,7 @@ from labeling.models import (
     ResponseScore,
     TrainingRun,
 )
+from training.runtime import TENSORBOARD_DIR
 
 
 @admin.register(DatasetSnapshot)
@@ -162,6 +163,14 @@ def reward_quality(metrics: dict) -> str:
     return format_html_join("", "{}", ((part,) for part in parts))
 
 
+def tensorboard_dir(run: TrainingRun) -> str:
+    """Where a run's TensorBoard files are: its folder in a local store, else their URL in the store (TensorBoard
+    reads ``s3://`` with its S3 support installed, or after ``aws s3 sync``)."""
+    key = f"{run.output_dir or artefacts.run_key(run)}/{TENSORBOARD_DIR}"
+    store = artefacts.store()
+    return str(store.local_path(key)) if store.is_local else store.url_for(key)
+
+
 def seconds_left(run: TrainingRun, now=None) -> float | None:
     """Time left in the training phase: the trainer's last estimate, less the time since it was made."""
     metrics = run.metrics or {}
@@ -186,10 +195,11 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     fields = [
         "project", "kind", "status", "phase", "progress_bar", "eta", "produced", "episodes_ending", "base_model",
         "parent_model", "reward_model", "snapshot", "config", "quality", "probes", "metrics", "curves",
-        "error", "log", "worker", "created_by", "created_at", "started_at", "finished_at",
+        "tensorboard", "error", "log", "worker", "created_by", "created_at", "started_at", "finished_at",
     ]  # fmt: skip
     readonly_fields = [
-        "phase", "progress_bar", "eta", "produced", "episodes_ending", "quality", "probes", "curves", "log",
+        "phase", "progress_bar", "eta", "produced", "episodes_ending", "quality", "probes", "curves", "tensorboard",
+        "log",
     ]  # fmt: skip
     change_form_template = "admin/labeling/trainingrun/change_form.html"
 
@@ -284,6 +294,13 @@ class TrainingRunAdmin(ReadOnlyAdmin):
                 )
             )
         return format_html_join("", "{}", ((part,) for part in parts if part)) if any(parts) else "-"
+
+    @admin.display(description="TensorBoard")
+    def tensorboard(self, run: TrainingRun) -> str:
+        """The command that shows this run's event files (written by every trainer run, training.tracking)."""
+        if run.status == TrainingRun.Status.QUEUED:
+            return "-"
+        return format_html('<code class="tensorboard-command">tensorboard --logdir {}</code>', tensorboard_dir(run))
 
     @admin.display(description="log (end)")
     def log(self, run: TrainingRun) -> str:

@@ -15,6 +15,7 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from labeling import runs, services
 from labeling.errors import ApplicationError, Conflict
@@ -87,6 +88,13 @@ def test_a_run_started_from_the_admin_trains_on_a_worker_and_registers_a_model(
     assert dead.status == "failed" and "stopped" in dead.error  # found when the worker started
     page = admin_client.get(reverse("admin:labeling_trainingrun_change", args=[run.pk])).content.decode()
     assert "<polyline" in page and "held-out accuracy by epoch" in page
+    # The trainer's TensorBoard files, stored with the run: the same loss curve as the run's history.
+    logdir = artefacts / run.output_dir / "tensorboard"
+    assert f"tensorboard --logdir {logdir}" in page
+    events = EventAccumulator(str(logdir))
+    events.Reload()
+    losses = [(line["step"], line["loss"]) for line in run.history if "loss" in line and "step" in line]
+    assert [(event.step, pytest.approx(event.value, rel=1e-6)) for event in events.Scalars("loss")] == losses
 
 
 @pytest.mark.trainer
