@@ -253,6 +253,13 @@ ROLLOUT_VLLM_GPU_MEMORY = env.float("ROLLOUT_VLLM_GPU_MEMORY", default=0.3)
 # Imports: uploads larger than this answer 413; accepted ones are stored and imported by a worker.
 IMPORT_MAX_BYTES = env.int("IMPORT_MAX_BYTES", default=1024**3)
 
+# Webhooks (labeling.services.webhooks): how long a receiver has to answer, how many attempts a delivery gets,
+# and the first retry's delay in seconds (doubled after each further failure: 10 s, 20 s, ... about 21 minutes
+# after the first attempt for the eighth).
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_RETRY_SECONDS = env.float("WEBHOOK_RETRY_SECONDS", default=10.0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

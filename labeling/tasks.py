@@ -43,6 +43,21 @@ def import_jobs_fail_stale_task() -> int:
     return services.import_jobs_fail_stale()
 
 
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def webhook_deliver_task(self, delivery_id: int) -> str:
+    """POST one webhook delivery; while it is pending, try again after its back-off. Returns its status."""
+    delivery = services.webhook_delivery_attempt(delivery_id=delivery_id)
+    if delivery.status == "pending" and delivery.next_attempt_at is not None:
+        raise self.retry(eta=delivery.next_attempt_at)
+    return delivery.status
+
+
+@shared_task
+def webhooks_tick_task() -> int:
+    """Announce new judgements and completed tasks to webhooks, in batches (scheduled every 10 s by beat)."""
+    return services.webhooks_tick()
+
+
 @shared_task
 def reward_retrain_check_task(project_id: int) -> int | None:
     """A project's retraining schedule: start a reward run if enough new judgements have arrived."""

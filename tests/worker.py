@@ -51,10 +51,10 @@ class Worker:
 
 
 @contextmanager
-def celery_worker(log_dir: Path, **folders: Path) -> Iterator[Worker]:
+def celery_worker(log_dir: Path, environment: dict[str, str] | None = None, **folders: Path) -> Iterator[Worker]:
     """Start ``celery worker`` as a subprocess listening on a queue of its own, so that no other worker on
     the same broker takes the test's messages; stop it afterwards. ``folders`` (``VAR_DIR=...``) give it local
-    folders of its own, as a worker on another machine has."""
+    folders of its own, as a worker on another machine has; ``environment`` sets other settings."""
     queue = f"test-{uuid.uuid4().hex[:12]}"
     env = {
         **os.environ,
@@ -68,6 +68,7 @@ def celery_worker(log_dir: Path, **folders: Path) -> Iterator[Worker]:
         "ARTEFACTS_URL": settings.ARTEFACTS_URL,
         "SECRET_KEY": settings.SECRET_KEY,
         **{name: str(folder) for name, folder in folders.items()},
+        **(environment or {}),
     }
     log_path = log_dir / f"worker-{queue}.log"
     with open(log_path, "w", encoding="utf-8") as log:

@@ -1,7 +1,8 @@
 """RLHF Studio's tables, one module per domain, re-exported here: ``content`` (projects, prompts, responses,
 comparison tasks, demonstrations, accounts), ``judging`` (assignments, judgements, problem reports), ``runs``
 (dataset snapshots, training runs, model versions), ``imports`` (import jobs), ``constitutional``
-(constitutions, principles, critique chains) and ``quality`` (raters' standing on projects).
+(constitutions, principles, critique chains), ``quality`` (raters' standing on projects) and ``webhooks``
+(subscriptions to a project's events and their deliveries).
 
 Rules that a single row can check are database constraints; rules that need related rows live in
 ``clean()``. Services call ``full_clean()`` before every write, so both hold for every write path.
@@ -48,6 +49,7 @@ from labeling.models.runs import (
     SnapshotKind,
     TrainingRun,
 )
+from labeling.models.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent
 
 __all__ = [
     "ResponseScore",
@@ -58,6 +60,7 @@ __all__ = [
     "CritiqueChain",
     "CritiqueRound",
     "DatasetSnapshot",
+    "DeliveryStatus",
     "Demonstration",
     "Flag",
     "ImportJob",
@@ -88,4 +91,7 @@ __all__ = [
     "TaskStatus",
     "TrainingRun",
     "User",
+    "Webhook",
+    "WebhookDelivery",
+    "WebhookEvent",
 ]

@@ -22,9 +22,9 @@ from django.utils import timezone
 
 from labeling import artefacts
 from labeling.errors import ApplicationError
-from labeling.models import TrainingRun
+from labeling.models import TrainingRun, WebhookEvent
 from labeling.runs.logs import failure_message
-from labeling.runs.outcomes import run_end
+from labeling.runs.outcomes import run_end, run_event_emit
 from labeling.runs.spec import spec_for
 from labeling.runs.starting import model_path
 from training.config import RolloutConfig
@@ -188,6 +188,7 @@ def training_run_execute(run_id: int, *, worker: str | None = None, poll_seconds
     run = TrainingRun.objects.select_related("project", "snapshot", "parent_model").get(pk=run_id)
     if not started:
         return run.status
+    run_event_emit(run, WebhookEvent.RUN_STARTED)
     run.output_dir = artefacts.run_key(run)
     TrainingRun.objects.filter(pk=run.pk).update(output_dir=run.output_dir)
     out_dir = artefacts.run_folder(run)

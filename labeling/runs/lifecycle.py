@@ -12,8 +12,9 @@ from django.utils import timezone
 from labeling import selectors
 from labeling.artefacts import run_folder
 from labeling.errors import Conflict
-from labeling.models import Judgement, Project, TrainingRun
+from labeling.models import Judgement, Project, TrainingRun, WebhookEvent
 from labeling.runs.kinds.reward import reward_run_start
+from labeling.runs.outcomes import run_event_emit
 from training.runtime import STOP_FILE
 
 ACTIVE = (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
@@ -44,13 +45,15 @@ def training_runs_fail_orphaned(*, worker: str | None = None, now=None) -> int:
     if worker:
         stale |= Q(worker=worker)
     failed = 0
-    for run in TrainingRun.objects.filter(stale, status=TrainingRun.Status.RUNNING).only("pk", "output_dir"):
+    for run in TrainingRun.objects.filter(stale, status=TrainingRun.Status.RUNNING).only("pk", "project", "output_dir"):
         marked = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
             status=TrainingRun.Status.FAILED, finished_at=now, error=ORPHANED
         )
         if marked and run.output_dir:
             with contextlib.suppress(OSError):  # the folder may be on a machine this one cannot reach
                 (run_folder(run) / STOP_FILE).write_text(ORPHANED, encoding="utf-8")
+        if marked:
+            run_event_emit(run, WebhookEvent.RUN_FAILED)
         failed += marked
     return failed
 

@@ -8,9 +8,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from config.version import code_version
-from labeling.models import ModelVersion, TrainingRun
+from labeling.models import ModelVersion, TrainingRun, WebhookEvent
 from labeling.runs.logs import log_tail
 from labeling.services.routing import model_in_loop_refresh_later
+from labeling.services.webhooks import webhook_event_emit
 from training.runtime import read_result
 
 
@@ -24,8 +25,35 @@ def model_version_make_current(*, version: ModelVersion) -> ModelVersion:
         ModelVersion.objects.filter(pk=version.pk).update(is_current=True)
         if version.kind == ModelVersion.Kind.REWARD:
             model_in_loop_refresh_later(project=version.project)
-    version.refresh_from_db()
+        version.refresh_from_db()
+        webhook_event_emit(
+            project=version.project_id, event=WebhookEvent.MODEL_CURRENT, data=lambda: version_event(version)
+        )
     return version
+
+
+def version_event(version: ModelVersion) -> dict:
+    """What a webhook hears of a model version."""
+    return {
+        "model_version_id": version.pk, "name": version.name, "kind": version.kind, "base_model": version.base_model,
+        "is_current": version.is_current, "content_hash": version.content_hash, "parent_id": version.parent_id,
+        "training_run_id": version.training_run_id, "snapshot_id": version.snapshot_id, "metrics": version.metrics,
+    }  # fmt: skip
+
+
+def run_event_emit(run: TrainingRun, event: str) -> None:
+    """A run's webhook event, with the run as stored."""
+
+    def data() -> dict:
+        stored = TrainingRun.objects.get(pk=run.pk)
+        return {
+            "run_id": stored.pk, "kind": stored.kind, "status": stored.status, "base_model": stored.base_model,
+            "started_at": stored.started_at.isoformat() if stored.started_at else None,
+            "finished_at": stored.finished_at.isoformat() if stored.finished_at else None,
+            "error": stored.error, "metrics": stored.metrics,
+        }  # fmt: skip
+
+    webhook_event_emit(project=run.project_id, event=event, data=data)
 
 
 def files_hash(folder: Path) -> str:
@@ -57,6 +85,7 @@ def model_version_register(run: TrainingRun, out_dir: Path, now) -> ModelVersion
         training_run=run,
         code_version=code_version(),
     )
+    webhook_event_emit(project=run.project_id, event=WebhookEvent.MODEL_REGISTERED, data=lambda: version_event(version))
     run_succeeded(run, out_dir, now, {"promotion": promotion_decide(version, run)})
     version.refresh_from_db()
     return version
@@ -102,6 +131,7 @@ def run_succeeded(run: TrainingRun, out_dir: Path, now, extra: dict) -> None:
         log_tail=log_tail(out_dir / "log.txt"),
         metrics={**(run.metrics or {}), **result["metrics"], **extra, "phase": "done"},
     )  # fmt: skip
+    run_event_emit(run, WebhookEvent.RUN_FINISHED)
 
 
 def run_end(run: TrainingRun, status: str, *, error: str = "", log: Path | None = None) -> None:
@@ -111,3 +141,5 @@ def run_end(run: TrainingRun, status: str, *, error: str = "", log: Path | None 
         status=status, error=error, finished_at=now, heartbeat_at=now, log_tail=log_tail(log) if log else "",
         progress=min(run.progress, 0.99),
     )  # fmt: skip
+    if status == TrainingRun.Status.FAILED:
+        run_event_emit(run, WebhookEvent.RUN_FAILED)

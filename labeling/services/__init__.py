@@ -10,6 +10,7 @@
 - ``quality``: raters' standing: gold tasks first, the gold rule that pauses a rater, reinstatement.
 - ``reviews``: the review queue of tasks whose judgements disagree, and reviewers' decisions.
 - ``evaluation``: eval prompts, evaluation runs' blinded tasks, the over-optimisation check.
+- ``webhooks``: a project's events sent, signed, to the URLs that subscribe to them, with retries.
 - ``routing``: where each open task stands in the project's task order, from reward-model scores.
 - ``demo``: the demo project.
 
@@ -86,6 +87,13 @@ from labeling.services.routing import (
     task_priorities_refresh,
 )
 from labeling.services.snapshots import dataset_snapshot_create
+from labeling.services.webhooks import (
+    webhook_create,
+    webhook_delivery_attempt,
+    webhook_delivery_resend,
+    webhook_event_emit,
+    webhooks_tick,
+)
 
 __all__ = [
     "model_in_loop_refresh_later",
@@ -148,4 +156,9 @@ __all__ = [
     "task_status_refresh",
     "task_statuses_refresh",
     "upload_size_check",
+    "webhook_create",
+    "webhook_delivery_attempt",
+    "webhook_delivery_resend",
+    "webhook_event_emit",
+    "webhooks_tick",
 ]

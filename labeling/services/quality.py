@@ -11,8 +11,18 @@ from django.utils import timezone
 
 from labeling import quality, selectors
 from labeling.errors import ApplicationError, PermissionDenied
-from labeling.models import Assignment, Judgement, Project, ProjectAgreement, RaterStanding, RaterStats, User
+from labeling.models import (
+    Assignment,
+    Judgement,
+    Project,
+    ProjectAgreement,
+    RaterStanding,
+    RaterStats,
+    User,
+    WebhookEvent,
+)
 from labeling.services.reviews import review_queue_refresh
+from labeling.services.webhooks import webhook_event_emit
 
 
 class RaterPaused(PermissionDenied):
@@ -86,6 +96,10 @@ def rater_pause(*, project: Project, rater: User, reason: str, now: datetime | N
     standing.paused, standing.reason, standing.paused_at = True, reason[:2000], now
     standing.save(update_fields=["paused", "reason", "paused_at", "updated_at"])
     Judgement.objects.filter(task__project=project, rater=rater).update(rater_paused=True)
+    webhook_event_emit(
+        project=project, event=WebhookEvent.RATER_PAUSED,
+        data={"rater": rater.username, "rater_id": rater.pk, "reason": standing.reason, "paused_at": now.isoformat()},
+    )  # fmt: skip
     return standing
 
 

@@ -55,7 +55,8 @@ def populated(project, rater, make_task):
     RewardCheck.objects.create(model_version=version, judgement=Judgement.objects.get(), agreed=1.0, pairs=3)
     ResponseScore.objects.create(model_version=version, response=Response.objects.first(), score=0.25)
     ImportJob.objects.create(project=project, file_name="a.jsonl", file_format="jsonl", status="running")
-    services.rater_pause(project=project, rater=rater, reason="Answer checks failed.")
+    services.webhook_create(project=project, url="https://ci.example.org/hook", events=["rater.paused"])
+    services.rater_pause(project=project, rater=rater, reason="Answer checks failed.")  # a webhook delivery
     services.rater_stats_refresh(project=project)
     ReviewItem.objects.create(task=task, reason="No majority for the top response: Answer in dispute.")
     constitution = services.constitution_default_ensure()
