@@ -357,23 +357,30 @@ def parquet_schema(kind: str, conversational: bool):
     )
 
 
-def write_parquet(records: Iterable[dict], stream: BytesWriter, *, kind: str, conversational: bool = False) -> None:
-    """Parquet in row groups of ``BLOCK`` records, written as they come. Each block goes to Arrow a column at a
-    time (three times faster than row by row); a field a record lacks is null."""
+def record_tables(records: Iterable[dict], schema, block: int = BLOCK) -> Iterator:
+    """Arrow tables of ``block`` records each, in ``schema``. Each block goes to Arrow a column at a time (three
+    times faster than row by row); a field a record lacks is null."""
     import pyarrow as pa
+
+    records = iter(records)
+    while True:
+        with collection_paused():
+            rows = list(islice(records, block))
+            if not rows:
+                return
+            columns = {field.name: [record.get(field.name) for record in rows] for field in schema}
+            table = pa.Table.from_pydict(columns, schema=schema)
+            del rows, columns
+        yield table
+
+
+def write_parquet(records: Iterable[dict], stream: BytesWriter, *, kind: str, conversational: bool = False) -> None:
+    """Parquet in row groups of ``BLOCK`` records, written as they come."""
     import pyarrow.parquet as pq
 
     schema = parquet_schema(kind, conversational)
-    records = iter(records)
     with pq.ParquetWriter(stream, schema, compression="zstd") as writer:
-        while True:
-            with collection_paused():
-                block = list(islice(records, BLOCK))
-                if not block:
-                    break
-                columns = {field.name: [record.get(field.name) for record in block] for field in schema}
-                table = pa.Table.from_pydict(columns, schema=schema)
-                del block, columns
+        for table in record_tables(records, schema):
             writer.write_table(table)
 
 

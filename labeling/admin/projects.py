@@ -185,6 +185,7 @@ class ProjectAdmin(admin.ModelAdmin):
                 "raters on new judgements, and the drift warning, are on the project's reward model page.",
             },
         ),
+        ("Data", {"fields": ["dataset_licence"]}),
         ("Members", {"fields": ["members"]}),
     ]
 

@@ -1,19 +1,23 @@
 """Snapshots, training runs (live status, phase, progress, curves, log, Cancel) and model versions."""
 
+import shutil
+import tempfile
 from functools import partial
+from pathlib import Path
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from labeling import artefacts, runs
+from labeling import artefacts, hub, runs
 from labeling.admin import evaluation
 from labeling.admin.base import ReadOnlyAdmin
+from labeling.errors import ApplicationError
 from labeling.models import (
     DatasetSnapshot,
     ModelVersion,
@@ -41,6 +45,7 @@ class DatasetSnapshotAdmin(ReadOnlyAdmin):
     list_filter = ["project", "kind", "file_format"]
     search_fields = ["sha256", "path"]
     readonly_fields = ["download"]
+    max_hub_download_rows = 1_000_000  # larger snapshots: `manage.py snapshot_hub` on a worker machine
 
     def get_urls(self):
         own = [
@@ -48,14 +53,44 @@ class DatasetSnapshotAdmin(ReadOnlyAdmin):
                 "<id:snapshot_id>/download/",
                 self.admin_site.admin_view(self.download_view),
                 name="labeling_datasetsnapshot_download",
-            )
+            ),
+            path(
+                "<id:snapshot_id>/hub-dataset/",
+                self.admin_site.admin_view(self.hub_dataset_view),
+                name="labeling_datasetsnapshot_hub_dataset",
+            ),
         ]
         return own + super().get_urls()
 
     @admin.display(description="file")
     def download(self, snapshot: DatasetSnapshot) -> str:
         url = reverse("admin:labeling_datasetsnapshot_download", args=[snapshot.pk])
-        return format_html('<a href="{}">download</a>', url)
+        hub_url = reverse("admin:labeling_datasetsnapshot_hub_dataset", args=[snapshot.pk])
+        return format_html('<a href="{}">download</a> · <a href="{}">Hugging Face dataset (zip)</a>', url, hub_url)
+
+    def hub_dataset_view(self, request: HttpRequest, snapshot_id: int) -> HttpResponseBase:
+        """The snapshot as a Hugging Face dataset folder (labeling.hub), zipped: unzip it and
+        ``load_dataset(folder)``, or upload it to the Hub as it is."""
+        snapshot = get_object_or_404(DatasetSnapshot.objects.select_related("project"), pk=snapshot_id)
+        back = HttpResponseRedirect(reverse("admin:labeling_datasetsnapshot_changelist"))
+        if snapshot.row_count > self.max_hub_download_rows:
+            self.message_user(
+                request, f"Snapshot {snapshot.pk} is too large to zip here: use manage.py snapshot_hub.", messages.ERROR
+            )
+            return back
+        name = f"{snapshot.project.slug}-{snapshot.kind}-{snapshot.pk}"
+        with tempfile.TemporaryDirectory() as scratch:
+            try:
+                hub.hub_folder_write(snapshot, Path(scratch) / name)
+            except (ApplicationError, artefacts.StoreError) as error:
+                self.message_user(request, str(error), messages.ERROR)
+                return back
+            archive = shutil.make_archive(str(Path(scratch) / name), "zip", root_dir=scratch, base_dir=name)
+            spool = tempfile.TemporaryFile()  # noqa: SIM115 (the response closes it)
+            with open(archive, "rb") as zipped:
+                shutil.copyfileobj(zipped, spool)
+        spool.seek(0)
+        return FileResponse(spool, as_attachment=True, filename=f"{name}.zip", content_type="application/zip")
 
     def download_view(self, request: HttpRequest, snapshot_id: int) -> HttpResponseBase:
         snapshot = get_object_or_404(DatasetSnapshot, pk=snapshot_id)

@@ -33,6 +33,11 @@ class Project(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
+    dataset_licence = models.CharField(
+        max_length=64, blank=True, default="",
+        help_text="The licence of the project's data, as the Hugging Face Hub names licences (cc-by-4.0, mit, "
+        "apache-2.0, ...): the license field of its datasets' cards. Empty: other.",
+    )  # fmt: skip
     guidelines = models.TextField(blank=True, help_text="Markdown shown to raters beside every task.")
     compare_enabled = models.BooleanField(default=True, help_text="Pairwise comparisons (K = 2).")
     rank_enabled = models.BooleanField(default=True, help_text="K-wise rankings with ties (K = 3..9).")
