@@ -21,6 +21,7 @@ from training.config import (
     REWARD_PRESETS,
     ROLLOUT_FIELDS,
     CritiqueConfig,
+    DPOConfig,
     EvaluateConfig,
     FeedbackConfig,
     GenerateConfig,
@@ -223,6 +224,22 @@ def run_sft(args: argparse.Namespace, metrics: Metrics) -> dict:
     return train_sft(config, args.data, args.out, on_metrics=metrics, cache_dir=args.cache_dir).metrics
 
 
+def _dpo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", required=True, type=input_file, help="a preference or ranking export (JSONL or Parquet)"
+    )
+    _output_arguments(parser)
+    config_arguments(parser, DPOConfig)
+
+
+def run_dpo(args: argparse.Namespace, metrics: Metrics) -> dict:
+    from training.dpo import train_dpo
+
+    metrics.show = ("loss", "margin")
+    config = config_from(DPOConfig, args)
+    return train_dpo(config, args.data, args.out, on_metrics=metrics, cache_dir=args.cache_dir).metrics
+
+
 def _ppo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", required=True, type=input_file, help="any export with prompts (JSONL or Parquet)")
     _output_arguments(parser)
@@ -327,7 +344,7 @@ def run_feedback(args: argparse.Namespace, metrics: Metrics) -> dict:
     return feedback(model, args.comparisons, args.out, cache_dir=args.cache_dir, on_metrics=metrics, **config)
 
 
-RUNNERS = {"reward": run_reward, "sft": run_sft, "ppo": run_ppo, "generate": run_generate,
+RUNNERS = {"reward": run_reward, "sft": run_sft, "dpo": run_dpo, "ppo": run_ppo, "generate": run_generate,
            "evaluate": run_evaluate, "score": run_score, "critique": run_critique,
            "feedback": run_feedback}  # fmt: skip
 
@@ -339,6 +356,7 @@ def build_parser(preset: str = "cpu") -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _reward_arguments(commands.add_parser("reward", help="train a reward model from rankings"), preset)
     _sft_arguments(commands.add_parser("sft", help="fine-tune a policy on demonstrations"))
+    _dpo_arguments(commands.add_parser("dpo", help="tune a policy on preference pairs directly (DPO)"))
     _ppo_arguments(commands.add_parser("ppo", help="tune a policy with PPO against a reward model"))
     _generate_arguments(commands.add_parser("generate", help="write responses to prompts with a policy"))
     _evaluate_arguments(commands.add_parser("evaluate", help="several policy versions answer the same eval prompts"))

@@ -153,6 +153,47 @@ class SFTConfig:
 
 
 @dataclass
+class DPOConfig:
+    """Direct preference optimisation (Rafailov et al., 2023) on preference pairs with ``trl.DPOTrainer``: the
+    policy learns to raise the chosen reply's log-probability over the rejected one's, measured against the
+    starting policy (the reference), with no reward model and no sampling."""
+
+    model: str = DEFAULT_POLICY
+    """The starting policy, also the reference: a name from ``training.models.NAMED_MODELS``, any Hugging Face
+    model id, or a local path."""
+    beta: float = 0.1
+    """How far the policy may move from the reference: the DPO loss's temperature (higher: closer)."""
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    """sigmoid: the DPO paper's loss; ipo: the squared loss of IPO (Azar et al., 2023); hinge: SLiC's."""
+    max_length: int = 1024
+    epochs: float = 1.0
+    learning_rate: float = 5e-7
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    logging_steps: int = 10
+    margin_pairs: int = 256
+    """How many training pairs measure the chosen replies' log-probability margin before and after (0: none)."""
+    bf16: bool = True
+    """Mixed precision on GPUs that support bfloat16; ignored on CPU."""
+    lora: bool = False
+    """Train LoRA adapters, merged into the saved model (the reference is then the base model itself)."""
+    lora_rank: int = 16
+    lora_alpha: int = 32
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "beta", "max_length", "epochs", "learning_rate", "batch_size",
+                          "gradient_accumulation_steps", "logging_steps")  # fmt: skip
+        if self.margin_pairs < 0:
+            raise ValueError(f"margin_pairs must be 0 (none) or more, not {self.margin_pairs}.")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class RolloutConfig:
     """How a command that generates writes its responses (``training.rollout``)."""
 

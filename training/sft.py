@@ -14,7 +14,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
-from training.config import SFTConfig
+from training.config import DPOConfig, SFTConfig
 from training.data import DataError, read_references
 from training.models import load_causal_lm
 from training.runtime import MODEL_DIR, MetricsSink, Progress, write_result
@@ -44,13 +44,13 @@ def sft_records(path: str | Path, tokenizer: PreTrainedTokenizerBase) -> list[di
     return [{"prompt": policy_prompt(tokenizer, item.prompt), "completion": item.response} for item in demonstrations]
 
 
-class _Progress(TrainerCallback):
-    """Hands the trainer's progress and logs on (``training.runtime``): the training phase, how far along it
-    is after every step, and one curve point per logging step (the trainer's loss is already the mean over the
-    steps since the last one)."""
+class TrainerProgress(TrainerCallback):
+    """Hands a transformers trainer's progress and logs on (``training.runtime``): the training phase, how far
+    along it is after every step, and one curve point per logging step (the trainer's loss is already the mean
+    over the steps since the last one), with the logged values ``extra`` names, under its names."""
 
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
+    def __init__(self, progress: Progress, extra: dict[str, str] | None = None) -> None:
+        self.progress, self.extra = progress, extra or {}
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.progress.phase("training")
@@ -68,8 +68,55 @@ class _Progress(TrainerCallback):
                 "loss": float(logs["loss"]),
                 "learning_rate": float(logs.get("learning_rate", 0.0)),
                 "epoch": float(logs.get("epoch", 0.0)),
+                **{ours: float(logs[theirs]) for theirs, ours in self.extra.items() if theirs in logs},
             }
         )
+
+
+def trainer_arguments(config: SFTConfig | DPOConfig, output_dir: Path) -> dict:
+    """What SFT and DPO set alike in TRL's trainer configs: the schedule, precision and device, no checkpoints,
+    no reporting of its own (the trainer's logs go to ``TrainerProgress``)."""
+    use_cuda = torch.cuda.is_available()
+    return {
+        "output_dir": str(output_dir / "trainer"),
+        "num_train_epochs": config.epochs,
+        "learning_rate": config.learning_rate,
+        "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "warmup_steps": config.warmup_ratio,
+        "lr_scheduler_type": "cosine",
+        "max_grad_norm": config.max_grad_norm,
+        "max_length": config.max_length,
+        "seed": config.seed,
+        "logging_steps": config.logging_steps,
+        "logging_first_step": True,
+        "bf16": use_cuda and config.bf16 and torch.cuda.is_bf16_supported(),
+        "use_cpu": not use_cuda,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataset_num_proc": None,
+    }
+
+
+def lora_config(config: SFTConfig | DPOConfig):
+    """The LoRA adapters to train, or None for the whole model."""
+    if not config.lora:
+        return None
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=config.lora_rank, lora_alpha=config.lora_alpha)
+
+
+def policy_save(trainer, tokenizer, config: SFTConfig | DPOConfig, output_dir: Path) -> tuple[PreTrainedModel, Path]:
+    """The trained policy (LoRA adapters merged in) saved with its tokenizer under ``output_dir/model``."""
+    trained = cast(PreTrainedModel, trainer.model)
+    if config.lora:
+        trained = trained.merge_and_unload()  # type: ignore[operator]  # a peft model
+    model_dir = output_dir / MODEL_DIR
+    trained.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return trained, model_dir
 
 
 def train_sft(
@@ -93,51 +140,20 @@ def train_sft(
         model, tokenizer = load_causal_lm(config.model, cache_dir)
     tokenizer.padding_side = "right"  # for training; generation sets left padding again
     records = sft_records(data_path, tokenizer)
-    use_cuda = torch.cuda.is_available()
-    arguments = trl.SFTConfig(
-        output_dir=str(output_dir / "trainer"),
-        num_train_epochs=config.epochs,
-        learning_rate=config.learning_rate,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        warmup_steps=config.warmup_ratio,
-        lr_scheduler_type="cosine",
-        max_grad_norm=config.max_grad_norm,
-        max_length=config.max_length,
-        completion_only_loss=True,
-        seed=config.seed,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        bf16=use_cuda and config.bf16 and torch.cuda.is_bf16_supported(),
-        use_cpu=not use_cuda,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataset_num_proc=None,
-    )
-    peft_config = None
-    if config.lora:
-        from peft import LoraConfig, TaskType
-
-        peft_config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=config.lora_rank, lora_alpha=config.lora_alpha)
+    arguments = trl.SFTConfig(**trainer_arguments(config, output_dir), completion_only_loss=True)
     trainer = trl.SFTTrainer(
         model=model,
         args=arguments,
         train_dataset=datasets.Dataset.from_list(records),
         processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[_Progress(progress)],
+        peft_config=lora_config(config),
+        callbacks=[TrainerProgress(progress)],
     )
     trainer.remove_callback(PrinterCallback)  # progress goes to ``on_metrics``, not to stdout
     started = time.monotonic()
     outcome = trainer.train()
     progress.phase("saving")
-    trained = cast(PreTrainedModel, trainer.model)
-    if config.lora:
-        trained = trained.merge_and_unload()  # type: ignore[operator]  # a peft model
-    model_dir = output_dir / MODEL_DIR
-    trained.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    trained, model_dir = policy_save(trainer, tokenizer, config, output_dir)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics = {
         "demonstrations": len(records),

@@ -60,6 +60,7 @@ class RunKind(models.TextChoices):
     REWARD = "reward", "Reward model"
     SFT = "sft", "Supervised fine-tuning"
     PPO = "ppo", "PPO"
+    DPO = "dpo", "DPO"
     GENERATE = "generate", "Generate responses"
     EVALUATE = "evaluate", "Evaluate versions"
     SCORE = "score", "Score responses"

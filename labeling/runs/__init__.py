@@ -21,6 +21,7 @@ from labeling.runs.execution import (
 )
 from labeling.runs.kinds.ai_feedback import ai_feedback_run_start
 from labeling.runs.kinds.critique import critique_run_start
+from labeling.runs.kinds.dpo import dpo_run_start
 from labeling.runs.kinds.evaluate import evaluation_run_start
 from labeling.runs.kinds.generate import generate_run_start
 from labeling.runs.kinds.ppo import ppo_run_start
@@ -55,6 +56,7 @@ __all__ = [
     "log_tail",
     "model_version_make_current",
     "model_version_register",
+    "dpo_run_start",
     "ppo_run_start",
     "project_retraining_schedule",
     "record_progress",

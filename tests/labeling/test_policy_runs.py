@@ -243,3 +243,41 @@ def test_a_rater_can_not_reach_the_run_pages(client, rater):
     client.force_login(rater)
     response = client.get(reverse("admin:labeling_project_run_ppo", args=[project.pk]))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+@pytest.mark.trainer
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_dpo_from_the_admin_tunes_the_current_policy_on_the_preference_pairs_and_registers_a_policy(
+    admin_client, settings, artefacts, tmp_path
+):
+    project = project_with_prompts()
+    for index, prompt in enumerate(project.prompts.order_by("id")):
+        responses = [ResponseFactory(prompt=prompt, text=f"good answer {index}")]
+        responses.append(Response.objects.get(prompt=prompt, text=f"fine answer {index}"))
+        task = services.comparison_task_create(project=project, prompt=prompt, responses=responses)
+        ranking = [[responses[0].pk], [responses[1].pk]]  # "good" beats "fine"
+        services.judgement_create(task=task, ranking=ranking, origin="tests", client_submission_id=f"d{index}")
+    tiny_policy_folder(artefacts / "models" / "sft-start")
+    start = ModelVersion.objects.create(
+        project=project, kind="policy", name="sft-start", artefact_path="models/sft-start", is_current=True
+    )
+    form = {"snapshot": "", "parent": "", "base_model": "unused", "epochs": "20", "learning_rate": "0.003",
+            "batch_size": "6", "beta": "0.1", "loss_type": "sigmoid"}  # fmt: skip
+    with celery_worker(tmp_path) as worker:
+        settings.CELERY_TRAINING_QUEUE = worker.queue
+        response = admin_client.post(reverse("admin:labeling_project_run_dpo", args=[project.pk]), form)
+        assert response.status_code == 302, response.content.decode()[-3000:]
+        run = wait_for_end(TrainingRun.objects.get(project=project, kind="dpo"), worker)
+    assert run.status == "succeeded", f"{run.error}\n{run.log_tail}"
+    version = ModelVersion.objects.get(training_run=run)
+    assert (version.kind, version.parent, version.snapshot.kind, run.snapshot.row_count) == (
+        "policy", start, "preference", 6
+    )  # fmt: skip
+    assert version.metrics["margin_after"] > version.metrics["margin_before"] + 1  # learnt "good" over "fine"
+    assert any("margin" in line for line in run.history)
+    # A policy version like any other: an evaluation run takes it beside the policy it started from, so that
+    # both meet on the leaderboard.
+    project.prompts.update(is_eval=True)
+    evaluation = runs.evaluation_run_start(project=project, policies=[start, version], max_prompts=2)
+    assert set(evaluation.config["policies"]) == {start.pk, version.pk}

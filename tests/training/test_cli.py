@@ -9,8 +9,8 @@ import pytest
 from training import config as configs
 from training.cli import build_parser, config_from, main
 
-COMMANDS = {"reward": configs.RewardConfig, "sft": configs.SFTConfig, "ppo": configs.PPOConfig,
-            "generate": configs.GenerateConfig, "critique": configs.CritiqueConfig,
+COMMANDS = {"reward": configs.RewardConfig, "sft": configs.SFTConfig, "dpo": configs.DPOConfig,
+            "ppo": configs.PPOConfig, "generate": configs.GenerateConfig, "critique": configs.CritiqueConfig,
             "feedback": configs.FeedbackConfig}  # fmt: skip
 GIVEN_OTHERWISE = {"source_weights"}  # --human-weight and --ai-weight
 
