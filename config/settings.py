@@ -230,7 +230,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # The exports' "gold" and "paused" filters share their choices: one enum, named for what it chooses.
-    "ENUM_NAME_OVERRIDES": {"IncludeExcludeOnlyEnum": "labeling.selectors.WHICH"},
+    "ENUM_NAME_OVERRIDES": {
+        "IncludeExcludeOnlyEnum": "labeling.selectors.WHICH",
+        "RunKindEnum": "labeling.models.runs.RunKind",
+        "RunStatusEnum": "labeling.models.runs.RunStatus",
+        "ModelKindEnum": "labeling.models.runs.ModelKind",
+    },
     # Row ids in paths (labeling.apps.IdConverter): up to 18 digits, so every one fits a database integer.
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}},
     "POSTPROCESSING_HOOKS": [

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from labeling.api import artefacts, content, data, evaluation, model_in_loop, rating, reviews
+from labeling.api import artefacts, content, data, evaluation, model_in_loop, rating, reviews, runs
 
 app_name = "api"
 
@@ -37,6 +37,13 @@ urlpatterns = [
     path("projects/<slug:slug>/snapshots", data.SnapshotListApi.as_view(), name="snapshots"),
     path("snapshots/<id:snapshot_id>", data.SnapshotDetailApi.as_view(), name="snapshot"),
     path("snapshots/<id:snapshot_id>/download", data.SnapshotDownloadApi.as_view(), name="snapshot-download"),
+    # Training runs and model versions.
+    path("projects/<slug:slug>/runs", runs.RunListApi.as_view(), name="runs"),
+    path("runs/<id:run_id>", runs.RunDetailApi.as_view(), name="run"),
+    path("runs/<id:run_id>/cancel", runs.RunCancelApi.as_view(), name="run-cancel"),
+    path("projects/<slug:slug>/models", runs.ModelListApi.as_view(), name="models"),
+    path("models/<id:model_id>", runs.ModelDetailApi.as_view(), name="model"),
+    path("models/<id:model_id>/current", runs.ModelMakeCurrentApi.as_view(), name="model-make-current"),
     # Evaluation.
     path("models/<id:model_id>/files", artefacts.ModelFilesApi.as_view(), name="model-files"),
     path("models/<id:model_id>/files/<path:path>", artefacts.ModelFileDownloadApi.as_view(), name="model-file"),

@@ -8,6 +8,5 @@ written only by the services that own them.
 """
 
 from labeling.admin import constitutional, content, projects, quality, runs, webhooks
-from labeling.admin.runs import seconds_left
 
-__all__ = ["constitutional", "content", "projects", "quality", "runs", "seconds_left", "webhooks"]
+__all__ = ["constitutional", "content", "projects", "quality", "runs", "webhooks"]

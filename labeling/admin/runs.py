@@ -11,7 +11,6 @@ from django.db.models import QuerySet
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from labeling import artefacts, hub, runs
@@ -206,16 +205,6 @@ def tensorboard_dir(run: TrainingRun) -> str:
     return str(store.local_path(key)) if store.is_local else store.url_for(key)
 
 
-def seconds_left(run: TrainingRun, now=None) -> float | None:
-    """Time left in the training phase: the trainer's last estimate, less the time since it was made."""
-    metrics = run.metrics or {}
-    eta, made_at = metrics.get("eta_s"), metrics.get("eta_at")
-    if run.status != "running" or metrics.get("phase") != "training" or not isinstance(eta, int | float):
-        return None
-    waited = (now or timezone.now()).timestamp() - made_at if isinstance(made_at, int | float) else 0.0
-    return max(0.0, eta - max(waited, 0.0))
-
-
 @admin.register(TrainingRun)
 class TrainingRunAdmin(ReadOnlyAdmin):
     """Runs of the trainer: live status, phase, progress, curves and the log tail (the page refreshes itself
@@ -266,7 +255,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
 
     @admin.display(description="time left")
     def eta(self, run: TrainingRun) -> str:
-        seconds = seconds_left(run)
+        seconds = runs.seconds_left(run)
         if seconds is None:
             return "-"
         return f"about {seconds:.0f} s" if seconds >= 1 else "finishing the training phase"

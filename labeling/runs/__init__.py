@@ -16,6 +16,7 @@ from labeling.runs.execution import (
     config_options,
     launch_command,
     record_progress,
+    seconds_left,
     trainer_command,
     training_run_execute,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "ppo_run_start",
     "project_retraining_schedule",
     "record_progress",
+    "seconds_left",
     "reward_retrain_check",
     "reward_run_start",
     "scoring_run_start",

@@ -155,6 +155,16 @@ def record_progress(run: TrainingRun, lines: list[dict], now) -> None:
     run.metrics, run.progress, run.history = metrics, progress, history
 
 
+def seconds_left(run: TrainingRun, now=None) -> float | None:
+    """Time left in the training phase: the trainer's last estimate, less the time since it was made."""
+    metrics = run.metrics or {}
+    eta, made_at = metrics.get("eta_s"), metrics.get("eta_at")
+    if run.status != "running" or metrics.get("phase") != "training" or not isinstance(eta, int | float):
+        return None
+    waited = (now or timezone.now()).timestamp() - made_at if isinstance(made_at, int | float) else 0.0
+    return max(0.0, eta - max(waited, 0.0))
+
+
 def _watched_pids() -> str:
     """The processes the trainer lives for: this one, and the Celery worker's main process when this is a
     child of its pool (a worker killed with SIGKILL takes no child with it)."""

@@ -12,8 +12,8 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
-from labeling.admin import seconds_left
 from labeling.models import ModelVersion, TrainingRun
+from labeling.runs import seconds_left
 from tests.factories import ProjectFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
