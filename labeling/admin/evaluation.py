@@ -105,7 +105,8 @@ def evaluation_view(modeladmin, request: HttpRequest, project_id: int) -> HttpRe
         "prompt_count": prompts.count(),
         "board": board,
         "fallback": fallback,
-        "chart": charts.interval_chart(board.standings),
+        "chart": charts.leaderboard_chart(board.standings),
+        "chart_assets": charts.chart_assets(),
         "options": options,
         "judges": judges,
         "query": request.GET.urlencode(),
@@ -119,31 +120,21 @@ class ProbeSendForm(forms.Form):
     )
 
 
-def probe_chart(points, width: int = 420, height: int = 160, margin: int = 24) -> dict | None:
-    """The reward model's score (orange, its own scale) and the raters' win rate (blue, 0 to 1) against KL."""
+def probe_chart(points):
+    """The reward model's score (orange, left axis) and the raters' win rate against the start (blue, right axis,
+    0 to 1: 0.5 is as good as the start) at each probe point, against its KL to the starting policy."""
     if len(points) < 2:
         return None
-    kls = [point.kl for point in points]
-    scores = [point.score for point in points]
-    low_kl, high_kl = min(kls), max(kls)
-    low_score, high_score = min(scores), max(scores)
-
-    def x(kl: float) -> float:
-        return round(margin + (kl - low_kl) / ((high_kl - low_kl) or 1.0) * (width - 2 * margin), 1)
-
-    def y(share: float) -> float:
-        return round(height - margin - share * (height - 2 * margin), 1)
-
-    score_line = " ".join(
-        f"{x(point.kl)},{y((point.score - low_score) / ((high_score - low_score) or 1.0))}" for point in points
-    )
-    judged = [point for point in points if point.win_rate is not None or point.step == 0]
-    win_line = " ".join(f"{x(point.kl)},{y(0.5 if point.step == 0 else point.win_rate)}" for point in judged)
-    return {
-        "width": width, "height": height, "score_line": score_line, "win_line": win_line, "half": y(0.5),
-        "left": margin, "right": width - margin, "low_kl": round(low_kl, 2), "high_kl": round(high_kl, 2),
-        "low_score": round(low_score, 2), "high_score": round(high_score, 2), "axis_y": height - 6,
-    }  # fmt: skip
+    ordered = sorted(points, key=lambda point: point.kl)
+    win_rates = [0.5 if point.step == 0 else point.win_rate for point in ordered]
+    return charts.chart(
+        "probe-chart", title="Against KL: the reward model's score (orange) and the raters' win rate against the "
+        "start (blue; 0.5 is as good as the start).", x=[round(point.kl, 4) for point in ordered],
+        series=[{"label": "score", "values": [round(point.score, 4) for point in ordered], "colour": "#c4861a"},
+                {"label": "win rate", "values": win_rates, "colour": "#417690", "scale": "share"}],
+        x_label="KL", y_label="score", right_axes=[{"scale": "share", "label": "win rate", "range": [0, 1]}],
+        points=True, width=480, height=200,
+    )  # fmt: skip
 
 
 def overoptimisation_view(modeladmin, request: HttpRequest, run_id: int) -> HttpResponse:
@@ -166,5 +157,6 @@ def overoptimisation_view(modeladmin, request: HttpRequest, run_id: int) -> Http
         "form": form,
         "report": report,
         "chart": probe_chart(report.points),
+        "chart_assets": charts.chart_assets(),
     }
     return render(request, "admin/labeling/trainingrun/overoptimisation.html", context)

@@ -312,7 +312,7 @@ class ProjectAdmin(admin.ModelAdmin):
         )
         page = Paginator(rows, DASHBOARD_PAGE).get_page(query.get("p"))
         for row in page:
-            row.charts = charts.weekly_charts(row.weekly)
+            row.charts = charts.weekly_charts(str(row.rater_id), row.weekly)
         rules = quality.audit_rules(project.audit_rules)
         agreement = ProjectAgreement.objects.filter(project=project).first()
         for week in agreement.figures.get("weeks", []) if agreement else []:
@@ -330,6 +330,7 @@ class ProjectAdmin(admin.ModelAdmin):
             "columns": charts.sortable_columns(query, sort),
             "project": project,
             "agreement": agreement,
+            "chart_assets": charts.chart_assets(),
         }
         return render(request, "admin/labeling/project/raters.html", context)
 

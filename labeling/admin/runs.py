@@ -14,7 +14,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from labeling import artefacts, hub, runs
-from labeling.admin import evaluation
+from labeling.admin import charts, evaluation
 from labeling.admin.base import ReadOnlyAdmin
 from labeling.errors import ApplicationError
 from labeling.models import (
@@ -100,25 +100,15 @@ class DatasetSnapshotAdmin(ReadOnlyAdmin):
             return HttpResponseRedirect(reverse("admin:labeling_datasetsnapshot_changelist"))
 
 
-def _curve(history: list[dict], key: str, colour: str, width: int = 560, height: int = 140) -> str:
-    """An SVG polyline of one metric over the steps (the admin has no chart library to load)."""
+def _curve(run: TrainingRun, history: list[dict], key: str, colour: str) -> str:
+    """One metric of the run over its steps, as a chart (hovering shows each step's value)."""
     points = [(line["step"], float(line[key])) for line in history if key in line and "step" in line]
     if len(points) < 2:
         return ""
-    steps = [step for step, _ in points]
     values = [value for _, value in points]
-    low, high = min(values), max(values)
-    span_x, span_y = (max(steps) - min(steps)) or 1, (high - low) or 1
-    first = min(steps)
-    coordinates = " ".join(
-        f"{(step - first) / span_x * (width - 10) + 5:.1f},{height - 5 - (value - low) / span_y * (height - 10):.1f}"
-        for step, value in points
-    )
-    return format_html(
-        '<figure class="curve"><figcaption>{} ({} to {})</figcaption>'
-        '<svg width="{}" height="{}" role="img" aria-label="{} over steps">'
-        '<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/></svg></figure>',
-        key, f"{low:.4g}", f"{high:.4g}", width, height, key, colour, coordinates,
+    return charts.chart(
+        f"run-{run.pk}-{key}", title=f"{key} ({min(values):.4g} to {max(values):.4g})", x=[step for step, _ in points],
+        series=[{"label": key, "values": values, "colour": colour}], x_label="step",
     )  # fmt: skip
 
 
@@ -308,7 +298,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     def curves(self, run: TrainingRun) -> str:
         points = curve_points(run.history or [])
         keys = runs.spec_for(run.kind).curves
-        parts = [_curve(points, key, colour) for key, colour in zip(keys, CURVE_COLOURS, strict=False)]
+        parts = [_curve(run, points, key, colour) for key, colour in zip(keys, CURVE_COLOURS, strict=False)]
         evaluations = epoch_evaluations(run.history or [])
         if evaluations:
             parts.append(

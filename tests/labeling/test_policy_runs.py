@@ -85,7 +85,7 @@ def test_sft_then_ppo_then_generation_run_on_a_worker_and_feed_the_next_round(
         assert [line["step"] for line in steps] == [1, 2, 3] and steps[0]["kl"] == 0.0
         assert ppo.metrics["value_model_from"] == "reward model"
         page = admin_client.get(reverse("admin:labeling_trainingrun_change", args=[ppo.pk])).content.decode()
-        assert page.count("<polyline") >= 2  # score and KL over the steps
+        assert page.count('<figure class="chart"') >= 2  # score and KL over the steps
 
         runs.model_version_make_current(version=policy)
         tasks_before = ComparisonTask.objects.filter(project=project).count()

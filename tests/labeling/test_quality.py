@@ -341,8 +341,10 @@ def test_the_raters_dashboard_lists_sorts_filters_and_links_to_each_raters_judge
     assert "Position bias: chose the response shown first in 100% of 40 comparisons" in page
     assert "<strong>paused</strong>: Checked by hand." in page
     assert "<code>consensus_min</code>" in page
-    # One week of work so far: each chart is a flat line across the box, and the week is named by its Monday.
-    assert re.search(r'<polyline points="0\.0,[\d.]+ 120\.0,[\d.]+"', page)
+    # One week of work so far: each rater's chart has that week's judgements (drawn as a point), and the week is
+    # named by its Monday.
+    weekly = json.loads(re.search(r'<script id="weekly-\d+" type="application/json">(.*?)</script>', page).group(1))
+    assert weekly["x"] == [1] and weekly["series"][0]["values"][0] > 0 and weekly["points"] is True
     monday = selectors.week_start(selectors.week_of(timezone.now()))
     assert f"week of {monday:%Y-%m-%d}" in page
     assert re.search(r"<th>All weeks</th><td></td>\s*<td>-?0\.\d\d<br>", page)  # the project's α

@@ -3,9 +3,11 @@ trains (counting down between the trainer's reports), curve points from logging 
 figure per epoch, the model it produced, the EOS rate of PPO's episodes, and Cancel instead of Delete while
 it is active."""
 
+import json
 import re
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -104,7 +106,11 @@ def test_a_finished_reward_run_shows_one_held_out_figure_per_epoch_and_links_its
     version = ModelVersion.objects.create(project=project, kind="reward", name="reward-1", training_run=run)
     html = page(admin_client, run)
     assert "held-out accuracy by epoch: 1: 0.780</p>" in html
-    assert html.count("<polyline") == 2  # loss and accuracy, from the two logging steps
+    assert html.count('<figure class="chart"') == 2  # loss and accuracy, from the two logging steps
+    loss = json.loads(
+        re.search(rf'<script id="run-{run.pk}-loss" type="application/json">(.*?)</script>', html).group(1)
+    )
+    assert loss["x"] == [10, 20] and loss["series"][0]["values"] == [0.7, 0.6]  # the chart's points are the run's
     produced = readonly(html, "produced")
     assert produced.startswith("reward-1") and "Made current" in produced
     assert reverse("admin:labeling_modelversion_change", args=[version.pk]) in html
@@ -163,3 +169,14 @@ def test_ppo_shows_how_many_episodes_ended_and_warns_when_most_were_cut_off(admi
     run.save()
     ending = readonly(page(admin_client, run), "episodes_ending")
     assert ending == "90% of episodes ended with EOS (last 2 logged iterations)"
+
+
+def test_the_vendored_chart_library_is_the_pinned_release_and_served_from_our_static_files():
+    from django.contrib.staticfiles import finders
+
+    from labeling.admin import charts
+
+    script = Path(finders.find("labeling/vendor/uplot/uPlot.iife.min.js")).read_text(encoding="utf-8")
+    assert script.startswith(f"/*! https://github.com/leeoniya/uPlot (v{charts.UPLOT_VERSION}) */")
+    assets = str(charts.chart_assets())
+    assert "/static/labeling/vendor/uplot/uPlot.iife.min.js" in assets and "//cdn" not in assets

@@ -87,7 +87,7 @@ def test_a_run_started_from_the_admin_trains_on_a_worker_and_registers_a_model(
     dead.refresh_from_db()
     assert dead.status == "failed" and "stopped" in dead.error  # found when the worker started
     page = admin_client.get(reverse("admin:labeling_trainingrun_change", args=[run.pk])).content.decode()
-    assert "<polyline" in page and "held-out accuracy by epoch" in page
+    assert '<figure class="chart" data-chart="run-' in page and "held-out accuracy by epoch" in page
     # The trainer's TensorBoard files, stored with the run: the same loss curve as the run's history.
     logdir = artefacts / run.output_dir / "tensorboard"
     assert f"tensorboard --logdir {logdir}" in page
