@@ -174,7 +174,7 @@ class DPOConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     logging_steps: int = 10
-    margin_pairs: int = 256
+    margin_pairs: int = 64
     """How many training pairs measure the chosen replies' log-probability margin before and after (0: none)."""
     bf16: bool = True
     """Mixed precision on GPUs that support bfloat16; ignored on CPU."""
