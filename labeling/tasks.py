@@ -44,11 +44,12 @@ def import_jobs_fail_stale_task() -> int:
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
-def webhook_deliver_task(self, delivery_id: int) -> str:
-    """POST one webhook delivery; while it is pending, try again after its back-off. Returns its status."""
-    delivery = services.webhook_delivery_attempt(delivery_id=delivery_id)
-    if delivery.status == "pending" and delivery.next_attempt_at is not None:
-        raise self.retry(eta=delivery.next_attempt_at)
+def webhook_deliver_task(self, delivery_id: int, attempts: int = 0) -> str:
+    """POST one webhook delivery that has made ``attempts`` attempts; while it is pending after this one, try again
+    after its back-off. A delivery that another task took over (its attempts differ) ends this one."""
+    delivery = services.webhook_delivery_attempt(delivery_id=delivery_id, attempts=attempts)
+    if delivery.status == "pending" and delivery.attempts == attempts + 1 and delivery.next_attempt_at is not None:
+        raise self.retry(eta=delivery.next_attempt_at, args=(delivery_id, delivery.attempts))
     return delivery.status
 
 

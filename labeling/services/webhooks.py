@@ -101,11 +101,13 @@ def _deliveries_create(webhooks: list[Webhook], *, event: str, data: dict, now: 
     return len(deliveries)
 
 
-def _send_later(delivery_ids: list[int]) -> None:
+def _send_later(delivery_ids: list[int], attempts: dict[int, int] | None = None) -> None:
+    """A task per delivery; it sends only while the delivery has made ``attempts`` attempts (0 for a new one), so
+    that a task queued again by ``webhooks_tick`` ends the chain of retries it replaces rather than doubling it."""
     from labeling.tasks import webhook_deliver_task
 
     for delivery_id in delivery_ids:
-        webhook_deliver_task.delay(delivery_id)
+        webhook_deliver_task.delay(delivery_id, (attempts or {}).get(delivery_id, 0))
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -113,16 +115,19 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=settings.WEBHOOK_RETRY_SECONDS * 2 ** (attempts - 1))
 
 
-def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -> WebhookDelivery:
+def webhook_delivery_attempt(
+    *, delivery_id: int, attempts: int | None = None, now: datetime | None = None
+) -> WebhookDelivery:
     """POST a pending delivery once. 2xx: delivered. Anything else (an error code, a refused connection, a
     timeout): pending again, due after :func:`retry_delay`, or failed when ``WEBHOOK_MAX_ATTEMPTS`` are spent.
-    A delivery that is not pending is left alone, so a task run twice never sends twice. The row stays locked
-    while the request is out: a second worker waits, then finds it delivered."""
+    A delivery that is not pending is left alone, so a task run twice never sends twice, and so is one that has
+    made other than ``attempts`` attempts (when given): another task has it. The row stays locked while the
+    request is out: a second worker waits, then finds it delivered."""
     import requests
 
     with transaction.atomic():
         delivery = WebhookDelivery.objects.select_for_update().select_related("webhook").get(pk=delivery_id)
-        if delivery.status != DeliveryStatus.PENDING:
+        if delivery.status != DeliveryStatus.PENDING or (attempts is not None and delivery.attempts != attempts):
             return delivery
         body = delivery.body.encode()
         delivery.attempts += 1
@@ -187,7 +192,8 @@ def webhooks_tick(*, now: datetime | None = None) -> int:
     )
     if overdue:
         WebhookDelivery.objects.filter(pk__in=overdue).update(next_attempt_at=now)
-        _send_later(overdue)
+        counts = dict(WebhookDelivery.objects.filter(pk__in=overdue).values_list("pk", "attempts"))
+        _send_later(overdue, counts)
     return made + len(overdue)
 
 

@@ -135,6 +135,20 @@ def test_an_error_answer_is_tried_again_later_and_later_and_never_after_success(
 
 
 @pytest.mark.django_db
+def test_a_task_whose_delivery_another_task_took_over_sends_nothing(receiver):
+    project = ProjectFactory()
+    hook = receiver([500])
+    webhook(project, hook.url, [WebhookEvent.RATER_PAUSED])
+    services.rater_pause(project=project, rater=UserFactory(), reason="gold tasks")
+    delivery = WebhookDelivery.objects.get()
+    assert services.webhook_delivery_attempt(delivery_id=delivery.pk, attempts=0).attempts == 1  # the 500
+    stale = services.webhook_delivery_attempt(delivery_id=delivery.pk, attempts=0)  # an older chain wakes up
+    assert stale.attempts == 1 and len(hook.requests) == 1
+    assert services.webhook_delivery_attempt(delivery_id=delivery.pk, attempts=1).status == "delivered"
+    assert len(hook.requests) == 2
+
+
+@pytest.mark.django_db
 def test_a_receiver_that_never_answers_well_fails_the_delivery_after_the_last_attempt(receiver, settings):
     settings.WEBHOOK_MAX_ATTEMPTS = 3
     project = ProjectFactory()
