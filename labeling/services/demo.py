@@ -87,6 +87,7 @@ def demo_project_ensure(*, data_dir: Path, members: Sequence[User], gold_every: 
         responses_per_task=4,
         overlap=2,
         gold_rate=1 / gold_every,
+        dataset_licence="apache-2.0",  # OpenAssistant's data (demo_data/LICENSE)
         members=members,
     )
     counts = {"prompts": 0, "tasks": 0, "gold_tasks": 0, "judgements": 0, "demonstrations": 0}
