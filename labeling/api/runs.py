@@ -2,6 +2,7 @@
 (the config is checked by the kind's own admin form), follow one (status, phase, progress, time left, metrics,
 curves), cancel it (those who may change runs); list model versions and make one current."""
 
+from django.db.models import OuterRef, Subquery
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
@@ -14,6 +15,12 @@ from labeling import permissions, runs
 from labeling.api.access import project_for_staff
 from labeling.errors import ApplicationError, Conflict, PermissionDenied
 from labeling.models import ModelVersion, TrainingRun
+
+
+def runs_with_versions():
+    """Runs with what their answers show beside them (project, author, the version registered) in one query."""
+    produced = ModelVersion.objects.filter(training_run=OuterRef("pk")).values("pk")[:1]
+    return TrainingRun.objects.select_related("project", "created_by").annotate(model_version_id=Subquery(produced))
 
 
 class RunOutput(serializers.ModelSerializer):
@@ -40,6 +47,8 @@ class RunOutput(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.INT)
     def get_model_version(self, run: TrainingRun) -> int | None:
+        if hasattr(run, "model_version_id"):  # annotated by runs_with_versions
+            return run.model_version_id
         return ModelVersion.objects.filter(training_run=run).values_list("pk", flat=True).first()
 
 
@@ -77,7 +86,7 @@ class RunListApi(generics.ListAPIView):
 
     def get_queryset(self):
         project = project_for_staff(self.request, self.kwargs["slug"])
-        queryset = TrainingRun.objects.filter(project=project).select_related("project", "created_by").order_by("-id")
+        queryset = runs_with_versions().filter(project=project).order_by("-id")
         for name in ("kind", "status"):
             if self.request.query_params.get(name):
                 queryset = queryset.filter(**{name: self.request.query_params[name]})
@@ -119,7 +128,7 @@ class RunDetailApi(APIView):
         responses={200: RunDetailOutput},
     )
     def get(self, request: Request, run_id: int) -> Response:
-        run = get_object_or_404(TrainingRun.objects.select_related("project", "created_by"), pk=run_id)
+        run = get_object_or_404(runs_with_versions(), pk=run_id)
         if request.query_params.get("history", "").lower() in ("1", "true", "yes"):
             return Response(RunDetailOutput(run).data)
         return Response(RunOutput(run).data)

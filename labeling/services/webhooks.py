@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import orjson
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from labeling.errors import ApplicationError
@@ -222,14 +222,15 @@ def _announce_judgements(*, webhook: Webhook, now: datetime) -> int:
         })  # fmt: skip
     if WebhookEvent.TASK_COMPLETED in webhook.events:
         # A task is announced by the batch that holds its last human judgement, so exactly once.
-        tasks = ComparisonTask.objects.filter(pk__in={row[1] for row in rows}, status=TaskStatus.COMPLETE)
+        # One query for the batch's completed tasks, with their last human judgement and their count.
+        tasks = ComparisonTask.objects.filter(pk__in={row[1] for row in rows}, status=TaskStatus.COMPLETE).annotate(
+            last_human=Max("judgements__id", filter=Q(judgements__source=JudgementSource.HUMAN)),
+            judgement_count=Count("judgements"),
+        )
         for task in tasks:
-            last_human = Judgement.objects.filter(task=task, source=JudgementSource.HUMAN).aggregate(last=Max("id"))[
-                "last"
-            ]
-            if last_human is not None and first <= last_human <= last:
+            if task.last_human is not None and first <= task.last_human <= last:
                 made += _deliveries_create([webhook], event=WebhookEvent.TASK_COMPLETED, now=now, data={
-                    "task_id": task.pk, "prompt_id": task.prompt_id, "judgements": task.judgements.count(),
+                    "task_id": task.pk, "prompt_id": task.prompt_id, "judgements": task.judgement_count,
                     "required_judgements": task.required_judgements,
                 })  # fmt: skip
     Webhook.objects.filter(pk=webhook.pk).update(judgements_cursor=last)
