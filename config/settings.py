@@ -115,10 +115,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=True)
-    # Values travel apart from the SQL text, so psycopg prepares a statement run five times on a connection and
-    # PostgreSQL stops parsing and planning it on every request. Set false behind a pooler that cannot keep
-    # prepared statements (PgBouncer before 1.21 in transaction mode).
-    DATABASES["default"]["OPTIONS"] = {"server_side_binding": env.bool("DB_SERVER_SIDE_BINDING", default=True)}
+    # Values travel apart from the SQL text, and psycopg prepares a statement run five times on a connection, so
+    # PostgreSQL stops parsing and planning it on every request (Django leaves preparing off unless asked). Set
+    # DB_PREPARED_STATEMENTS=false behind a pooler that cannot keep prepared statements (PgBouncer before 1.21 in
+    # transaction mode).
+    DATABASES["default"]["OPTIONS"] = {
+        "server_side_binding": env.bool("DB_SERVER_SIDE_BINDING", default=True),
+        "prepare_threshold": 5 if env.bool("DB_PREPARED_STATEMENTS", default=True) else None,
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

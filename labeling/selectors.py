@@ -559,19 +559,33 @@ def project_for_lease(*, user, slug: str) -> Project | None:
     return project
 
 
+def project_for_lease_after(*, user, project: Project) -> Project | None:
+    """``project_for_lease`` for the lease that follows a submission on a task of ``project``: the project read with
+    the assignment (``assignment_of_rater``) already carries the rater's standing and membership, so no query is
+    made; any other project is read again."""
+    if project.rater_is_member is None or is_staff(user) or not is_rater(user):
+        return project_for_lease(user=user, slug=project.slug)
+    return project if project.rater_is_member else None
+
+
+def _held_first_sql(vendor: str, rater: str, project: str) -> str:
+    """How many tasks the rater (an SQL expression) has held in the project (an alias), counted up to its
+    ``gold_first_tasks``. A LIMIT that reads a column is PostgreSQL's; elsewhere NULL, and the lease counts in a
+    query of its own."""
+    if vendor != "postgresql":
+        return "NULL"
+    assignment, task = (model._meta.db_table for model in (Assignment, ComparisonTask))
+    return f"""(SELECT COUNT(*) FROM (
+            SELECT 1 FROM {assignment} held_a JOIN {task} held_t ON held_t.id = held_a.task_id
+            WHERE held_a.rater_id = {rater} AND held_t.project_id = {project}.id LIMIT {project}.gold_first_tasks
+        ) held)"""
+
+
 @cache
 def _project_for_lease_sql(vendor: str) -> str:
     members = Project.members.through._meta.db_table
-    standing, assignment, task = (model._meta.db_table for model in (RaterStanding, Assignment, ComparisonTask))
-    # A LIMIT that reads a column is PostgreSQL's; elsewhere the lease counts in a query of its own.
-    held_first = (
-        "NULL"
-        if vendor != "postgresql"
-        else f"""(SELECT COUNT(*) FROM (
-                SELECT 1 FROM {assignment} a JOIN {task} t ON t.id = a.task_id
-                WHERE a.rater_id = m.user_id AND t.project_id = p.id LIMIT p.gold_first_tasks
-            ) held)"""
-    )
+    standing = RaterStanding._meta.db_table
+    held_first = _held_first_sql(vendor, "m.user_id", "p")
     return f"""
         SELECT {columns_of(Project, "p")},
             EXISTS (SELECT 1 FROM {standing} rs WHERE rs.project_id = p.id AND rs.rater_id = m.user_id AND rs.paused)
@@ -583,9 +597,13 @@ def _project_for_lease_sql(vendor: str) -> str:
 
 
 def assignment_of_rater(*, task_id: int, rater_id: int) -> Assignment | None:
-    """The rater's assignment on a task, with its task and the task's project loaded, and ``rater_paused`` (whether
-    the rater is paused on the project), in one query (plain SQL: it runs on every submission, and the ORM takes
-    longer to compile the join than the database to run it)."""
+    """The rater's assignment on a task, with its task and the task's project loaded, in one query (plain SQL: it
+    runs on every submission, and the ORM takes longer to compile the join than the database to run it).
+
+    The assignment carries ``rater_paused`` (whether the rater is paused on the project); the project carries
+    what ``project_for_lease`` reads for the next lease (``rater_paused``, ``rater_held_first``) and
+    ``rater_is_member``, so that a submission can lease the rater's next task without asking for the project
+    again."""
     with connection.cursor() as cursor:
         cursor.execute(_assignment_of_rater_sql(connection.vendor), [task_id, rater_id])
         row = cursor.fetchone()
@@ -594,22 +612,26 @@ def assignment_of_rater(*, task_id: int, rater_id: int) -> Assignment | None:
     widths = [len(Assignment._meta.concrete_fields), len(ComparisonTask._meta.concrete_fields)]
     lease = instance_from_row(Assignment, row[: widths[0]])
     lease.task = instance_from_row(ComparisonTask, row[widths[0] : widths[0] + widths[1]])
-    lease.task.project = instance_from_row(Project, row[widths[0] + widths[1] : -1])
-    lease.rater_paused = bool(row[-1])
+    project = lease.task.project = instance_from_row(Project, row[widths[0] + widths[1] : -3])
+    lease.rater_paused = project.rater_paused = bool(row[-3])
+    project.rater_is_member, project.rater_held_first = bool(row[-2]), row[-1]
     return lease
 
 
 @cache
 def _assignment_of_rater_sql(vendor: str) -> str:
     columns = ", ".join(columns_of(model) for model in (Assignment, ComparisonTask, Project))
-    assignment, task, project, standing = (
-        model._meta.db_table for model in (Assignment, ComparisonTask, Project, RaterStanding)
+    assignment, task, project, standing, members = (
+        model._meta.db_table for model in (Assignment, ComparisonTask, Project, RaterStanding, Project.members.through)
     )
     return f"""
         SELECT {columns}, EXISTS (
             SELECT 1 FROM {standing} rs
             WHERE rs.project_id = {task}.project_id AND rs.rater_id = {assignment}.rater_id AND rs.paused
-        ) FROM {assignment}
+        ), EXISTS (
+            SELECT 1 FROM {members} m WHERE m.project_id = {project}.id AND m.user_id = {assignment}.rater_id
+        ), {_held_first_sql(vendor, f"{assignment}.rater_id", project)}
+        FROM {assignment}
         JOIN {task} ON {task}.id = {assignment}.task_id
         JOIN {project} ON {project}.id = {task}.project_id
         WHERE {assignment}.task_id = %s AND {assignment}.rater_id = %s

@@ -1,6 +1,8 @@
 """The calls the rater pages make: next task, judge, skip, report a problem, demonstrations, critique-chain
 reviews."""
 
+from contextlib import suppress
+
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -10,7 +12,7 @@ from rest_framework.views import APIView
 
 from labeling import permissions, selectors, services
 from labeling.api.access import project_for_rater, task_for_rater
-from labeling.errors import NotFound
+from labeling.errors import ApplicationError, NotFound
 from labeling.models import (
     Assignment,
     CritiqueChain,
@@ -139,34 +141,78 @@ class JudgementSubmitInput(serializers.Serializer):
     rationale = serializers.CharField(required=False, allow_blank=True, default="", max_length=10000)
 
 
+class JudgementSubmitQuery(serializers.Serializer):
+    next = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Answer with the rater's next task in the project as well (`next`), saving the page a round trip.",
+    )  # fmt: skip
+
+
 class JudgementSubmitOutput(serializers.Serializer):
     judgement_id = serializers.IntegerField()
     task_id = serializers.IntegerField()
     ranking = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))
     seconds_spent = serializers.FloatField()
+    next = TaskPayloadOutput(
+        required=False, allow_null=True,
+        help_text="With `?next=true`: the rater's next task, as the next-task call gives it, or null when none is "
+        "left. Absent when no task could be leased for another reason (the rater was paused, or left the project): "
+        "the next-task call then says why.",
+    )  # fmt: skip
+
+
+NEXT = JudgementSubmitQuery._declared_fields["next"]
+
+
+def submit_wants_next(request: Request) -> bool:
+    """``JudgementSubmitQuery``'s one field, read without building the serializer (the hot path: see the package
+    docstring); a value that is not a boolean is a 400 naming ``next``, as the serializer would answer."""
+    value = request.query_params.get("next")
+    if value is None:
+        return False
+    try:
+        return NEXT.to_internal_value(value)
+    except serializers.ValidationError as error:
+        raise serializers.ValidationError({"next": error.detail}) from error
+
+
+def next_task_after(request: Request, judgement) -> dict | None:
+    """The rater's next task in the project of the task they just judged (the lease the next-task call makes)."""
+    project = selectors.project_for_lease_after(user=request.user, project=judgement.task.project)
+    if project is None:
+        raise NotFound("You are no longer a member of this project.")
+    assignment = services.assignment_lease_next(project=project, rater=request.user)
+    return None if assignment is None else task_payload(assignment, project)
 
 
 class JudgementSubmitApi(APIView):
     """POST: the rater's judgement on a task they hold. 201 when stored, 200 when this submission id was
-    stored before (a retry)."""
+    stored before (a retry). With ``?next=true`` the answer also holds the rater's next task."""
 
     permission_classes = [permissions.IsRater]
 
-    @extend_schema(request=JudgementSubmitInput, responses={201: JudgementSubmitOutput, 200: JudgementSubmitOutput})
+    @extend_schema(
+        parameters=[JudgementSubmitQuery],
+        request=JudgementSubmitInput,
+        responses={201: JudgementSubmitOutput, 200: JudgementSubmitOutput},
+    )
     def post(self, request: Request, task_id: int) -> Response:
         # The service accepts only a task this rater holds, which they could only lease in their projects.
         data = JudgementSubmitInput(data=request.data)
         data.is_valid(raise_exception=True)
+        wants_next = submit_wants_next(request)
         judgement, created = services.judgement_submit(rater=request.user, task_id=task_id, **data.validated_data)
-        return Response(
-            {  # the hot path: see the package docstring
-                "judgement_id": judgement.pk,
-                "task_id": judgement.task_id,
-                "ranking": judgement.ranking,
-                "seconds_spent": judgement.seconds_spent,
-            },
-            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
-        )
+        body = {  # the hot path: see the package docstring
+            "judgement_id": judgement.pk,
+            "task_id": judgement.task_id,
+            "ranking": judgement.ranking,
+            "seconds_spent": judgement.seconds_spent,
+        }
+        if wants_next:
+            # The judgement is stored whatever happens here; without a task, the next-task call will say why.
+            with suppress(ApplicationError):
+                body["next"] = next_task_after(request, judgement)
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 class TaskSkipInput(serializers.Serializer):

@@ -140,10 +140,12 @@ class Project(models.Model):
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="projects", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    # A rater's standing, when selectors.project_for_lease read the project for them; not stored: whether they are
-    # paused on it, and how many tasks they have held in it, counted up to gold_first_tasks.
+    # A rater's standing, when selectors.project_for_lease or assignment_of_rater read the project for them; not
+    # stored: whether they are paused on it, how many tasks they have held in it (counted up to gold_first_tasks),
+    # and whether they are still a member.
     rater_paused: bool | None = None
     rater_held_first: int | None = None
+    rater_is_member: bool | None = None
 
     class Meta:
         ordering = ["name"]

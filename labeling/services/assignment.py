@@ -378,7 +378,9 @@ def judgement_submit(
             raise Conflict(ALREADY_JUDGED) from error
         raise ApplicationError(f"The judgement was refused: {error}") from error
     if judgement.gold_score is not None:
-        quality.gold_rule_apply(project=assignment.task.project, rater=rater, now=now)
+        project = assignment.task.project
+        if quality.gold_rule_apply(project=project, rater=rater, now=now) is not None:
+            project.rater_paused = True  # paused now: the rater's next lease is refused
     return judgement, True
 
 

@@ -40,6 +40,8 @@ def test_a_rater_compares_ranks_and_writes_a_demonstration_with_the_keyboard_onl
     page = session.page
     session.log_in("rater", PASSWORD)
     session.shot("projects")
+    calls: list[str] = []
+    page.on("request", lambda request: calls.append(request.url))
 
     page.keyboard.press("Digit1")  # the first project's workbench
     a, b = wait_for_task(page, 2)
@@ -71,6 +73,13 @@ def test_a_rater_compares_ranks_and_writes_a_demonstration_with_the_keyboard_onl
     page.keyboard.press("Enter")
     page.wait_for_selector("#done:not([hidden])")
     session.shot("done")
+    # One call between tasks: each submission's answer brought the next task (the last: none left).
+    api_calls = [url.split("/api/v1/", 1)[1] for url in calls if "/api/v1/" in url]
+    assert api_calls == [
+        f"projects/{project.slug}/tasks/next",
+        f"tasks/{compare.pk}/judgements?next=true",
+        f"tasks/{rank.pk}/judgements?next=true",
+    ]
 
     judgements = {j.task_id: j for j in Judgement.objects.filter(rater=rater)}
     assert set(judgements) == {compare.pk, rank.pk}

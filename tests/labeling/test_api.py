@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.http import HttpRequest
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -32,9 +33,14 @@ def next_task(api, project):
     return response.json() if response.status_code == 200 else None
 
 
-def submit(api, task, **body):
+def submit(api, task, *, next=False, **body):
     body.setdefault("client_submission_id", uuid.uuid4().hex)
-    return api.post(f"/api/v1/tasks/{task['task_id']}/judgements", body, format="json")
+    query = "?next=true" if next else ""
+    return api.post(f"/api/v1/tasks/{task['task_id']}/judgements{query}", body, format="json")
+
+
+def in_order(task) -> list[list[int]]:
+    return [[response["id"]] for response in task["responses"]]
 
 
 def test_the_next_task_lists_responses_in_the_raters_order_as_safe_html(api, project, make_task):
@@ -88,8 +94,13 @@ def test_the_rating_loops_bodies_match_their_output_serializers_exactly(api, pro
     assert all(set(turn) == set(rating.ConversationTurnOutput().fields) for turn in task["conversation"])
     assert rating.TaskPayloadOutput(data=task).is_valid(), rating.TaskPayloadOutput(data=task).errors
     submitted = submit(api, task, ranking=[[response["id"]] for response in task["responses"]]).json()
-    assert set(submitted) == set(rating.JudgementSubmitOutput().fields)
+    assert set(submitted) == set(rating.JudgementSubmitOutput().fields) - {"next"}
     assert rating.JudgementSubmitOutput(data=submitted).is_valid()
+    make_task(k=2)
+    task = next_task(api, project)
+    submitted = submit(api, task, ranking=[[response["id"]] for response in task["responses"]], next=True).json()
+    assert set(submitted) == set(rating.JudgementSubmitOutput().fields) and submitted["next"] is None
+    assert rating.JudgementSubmitOutput(data=submitted).is_valid(), rating.JudgementSubmitOutput(data=submitted).errors
     response = api.post(f"/api/v1/projects/{project.slug}/tasks/next", format="json")
     assert response["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
 
@@ -126,6 +137,62 @@ def test_a_retried_submit_returns_the_stored_judgement_and_stores_nothing_more(a
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()["judgement_id"] == again.json()["judgement_id"]
     assert Judgement.objects.count() == 1
+
+
+def test_a_submit_answers_with_the_next_task_that_the_next_task_call_then_hands_back(api, project, make_task):
+    first, second, third = (make_task(k=3) for _ in range(3))
+    task = next_task(api, project)
+    assert task["task_id"] == first.pk
+    answer = submit(api, task, ranking=in_order(task), next=True)
+    assert answer.status_code == 201, answer.content
+    following = answer.json()["next"]
+    assert following["task_id"] == second.pk
+    lease = Assignment.objects.get(task=second)
+    assert lease.state == "leased" and [r["id"] for r in following["responses"]] == lease.shown_order
+    # The same lease, as the next-task call would have made it: asking again hands back the same task and order.
+    assert next_task(api, project) == following
+    # A retry of the submission answers with the same next task and leases nothing more.
+    again = submit(api, task, ranking=in_order(task), next=True, client_submission_id="retry")
+    assert again.status_code == 409  # another submission id on a judged task: refused, as without next
+    last = submit(api, following, ranking=in_order(following), next=True, client_submission_id="once").json()
+    assert last["next"]["task_id"] == third.pk
+    retried = submit(api, following, ranking=in_order(following), next=True, client_submission_id="once")
+    assert retried.status_code == 200 and retried.json()["next"] == last["next"]
+    assert Assignment.objects.count() == 3 and Judgement.objects.count() == 2
+    final = submit(api, last["next"], ranking=in_order(last["next"]), next=True).json()
+    assert final["next"] is None  # nothing left: null, as the next-task call's 204
+
+
+def test_a_submit_with_next_asks_the_database_less_than_submit_then_next_task(api, project, make_task):
+    """On PostgreSQL three queries: the rater's assignment with its project and standing, the submit function and
+    the lease function (the next-task call reads the project again). SQLite's Python loop reads it again anyway."""
+    for _ in range(4):
+        make_task(k=2)
+    task = next_task(api, project)
+    with CaptureQueriesContext(connection) as together:
+        task = submit(api, task, ranking=in_order(task), next=True).json()["next"]
+    with CaptureQueriesContext(connection) as apart:
+        assert submit(api, task, ranking=in_order(task)).status_code == 201
+        task = next_task(api, project)
+    assert task is not None
+
+    def queries(captured) -> int:  # the test's transaction adds a savepoint around the submit function
+        return sum(not query["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT")) for query in captured)
+
+    if connection.vendor == "postgresql":
+        assert (queries(together), queries(apart)) == (3, 4)
+    else:
+        assert queries(together) == queries(apart)
+
+
+def test_a_rater_taken_out_of_the_project_gets_their_judgement_stored_and_no_next_task(api, project, make_task, rater):
+    make_task(k=2), make_task(k=2)
+    task = next_task(api, project)
+    project.members.remove(rater)
+    answer = submit(api, task, ranking=in_order(task), next=True)
+    assert answer.status_code == 201 and "next" not in answer.json()
+    assert Judgement.objects.filter(rater=rater).count() == 1
+    assert api.post(f"/api/v1/projects/{project.slug}/tasks/next").status_code == 404
 
 
 @pytest.mark.django_db(transaction=True)
@@ -187,6 +254,16 @@ def test_bad_submissions_get_a_400_naming_the_problem(api, project, make_task, b
     error = response.json()
     assert set(error) == {"message", "extra"}
     assert message in error["message"]
+    assert not Judgement.objects.exists()
+
+
+def test_a_next_that_is_not_a_boolean_is_a_400_naming_it_and_stores_nothing(api, project, make_task):
+    make_task(k=2)
+    task = next_task(api, project)
+    body = {"client_submission_id": "x", "ranking": in_order(task)}
+    response = api.post(f"/api/v1/tasks/{task['task_id']}/judgements?next=maybe", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("next:") and response.json()["extra"]["fields"]["next"]
     assert not Judgement.objects.exists()
 
 

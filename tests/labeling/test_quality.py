@@ -529,3 +529,51 @@ def test_each_raters_agreement_with_the_current_reward_model_on_judgements_it_he
     stats = {row.rater_id: row for row in RaterStats.objects.filter(project=project)}
     assert stats[rater.pk].reward_agreement == 1.0 and stats[rater.pk].details["reward_pairs"] == 9
     assert stats[other_rater.pk].reward_agreement == pytest.approx(1 / 3)
+
+
+def test_a_submit_that_pauses_the_rater_answers_without_a_next_task(gold_project, rater):
+    """The submission with ``?next=true`` that trips the gold rule is stored, and brings no next task: the
+    next-task call then says why."""
+    for _ in range(4):
+        gold_task(gold_project)
+    client = APIClient()
+    client.force_authenticate(rater)
+    task = client.post(f"/api/v1/projects/{gold_project.slug}/tasks/next").json()
+    answers = []
+    for number in range(3):
+        reversed_ids = [
+            [response_id] for response_id in reversed(ComparisonTask.objects.get(pk=task["task_id"]).response_ids())
+        ]
+        answer = client.post(
+            f"/api/v1/tasks/{task['task_id']}/judgements?next=true",
+            {"client_submission_id": f"n{number}", "ranking": reversed_ids},
+            format="json",
+        )
+        assert answer.status_code == 201, answer.content
+        answers.append(answer.json())
+        task = answers[-1].get("next")
+    assert [("next" in answer) for answer in answers] == [True, True, False]
+    assert RaterStanding.objects.get(rater=rater, project=gold_project).paused
+    refused = client.post(f"/api/v1/projects/{gold_project.slug}/tasks/next")
+    assert refused.status_code == 403 and refused.json()["message"].startswith("You are paused")
+
+
+def test_a_new_raters_first_tasks_are_gold_when_each_submit_brings_the_next(project, rater):
+    project.gold_first_tasks, project.gold_rate = 2, 0.0
+    project.save()
+    plain = [task_create(project=project, k=2) for _ in range(2)]
+    gold = [gold_task(project) for _ in range(3)]
+    client = APIClient()
+    client.force_authenticate(rater)
+    task = client.post(f"/api/v1/projects/{project.slug}/tasks/next").json()
+    handed = []
+    while task is not None:
+        handed.append(task["task_id"])
+        ranking = [[response["id"]] for response in task["responses"]]
+        answer = client.post(
+            f"/api/v1/tasks/{task['task_id']}/judgements?next=true",
+            {"client_submission_id": f"f{len(handed)}", "ranking": ranking},
+            format="json",
+        )
+        task = answer.json()["next"]
+    assert handed[:4] == [gold[0].pk, gold[1].pk, plain[0].pk, plain[1].pk]

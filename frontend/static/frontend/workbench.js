@@ -54,12 +54,19 @@ function fail(text) {
 
 async function loadNext() {
   showError("");
+  let next;
   try {
-    task = await api(root.dataset.csrf, root.dataset.nextUrl);
+    next = await api(root.dataset.csrf, root.dataset.nextUrl);
   } catch (error) {
     fail(error.message);
     return;
   }
+  show(next);
+}
+
+// Put a task on screen (null: nothing is left).
+function show(next) {
+  task = next;
   if (task === null) {
     $("task").hidden = true;
     $("done").hidden = false;
@@ -438,15 +445,20 @@ async function submit() {
     return;
   }
   await whileBusy(state, $("submit"), async () => {
-    const path = `${root.dataset.apiRoot}tasks/${task.task_id}/judgements`;
+    // The answer brings the next task too (one round trip between tasks); without it, ask for it.
+    const path = `${root.dataset.apiRoot}tasks/${task.task_id}/judgements?next=true`;
+    let answer;
     try {
-      await api(root.dataset.csrf, path, { body: judgement(), attempts: 3 });
+      answer = await api(root.dataset.csrf, path, { body: judgement(), attempts: 3 });
     } catch (error) {
       fail(error.message);
       return;
     }
     submitted += 1;
-    await loadNext();
+    if ("next" in answer) {
+      showError("");
+      show(answer.next);
+    } else await loadNext();
   });
 }
 
