@@ -9,6 +9,7 @@ from django.db import connection
 from django.http import HttpRequest
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework import serializers
 from rest_framework.test import APIClient
 
 from labeling import rendering, services
@@ -428,3 +429,52 @@ def test_me_names_the_owner_of_a_token_in_one_query(rater, django_assert_num_que
     with django_assert_num_queries(1):
         answer = api.get("/api/v1/me")
     assert answer.status_code == 200 and answer.json() == {"username": rater.username, "is_staff": False}
+
+
+SUBMISSIONS = [
+    {
+        "client_submission_id": "a",
+        "ranking": [[1], [2, 3]],
+        "margin": 2,
+        "likert": {"1": 7},
+        "flags": {"2": ["hallucination"]},
+    },
+    {"client_submission_id": "b", "ranking": None, "all_bad": True, "rationale": "All wrong."},
+    {"client_submission_id": "", "ranking": [[0]]},
+    {"client_submission_id": "c", "ranking": [["x"], []], "likert": {"1": 9}, "flags": {"1": ["boring"]}},
+    {"client_submission_id": "d" * 65, "ranking": [[1]] * 10, "margin": 7, "all_bad": "maybe"},
+    {"ranking": "bad", "likert": [], "flags": {"1": "harmful"}},
+]
+
+
+class DeepCopiedInput(rating.JudgementSubmitInput):
+    """The same fields with DRF's own deep copies, to compare against."""
+
+    get_fields = serializers.Serializer.get_fields
+
+
+def validated(serializer_class, body):
+    serializer = serializer_class(data=body)
+    return (serializer.validated_data, None) if serializer.is_valid() else (None, serializer.errors)
+
+
+@pytest.mark.parametrize("body", SUBMISSIONS)
+def test_the_submit_input_with_shared_nested_fields_answers_as_drfs_deep_copies(body):
+    assert validated(rating.JudgementSubmitInput, body) == validated(DeepCopiedInput, body)
+
+
+def test_the_submit_input_validates_the_same_from_many_threads_at_once():
+    expected = [validated(DeepCopiedInput, body) for body in SUBMISSIONS]
+    answers, barrier = [], threading.Barrier(8)
+
+    def work() -> None:
+        barrier.wait()
+        answers.append([validated(rating.JudgementSubmitInput, body) for body in SUBMISSIONS * 50])
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [data is not None for data, _ in expected] == [True, True, False, False, False, False]
+    assert len(answers) == 8 and all(answer == expected * 50 for answer in answers)
