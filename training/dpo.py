@@ -11,16 +11,18 @@ measured on up to ``margin_pairs`` training pairs: DPO works when that margin ri
 import copy
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_callback import PrinterCallback
 
 from training.config import DPOConfig
 from training.data import DataError, read_rankings
 from training.models import load_causal_lm
+from training.rollout import cache_argument_name
 from training.runtime import MetricsSink, Progress, write_result
 from training.sft import TrainerProgress, lora_config, policy_save, trainer_arguments
 from training.text import policy_prompt, uses_chat_template
@@ -83,14 +85,53 @@ def reply_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     return float(torch.log_softmax(logits, dim=-1).gather(1, ids[0, len(prompt_ids) :, None]).sum())
 
 
-def preference_margin(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs) -> float:
-    """The mean of log p(chosen) - log p(rejected) over the pairs (replies summed over their tokens)."""
+@torch.no_grad()
+def replies_logprob(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, replies: list[str]
+) -> list[float]:
+    """``reply_logprob`` of each reply to one prompt, the prompt run once: each reply goes on from a copy of the
+    prompt's key-value cache, so a pair runs the prompt's tokens once instead of twice."""
+    cache_argument = cache_argument_name(model)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    cache = DynamicCache(config=model.config)
+    prompted = model(
+        input_ids=torch.tensor([prompt_ids], device=model.device), use_cache=True, **{cache_argument: cache}
+    )
+    scores = []
+    for reply in replies:
+        reply_ids = torch.tensor(
+            [[*tokenizer(reply, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]], device=model.device
+        )
+        extended = copy.deepcopy(cache)  # a forward pass extends the cache it is given
+        following = model(input_ids=reply_ids, use_cache=True, **{cache_argument: extended}).logits[0, :-1]
+        logits = torch.cat([prompted.logits[0, -1:], following]).float()
+        scores.append(float(torch.log_softmax(logits, dim=-1).gather(1, reply_ids[0, :, None]).sum()))
+    return scores
+
+
+def preference_margin(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs,
+    on_progress: Callable[[float], None] | None = None,
+) -> float:
+    """The mean of log p(chosen) - log p(rejected) over the pairs (replies summed over their tokens);
+    ``on_progress`` hears the share of the pairs measured so far."""
     model.eval()
     margins = []
-    for prompt, chosen, rejected in pairs:
-        text = policy_prompt(tokenizer, prompt)
-        margins.append(reply_logprob(model, tokenizer, text, chosen) - reply_logprob(model, tokenizer, text, rejected))
+    for number, (prompt, chosen, rejected) in enumerate(pairs, start=1):
+        chosen_logprob, rejected_logprob = replies_logprob(
+            model, tokenizer, policy_prompt(tokenizer, prompt), [chosen, rejected]
+        )
+        margins.append(chosen_logprob - rejected_logprob)
+        if on_progress is not None:
+            on_progress(number / len(pairs))
     return sum(margins) / len(margins)
+
+
+def measuring(progress: Progress) -> Callable[[float], None]:
+    """Report the margin's measurement as the current phase's progress (its last pair always)."""
+    return lambda fraction: progress.update(fraction, force=fraction >= 1.0)
 
 
 def train_dpo(
@@ -115,7 +156,7 @@ def train_dpo(
     pairs = dpo_pairs(data_path)
     measured = random.Random(config.seed).sample(pairs, min(config.margin_pairs, len(pairs)))
     progress.phase("measuring")
-    margin_before = preference_margin(model, tokenizer, measured) if measured else None
+    margin_before = preference_margin(model, tokenizer, measured, measuring(progress)) if measured else None
     tokenizer.padding_side = "right"
     arguments = trl.DPOConfig(**trainer_arguments(config, output_dir), beta=config.beta, loss_type=[config.loss_type])
     # The reference is the starting policy, frozen: a copy of it (with LoRA, the base model with its adapters off).
@@ -134,7 +175,8 @@ def train_dpo(
     outcome = trainer.train()
     progress.phase("saving")
     trained, model_dir = policy_save(trainer, tokenizer, config, output_dir)
-    margin_after = preference_margin(trained, tokenizer, measured) if measured else None
+    progress.phase("checking")  # the margin again, on the saved policy
+    margin_after = preference_margin(trained, tokenizer, measured, measuring(progress)) if measured else None
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     metrics = {
         "pairs": len(pairs),

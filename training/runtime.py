@@ -4,7 +4,7 @@ how far along it is, and the error it leaves when it fails. The app's workers re
 Every line is a JSON object with ``time`` (Unix seconds). Three kinds:
 
 - ``{"event": "phase", "phase": "loading", "progress": 0.0}``: a phase starts. Phases: loading, measuring, training,
-  evaluating, normalising, saving, generating, labelling.
+  evaluating, normalising, saving, checking, generating, labelling.
 - ``{"event": "progress", "phase": "training", "phase_progress": 0.43, "progress": 0.41, "eta_s": 120}``:
   how far along the phase and the whole run are, at most every ``interval`` seconds. ``eta_s`` (time left in
   the training phase) only while training.
@@ -44,7 +44,7 @@ HELD_OUT_JUDGEMENTS = "held_out_judgements.jsonl"  # reward: the model's verdict
 PHASE_WEIGHTS = {
     "reward": {"loading": 0.05, "training": 0.85, "normalising": 0.05, "saving": 0.05},
     "sft": {"loading": 0.05, "training": 0.9, "saving": 0.05},
-    "dpo": {"loading": 0.05, "measuring": 0.05, "training": 0.85, "saving": 0.05},
+    "dpo": {"loading": 0.05, "measuring": 0.05, "training": 0.8, "saving": 0.05, "checking": 0.05},
     "ppo": {"loading": 0.05, "training": 0.9, "saving": 0.05},
     "generate": {"loading": 0.05, "generating": 0.95},
     "evaluate": {"generating": 1.0},

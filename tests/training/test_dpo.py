@@ -4,11 +4,13 @@ and the trainer's command line."""
 
 import json
 
+import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.training.test_rollout import llama_policy
 from training.cli import main
 from training.config import DPOConfig
-from training.dpo import dpo_pairs, preference_margin, train_dpo
+from training.dpo import dpo_pairs, preference_margin, replies_logprob, reply_logprob, train_dpo
 from training.models import prepare_policy_tokenizer, tiny_causal_lm, tiny_tokenizer
 from training.runtime import METRICS_FILE
 
@@ -44,6 +46,10 @@ def test_a_tiny_policy_learns_to_prefer_the_chosen_replies(tmp_path):
     assert metrics["last_loss"] < metrics["first_loss"]
     curve = [line for line in seen if "margin" in line and "step" in line]
     assert curve and curve[-1]["preference_accuracy"] == 1.0
+    # Measuring the margin, before training and on the saved policy, reports its progress to the last pair.
+    for phase in ("measuring", "checking"):
+        reported = [line["phase_progress"] for line in seen if line.get("phase") == phase and "phase_progress" in line]
+        assert reported[-1] == 1.0 and reported == sorted(reported), (phase, reported)
     # The saved policy is the trained one: it measures the same margin after loading.
     saved = AutoModelForCausalLM.from_pretrained(result.model_dir)
     saved_tokenizer = AutoTokenizer.from_pretrained(result.model_dir)
@@ -64,3 +70,20 @@ def test_a_ranking_gives_every_ordered_pair_and_the_command_line_trains_on_it(tm
     result = json.loads((out / "result.json").read_text())
     assert result["metrics"]["margin_after"] > result["metrics"]["margin_before"]
     assert (out / "model" / "config.json").exists()
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_replies_scored_from_the_prompts_cache_score_as_the_whole_sequence_does(architecture):
+    """The prompt runs once and each reply goes on from a copy of its cache: the log-probabilities are those of
+    running prompt and reply together, for both replies (the first must not leave its tokens in the cache)."""
+    if architecture == "llama":
+        model, tokenizer = llama_policy()
+    else:
+        tokenizer = prepare_policy_tokenizer(tiny_tokenizer(WORDS))
+        model = tiny_causal_lm(tokenizer, layers=2, hidden=64, seed=3).eval()
+    prompt = "say w1 twice say w2 twice say w3"
+    replies = ["w1 w1", "w2 w3 w4 w5", "twice"]
+    together = [reply_logprob(model, tokenizer, prompt, reply) for reply in replies]
+    cached = replies_logprob(model, tokenizer, prompt, replies)
+    assert cached == pytest.approx(together, abs=1e-4)
+    assert len(set(round(value, 3) for value in cached)) == 3  # three different replies, three scores
