@@ -4,7 +4,6 @@ curves), cancel it (those who may change runs); list model versions and make one
 
 from django.db.models import OuterRef, Subquery
 from django.shortcuts import get_object_or_404
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
@@ -41,11 +40,11 @@ class RunOutput(serializers.ModelSerializer):
     def get_phase(self, run: TrainingRun) -> str:
         return str((run.metrics or {}).get("phase") or ("queued" if run.status == TrainingRun.Status.QUEUED else ""))
 
-    @extend_schema_field(OpenApiTypes.FLOAT)
+    @extend_schema_field(serializers.FloatField(allow_null=True))
     def get_eta_s(self, run: TrainingRun) -> float | None:
         return runs.seconds_left(run) if run.status == TrainingRun.Status.RUNNING else None
 
-    @extend_schema_field(OpenApiTypes.INT)
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_model_version(self, run: TrainingRun) -> int | None:
         if hasattr(run, "model_version_id"):  # annotated by runs_with_versions
             return run.model_version_id
